@@ -1,0 +1,1 @@
+"""Sub-commands of the ``detforge`` CLI; see :mod:`detforge.cli` for the protocol."""

@@ -1,0 +1,1 @@
+"""Converters for ``detforge convert``; see :mod:`detforge.commands.convert`."""
