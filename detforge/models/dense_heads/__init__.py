@@ -1,1 +1,3 @@
+from detforge.utils.autoload import import_submodules
 
+__all__ = import_submodules(__name__, __path__, globals())
