@@ -20,10 +20,11 @@ import contextlib
 import difflib
 import importlib
 import inspect
+import re
 from typing import Any, Callable, Iterable, Iterator
 
 __all__ = [
-    'Registry', 'BuildError', 'build_from_cfg', 'build_context', 'DetforgeError',
+    'Registry', 'BuildError', 'RegistryError', 'build_from_cfg', 'build_context', 'DetforgeError',
     'DETECTORS', 'BACKBONES', 'NECKS', 'HEADS', 'ROI_EXTRACTORS', 'SHARED_HEADS', 'LOSSES',
     'PRIOR_GENERATORS', 'ANCHOR_GENERATORS', 'BBOX_ASSIGNERS', 'BBOX_SAMPLERS', 'BBOX_CODERS',
     'IOU_CALCULATORS', 'NORM_LAYERS', 'DATASETS', 'PIPELINES', 'TRANSFORMS', 'SAMPLERS', 'HOOKS',
@@ -54,7 +55,14 @@ class BuildError(DetforgeError):
         self.filename = filename
 
     def prefix(self, *keys: str) -> 'BuildError':
+        """Prepend keys to the key path (the caller knows where the failed config sat).
+
+        ``cfg`` is cleared: the path now starts at a config this error does not hold, so
+        :func:`build_from_cfg` one level up must not search for ``cfg`` and add its key a
+        second time; it sets ``cfg`` to its own config instead.
+        """
         self.key_path = [str(k) for k in keys] + self.key_path
+        self.cfg = None
         return self
 
     def __str__(self) -> str:
@@ -64,6 +72,13 @@ class BuildError(DetforgeError):
         if self.filename:
             where.append(f'of {self.filename}')
         return self.message + (f" ({' '.join(where)})" if where else '')
+
+
+class RegistryError(DetforgeError, KeyError):
+    """A name cannot be registered (it is taken). A ``KeyError`` too, as in MMCV."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ''
 
 
 class Registry:
@@ -115,14 +130,20 @@ class Registry:
     def _import_locations(self) -> None:
         if self._imported:
             return
-        self._imported = True
-        for location in self._locations:
-            importlib.import_module(location)
+        self._imported = True  # before importing: a module may look a name up while loading
+        try:
+            for location in self._locations:
+                importlib.import_module(location)
+        except BaseException:
+            self._imported = False  # fail again (loudly) on the next lookup, not silently
+            raise
 
     # ----------------------------------------------------------------- lookup
     def get(self, key: str) -> type | Callable | None:
         """Return the class registered as ``key``, looking in this registry, its children
         (``'scope.Name'`` or an unambiguous plain name) and then its parents."""
+        if not isinstance(key, str):
+            return None
         self._import_locations()
         if key in self._module_dict:
             return self._module_dict[key]
@@ -181,18 +202,19 @@ class Registry:
         if not callable(module):
             raise TypeError(f'only classes and functions can be registered, got {module!r}')
         names = [module.__name__] if name is None else ([name] if isinstance(name, str) else list(name))
-        for key in names:
+        if not all(isinstance(key, str) and key for key in names):
+            raise TypeError(f'registered names must be non-empty strings, got {names!r}')
+        for key in names:  # check every name before registering any
             existing = self._module_dict.get(key)
-            if existing is not None and existing is not module and not force:
-                if _same_definition(existing, module):
-                    # the same source registered again (a module imported twice under two
-                    # names, e.g. as a script and as a package): keep the newest
-                    pass
-                else:
-                    raise KeyError(
-                        f"'{key}' is already registered in the {self.name} registry by "
-                        f'{_describe(existing)}; cannot register {_describe(module)} under the '
-                        f'same name (pass force=True to replace it, or choose another name)')
+            if existing is not None and existing is not module and not force \
+                    and not _same_definition(existing, module):
+                # (the same source registered again, e.g. a module imported under two names,
+                # is not a conflict: the newest is kept)
+                raise RegistryError(
+                    f"'{key}' is already registered in the {self.name} registry by "
+                    f'{_describe(existing)}; cannot register {_describe(module)} under the '
+                    f'same name (pass force=True to replace it, or choose another name)')
+        for key in names:
             self._module_dict[key] = module
         return module
 
@@ -206,7 +228,8 @@ class Registry:
                 try:
                     modules.append(build_from_cfg(c, self, default_args))
                 except BuildError as e:
-                    raise e.prefix(str(i))
+                    e.prefix(str(i)).cfg = cfg  # callers look for the list in their args
+                    raise
             return nn.Sequential(*modules)
         return build_from_cfg(cfg, self, default_args)
 
@@ -231,18 +254,52 @@ def _describe(obj) -> str:
 
 def _accepted_params(fn) -> tuple[list[str], bool]:
     """Names a callable accepts as keywords, and whether it also takes ``**kwargs``."""
-    target = fn.__init__ if inspect.isclass(fn) else fn
-    try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
+    sig = _signature(fn)
+    if sig is None:
         return [], True
     names, var_kw = [], False
     for p in sig.parameters.values():
         if p.kind is p.VAR_KEYWORD:
             var_kw = True
-        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != 'self':
+        elif p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             names.append(p.name)
     return names, var_kw
+
+
+def _unexpected_keyword(error: TypeError) -> str | None:
+    match = re.search(r"got an unexpected keyword argument '(\w+)'", str(error))
+    return match.group(1) if match else None
+
+
+def _accepted_params_mro(cls) -> list[str]:
+    """Keyword arguments a class accepts, following ``**kwargs`` up its base classes."""
+    if not inspect.isclass(cls):
+        return _accepted_params(cls)[0]
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if '__init__' not in vars(klass) or klass is object:
+            continue
+        params, var_kw = _accepted_params(klass.__init__)
+        names.extend(p for p in params if p != 'self' and p not in names)
+        if not var_kw:
+            break
+    return names
+
+
+def _signature(fn) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)  # for a class: its constructor, without self
+    except (TypeError, ValueError):
+        return None
+
+
+def _missing_required(fn, args: dict) -> list[str]:
+    sig = _signature(fn)
+    if sig is None:
+        return []
+    return [p.name for p in sig.parameters.values()
+            if p.default is p.empty and p.name not in args
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
 
 def _find_key_path(container: Any, target: Any, _depth: int = 0) -> list[str] | None:
@@ -267,7 +324,39 @@ def _find_key_path(container: Any, target: Any, _depth: int = 0) -> list[str] | 
         sub = _find_key_path(value, target, _depth + 1)
         if sub is not None:
             return [str(key)] + sub
+    if _depth == 0 and isinstance(target, dict):
+        # the parent may have added keys to the config before building it (e.g. a detector
+        # passes train_cfg on to its head): match a dict of the same type with common keys
+        return _find_similar_dict(container, target)
     return None
+
+
+def _find_similar_dict(container: Any, target: dict, _depth: int = 0) -> list[str] | None:
+    if _depth > 8:
+        return None
+    if isinstance(container, dict):
+        items = list(container.items())
+    elif isinstance(container, (list, tuple)):
+        items = list(enumerate(container))
+    else:
+        return None
+    for key, value in items:
+        if isinstance(value, dict) and value.get('type', None) == target.get('type', None) \
+                and (_is_sub_dict(value, target) or _is_sub_dict(target, value)):
+            return [str(key)]
+        sub = _find_similar_dict(value, target, _depth + 1)
+        if sub is not None:
+            return [str(key)] + sub
+    return None
+
+
+def _is_sub_dict(small: Any, big: Any) -> bool:
+    if not (isinstance(small, dict) and isinstance(big, dict)) or not small:
+        return False
+    try:
+        return all(k in big and big[k] == v for k, v in small.items())
+    except Exception:  # noqa: BLE001 - only a hint
+        return False
 
 
 def build_from_cfg(cfg: Any, registry: Registry, default_args: dict | None = None):
@@ -310,9 +399,18 @@ def build_from_cfg(cfg: Any, registry: Registry, default_args: dict | None = Non
     from_config = getattr(obj_cls, 'from_config', None)
     if inspect.isclass(obj_cls) and inspect.ismethod(from_config):
         try:
-            args = from_config(args)
+            derived = from_config(args)
         except BuildError as e:
-            raise e.prefix(*(_find_key_path(cfg, e.cfg) or []))
+            if e.cfg is not None:
+                e.prefix(*(_find_key_path(args, e.cfg) or []))
+            e.cfg = cfg
+            raise
+        if isinstance(derived, obj_cls):  # from_config built the object itself
+            return derived
+        if not isinstance(derived, dict):
+            raise BuildError(f'{obj_cls.__name__}.from_config must return a dict of constructor '
+                             f'arguments, got {type(derived).__name__}', cfg)
+        args = derived
 
     accepted, var_kw = _accepted_params(obj_cls)
     if not var_kw:
@@ -324,14 +422,33 @@ def build_from_cfg(cfg: Any, registry: Registry, default_args: dict | None = Non
                 f'{obj_cls.__name__} got an unexpected argument {bad!r}'
                 + (f' (did you mean {hint[0]!r}?)' if hint else '')
                 + f'; it accepts: {", ".join(accepted) or "(no arguments)"}', cfg)
+    missing = _missing_required(obj_cls, args)
+    if missing:
+        raise BuildError(f'{obj_cls.__name__} needs the argument'
+                         f'{"s" if len(missing) > 1 else ""} {", ".join(map(repr, missing))}, '
+                         f'which the config does not give', cfg)
     try:
         return obj_cls(**args)
     except BuildError as e:
-        # a nested build failed: say which of our arguments held the bad config
-        path = _find_key_path(args, e.cfg)
+        # a nested build failed: say which of our arguments held the bad config (unless the
+        # constructor already did), then stand for it ourselves so that the next level up
+        # finds us in its own arguments
+        path = _find_key_path(args, e.cfg) if e.cfg is not None else None
         if path:
             e.prefix(*path)
+        e.cfg = cfg
         raise
+    except TypeError as e:
+        # a class taking **kwargs passed an argument on to a parent that does not know it
+        bad = _unexpected_keyword(e)
+        if bad is None or bad not in args:
+            raise
+        accepted = _accepted_params_mro(obj_cls)
+        hint = difflib.get_close_matches(bad, accepted, n=1)
+        raise BuildError(
+            f'{obj_cls.__name__} got an unexpected argument {bad!r}'
+            + (f' (did you mean {hint[0]!r}?)' if hint else '')
+            + f'; it accepts: {", ".join(accepted) or "(no arguments)"}', cfg) from e
 
 
 def _plain_items(cfg: dict) -> Iterator[tuple[str, Any]]:

@@ -1,1 +1,28 @@
+"""The data side of detforge: data sets, transforms, samplers, loader.
 
+Importing this package registers every data set (``DATASETS``), transform (``PIPELINES`` /
+``TRANSFORMS``) and sampler (``SAMPLERS``).
+"""
+from detforge.utils.autoload import import_submodules
+
+from .builder import build_dataset
+from .coco import CocoDataset
+from .custom import CustomDataset
+from .dataset_wrappers import (ClassBalancedDataset, ConcatDataset, MultiImageMixDataset,
+                               RepeatDataset)
+from .errors import AnnotationError, DatasetError, ImageLoadError
+from .loader import build_dataloader, collate
+from .pipelines import *  # noqa: F401,F403 - registers every transform
+from .pipelines import __all__ as _pipeline_names
+from .pipelines.compose import Compose
+from .samplers import *  # noqa: F401,F403 - registers every sampler
+from .samplers import __all__ as _sampler_names
+from .voc import VOCDataset, XMLDataset
+
+__all__ = ['build_dataset', 'build_dataloader', 'collate', 'Compose', 'CustomDataset',
+           'CocoDataset', 'XMLDataset', 'VOCDataset', 'ConcatDataset', 'RepeatDataset',
+           'ClassBalancedDataset', 'MultiImageMixDataset', 'DatasetError', 'ImageLoadError',
+           'AnnotationError']
+__all__ += [n for n in list(_pipeline_names) + list(_sampler_names) if n not in __all__]
+# any other module added to this package registers itself too
+import_submodules(__name__, __path__, {})

@@ -1,0 +1,267 @@
+"""Model speed: detforge against torchvision on the same CPU, same images, same sizes.
+
+    python benchmarks/bench_models.py --model retinanet --iters 5
+    python benchmarks/bench_models.py --model retinanet --iters 3 --memory
+
+RetinaNet-R50-FPN, BCCD images at their own 640x480 (torchvision's transform is set to
+min_size=480, max_size=640 so it does not resize), 3 classes, no pretrained weights, batch 2
+for the training step (forward, backward, SGD step) and 1 image for inference. Both models
+have the same layout and the same trainable parts: ResNet-50 with batch norm in train mode
+(torchvision builds it so without pretrained weights), FPN P3-P7 with P6/P7 from P5, 4-conv
+towers, 9 anchors; inference keeps up to 1000 candidates per level above 0.05, NMS 0.5, 300
+detections. The two are timed alternately in one process (who goes first alternates too), so
+that machine load hits both.
+
+``--memory``: peak memory of each phase, as the peak resident set size (``VmHWM``) of a
+fresh subprocess that builds one model and runs only that phase (one iteration). It includes the Python interpreter, torch and the model weights
+(the same for both), so compare the differences, not the ratio alone.
+
+A Faster R-CNN section plugs in by adding a ``--model`` choice to ``BUILDERS``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ('RBC', 'WBC', 'Platelets')
+NORM = dict(mean=np.array([123.675, 116.28, 103.53], np.float32),
+            std=np.array([58.395, 57.12, 57.375], np.float32), to_rgb=True)
+
+
+def bccd_root() -> Path:
+    for root in (REPO / 'data' / 'bccd', REPO.parent / 'shared' / 'data' / 'bccd' / 'BCCD'):
+        if (root / 'JPEGImages').is_dir():
+            return root
+    sys.exit('BCCD not found: expected data/bccd or ../shared/data/bccd/BCCD')
+
+
+def load_images(n: int):
+    """``n`` BCCD images (uint8 BGR, 480x640) with boxes (xyxy) and 0-based labels."""
+    root = bccd_root()
+    names = sorted(p.stem for p in (root / 'JPEGImages').glob('*.jpg'))[:n]
+    out = []
+    for name in names:
+        img = cv2.imread(str(root / 'JPEGImages' / f'{name}.jpg'))
+        boxes, labels = [], []
+        for obj in ET.parse(root / 'Annotations' / f'{name}.xml').findall('object'):
+            bb = obj.find('bndbox')
+            boxes.append([float(bb.find(k).text) for k in ('xmin', 'ymin', 'xmax', 'ymax')])
+            labels.append(CLASSES.index(obj.find('name').text.strip()))
+        out.append((name, img, torch.tensor(boxes, dtype=torch.float32), torch.tensor(labels)))
+    return out
+
+
+# ---------------------------------------------------------------------------- detforge
+def build_ours_retinanet():
+    from detforge.config import Config
+    from detforge.models.builder import build_detector
+    cfg = Config.fromfile(str(REPO / 'configs/retinanet/retinanet_r50_fpn_tv.py'))
+    cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
+    cfg.model.bbox_head.num_classes = len(CLASSES)
+    return build_detector(cfg.model)
+
+
+def ours_batch(samples):
+    h, w = samples[0][1].shape[:2]
+    img = torch.stack([torch.from_numpy(s[1].transpose(2, 0, 1).copy()) for s in samples])
+    metas = [dict(filename=s[0], ori_shape=(h, w, 3), img_shape=(h, w, 3), pad_shape=(h, w, 3),
+                  scale_factor=np.ones(4, np.float32), flip=False, img_norm_cfg=NORM,
+                  batch_input_shape=(h, w)) for s in samples]
+    return dict(img=img, img_metas=metas, gt_bboxes=[s[2] for s in samples], gt_labels=[s[3] for s in samples])
+
+
+def ours_train_step(model, optimizer, samples):
+    out = model.train_step(ours_batch(samples), optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    out['loss'].backward()
+    optimizer.step()
+
+
+def ours_infer(model, samples):
+    batch = ours_batch(samples)
+    with torch.no_grad():
+        return model.simple_test(batch['img'], batch['img_metas'], rescale=True)
+
+
+# ---------------------------------------------------------------------------- torchvision
+def build_tv_retinanet():
+    from torchvision.models.detection import retinanet_resnet50_fpn
+    return retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES),
+                                  min_size=480, max_size=640, detections_per_img=300)
+
+
+def tv_inputs(samples):
+    imgs = [torch.from_numpy(np.ascontiguousarray(s[1][:, :, ::-1]).transpose(2, 0, 1).copy()).float() / 255
+            for s in samples]
+    # RetinaNet has no background class (sigmoid scores): labels 0..2 as ours
+    targets = [dict(boxes=s[2], labels=s[3]) for s in samples]
+    return imgs, targets
+
+
+def tv_train_step(model, optimizer, samples):
+    imgs, targets = tv_inputs(samples)
+    losses = model(imgs, targets)
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def tv_infer(model, samples):
+    imgs, _ = tv_inputs(samples)
+    with torch.no_grad():
+        return model(imgs)
+
+
+BUILDERS = {
+    # name: (ours builder, ours train, ours infer, baseline builder, baseline train, baseline infer)
+    'retinanet': (build_ours_retinanet, ours_train_step, ours_infer,
+                  build_tv_retinanet, tv_train_step, tv_infer),
+}
+
+
+# ---------------------------------------------------------------------------- runner
+def make_optimizer(model):
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+
+CPU_TIMES: dict[str, list[float]] = {}
+
+
+def timed(fn, *args) -> float:
+    """Wall time of ``fn(*args)``; its process CPU time (all threads) goes to ``CPU_TIMES``,
+    which is less disturbed than wall time when other jobs share the cores."""
+    cpu, start = time.process_time(), time.perf_counter()
+    fn(*args)
+    wall = time.perf_counter() - start
+    CPU_TIMES.setdefault(fn.__name__, []).append(time.process_time() - cpu)
+    return wall
+
+
+def run_timing(args):
+    build_o, train_o, infer_o, build_b, train_b, infer_b = BUILDERS[args.model]
+    samples = load_images(2)
+    torch.manual_seed(0)
+    ours, base = build_o(), build_b()
+    opt_o, opt_b = make_optimizer(ours), make_optimizer(base)
+    times = {k: [] for k in ('ours_train', 'base_train', 'ours_infer', 'base_infer')}
+    for i in range(args.warmup + args.iters):
+        # alternate who goes first, so that neither always follows the other's memory churn
+        order = ('ours', 'base') if i % 2 == 0 else ('base', 'ours')
+        run = {'ours': (ours, opt_o, train_o, infer_o), 'base': (base, opt_b, train_b, infer_b)}
+        t = {}
+        for who in order:
+            model, opt, train_fn, _ = run[who]
+            model.train()
+            t[f'{who}_train'] = timed(train_fn, model, opt, samples)
+        for who in order:
+            model, _, _, infer_fn = run[who]
+            model.eval()
+            t[f'{who}_infer'] = timed(infer_fn, model, samples[:1])
+        if i >= args.warmup:
+            for k, v in t.items():
+                times[k].append(v)
+        print(f'iter {i}{" (warm-up)" if i < args.warmup else ""}: ' +
+              ', '.join(f'{k} {v:.2f}s' for k, v in t.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu = {k: statistics.median(v[args.warmup:]) for k, v in CPU_TIMES.items()}
+    print('median process CPU time: ' + ', '.join(f'{k} {v:.2f}s' for k, v in cpu.items()))
+    return med, times, cpu
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process: ``VmHWM`` of /proc/self/status (reset by exec,
+    unlike ``ru_maxrss``, which Linux carries over from the forking parent)."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_phase(args):
+    """One phase in this process (for --memory): print peak RSS in MiB as JSON."""
+    build_o, train_o, infer_o, build_b, train_b, infer_b = BUILDERS[args.model]
+    samples = load_images(2)
+    torch.manual_seed(0)
+    who, what = args.phase.split('-')
+    model = build_o() if who == 'ours' else build_b()
+    if what == 'train':
+        model.train()
+        opt = make_optimizer(model)
+        fn = train_o if who == 'ours' else train_b
+        for _ in range(args.iters):
+            fn(model, opt, samples)
+    else:
+        model.eval()
+        fn = infer_o if who == 'ours' else infer_b
+        for _ in range(args.iters):
+            fn(model, samples[:1])
+    print(json.dumps(dict(phase=args.phase, max_rss_mib=peak_rss_mib())))
+
+
+def run_memory(args):
+    peaks = {}
+    for phase in ('ours-train', 'base-train', 'ours-infer', 'base-infer'):
+        cmd = [sys.executable, __file__, '--model', args.model, '--phase', phase, '--iters', '1',
+               '--threads', str(args.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        peaks[phase] = json.loads(out.strip().splitlines()[-1])['max_rss_mib']
+        print(f'{phase}: peak RSS {peaks[phase]:.0f} MiB', flush=True)
+    return peaks
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--model', choices=sorted(BUILDERS), default='retinanet')
+    parser.add_argument('--iters', type=int, default=5, help='timed iterations (after warm-up)')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--threads', type=int, default=torch.get_num_threads())
+    parser.add_argument('--memory', action='store_true', help='also measure peak RSS per phase')
+    parser.add_argument('--phase', help=argparse.SUPPRESS)
+    parser.add_argument('--json', help='write the results to this file')
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sys.path.insert(0, str(REPO))
+    if args.phase:
+        return run_phase(args)
+
+    print(f'torch {torch.__version__}, {args.threads} threads, model {args.model}; machine load '
+          f'{" ".join(f"{x:.1f}" for x in __import__("os").getloadavg())}', flush=True)
+    med, times, cpu = run_timing(args)
+    result = dict(model=args.model, threads=args.threads, iters=args.iters, median_s=med,
+                  train_ratio=med['ours_train'] / med['base_train'],
+                  infer_ratio=med['ours_infer'] / med['base_infer'], times=times,
+                  median_cpu_s=cpu)
+    print(f"train step (batch 2): ours {med['ours_train']:.2f}s, torchvision {med['base_train']:.2f}s, "
+          f"ratio {result['train_ratio']:.2f}")
+    print(f"inference (1 image):  ours {med['ours_infer']:.2f}s, torchvision {med['base_infer']:.2f}s, "
+          f"ratio {result['infer_ratio']:.2f}")
+    _, train_o, infer_o, _, train_b, infer_b = BUILDERS[args.model]
+    result['train_cpu_ratio'] = cpu[train_o.__name__] / cpu[train_b.__name__]
+    result['infer_cpu_ratio'] = cpu[infer_o.__name__] / cpu[infer_b.__name__]
+    print(f"process CPU time ratio: train {result['train_cpu_ratio']:.2f}, "
+          f"inference {result['infer_cpu_ratio']:.2f}")
+    if args.memory:
+        result['peak_rss_mib'] = run_memory(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,34 @@
+# Faster R-CNN R50-FPN with torchvision's conventions, so that torchvision's
+# `fasterrcnn_resnet50_fpn` weights, converted with
+#   detforge convert torchvision-fasterrcnn SRC DST
+# give the same proposals and detections as torchvision (tests/test_models_two_stage_parity.py).
+# 91 class slots as torchvision's checkpoints: 90 foreground classes (our class k is
+# torchvision's label k + 1, i.e. the COCO category id) plus background.
+_base_ = '../_base_/models/faster_rcnn_r50_fpn.py'
+
+model = dict(
+    backbone=dict(init_cfg=None),
+    rpn_head=dict(
+        # torchvision rounds its base anchors to whole pixels
+        anchor_generator=dict(round_base_anchors=True),
+        loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)),
+    roi_head=dict(
+        bbox_roi_extractor=dict(
+            # MultiScaleRoIAlign: sampling_ratio=2, aligned=False, canonical 224 px at level 4
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2, aligned=False),
+            finest_scale=56,
+            level_mapping='torchvision'),
+        bbox_head=dict(
+            num_classes=90,
+            # torchvision's BoxCoder weights (10, 10, 5, 5)
+            bbox_coder=dict(target_stds=[0.1, 0.1, 0.2, 0.2]),
+            loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0,
+                           loss_weight=1.0))),
+    train_cfg=dict(
+        # torchvision's Matcher(0.7, 0.3, allow_low_quality_matches=True) has no floor
+        rpn=dict(assigner=dict(min_pos_iou=0.0)),
+        rpn_proposal=dict(nms_pre=2000, max_per_img=2000, min_bbox_size=1e-3)),
+    test_cfg=dict(
+        rpn=dict(nms_pre=1000, max_per_img=1000, min_bbox_size=1e-3),
+        rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
+                  min_bbox_size=1e-2)))

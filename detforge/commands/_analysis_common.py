@@ -1,0 +1,69 @@
+"""Helpers shared by the analysis commands (infer, confusion-matrix, analyze-results, ...)."""
+from __future__ import annotations
+
+import copy
+import os
+
+import numpy as np
+
+from detforge.registry import DetforgeError, build_context
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.mpg', '.mpeg')
+
+
+def add_cfg_options(parser) -> None:
+    try:
+        from detforge.config import DictAction
+    except ImportError:  # pragma: no cover - config is part of the package
+        return
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config keys, e.g. data.test.ann_file=...')
+
+
+def load_config(path: str, cfg_options=None):
+    from detforge.config import Config
+    if not os.path.isfile(path):
+        raise DetforgeError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def build_test_dataset(cfg):
+    """The config's ``data.test`` data set, in test mode (every image, dataset order)."""
+    test_cfg = cfg.get('data', {}).get('test')
+    if test_cfg is None:
+        raise DetforgeError(f'{cfg.filename}: the config has no data.test to evaluate on')
+    test_cfg = copy.deepcopy(test_cfg)
+    if isinstance(test_cfg, dict):
+        test_cfg['test_mode'] = True
+    try:
+        from detforge.data import build_dataset
+    except ImportError:
+        from detforge.registry import DATASETS
+        build_dataset = DATASETS.build
+    with build_context('data', 'test', filename=cfg.filename):
+        return build_dataset(test_cfg)
+
+
+def image_path(dataset, index: int) -> str:
+    info = dataset.data_infos[index]
+    prefix = getattr(dataset, 'img_prefix', None) or ''
+    return os.path.join(prefix, info['filename']) if prefix else info['filename']
+
+
+def load_checked_results(path: str, dataset):
+    from detforge.evaluation.results_io import check_results_match, load_results
+    results = load_results(path)
+    check_results_match(dataset, results, source=f'the results in {path}')
+    return results
+
+
+def flatten_result(result):
+    """Per-class ``(n, 5)`` arrays -> ``(dets (n, 5), labels (n,))``."""
+    per_class = [np.asarray(r, dtype=np.float32).reshape(-1, 5) for r in result]
+    dets = np.concatenate(per_class) if per_class else np.zeros((0, 5), np.float32)
+    labels = np.repeat(np.arange(len(per_class)), [len(r) for r in per_class])
+    return dets, labels

@@ -1,0 +1,196 @@
+"""Train a detector from a config.
+
+    detforge train configs/retinanet/retinanet_r18_fpn_1x_bccd.py --work-dir work_dirs/bccd_demo
+
+The work dir receives the resolved config, the text log (``{timestamp}.log``), the JSON-lines
+log (``{timestamp}.log.json``), the checkpoints (``epoch_N.pth``, ``latest.pth``, ``best_*``)
+and a plot of the loss, lr and mAP curves (``{timestamp}_curves.png``). Distributed:
+
+    torchrun --nproc_per_node 2 -m detforge train CONFIG --launcher pytorch
+"""
+from __future__ import annotations
+
+import copy
+import os
+import os.path as osp
+import time
+import warnings
+
+from detforge.registry import DetforgeError, build_context
+
+NAME = 'train'
+HELP = 'train a detector from a config (checkpoints, logs and plots go to --work-dir)'
+
+
+def add_arguments(parser) -> None:
+    from detforge.config import DictAction
+    parser.add_argument('config', help='train config file')
+    parser.add_argument('--work-dir', help='where to save logs and checkpoints (default: '
+                        'work_dirs/CONFIG_NAME)')
+    parser.add_argument('--resume-from', help='checkpoint to resume from (exactly: weights, '
+                        'optimizer, schedule, sampler position and RNG states)')
+    parser.add_argument('--auto-resume', action='store_true',
+                        help='resume from the latest complete checkpoint in the work dir')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate checkpoints during training')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config settings, e.g. runner.max_epochs=2')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by (GPUs x samples per GPU) / '
+                             'auto_scale_lr.base_batch_size')
+    parser.add_argument('--seed', type=int, default=None, help='random seed')
+    parser.add_argument('--diff-seed', action='store_true',
+                        help='a different seed on each rank')
+    parser.add_argument('--deterministic', action='store_true',
+                        help='deterministic algorithms (bitwise reproducible on the CPU)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher for distributed training')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
+                        help='device (default: cuda when available)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse_suppress())
+
+
+def argparse_suppress():
+    import argparse
+    return argparse.SUPPRESS
+
+
+def load_config(path: str, cfg_options: dict | None):
+    from detforge.config import Config
+    if not osp.isfile(path):
+        raise DetforgeError(f'config file {path} does not exist')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    try:
+        from detforge.compat import compat_cfg
+        cfg = compat_cfg(cfg)
+    except ImportError:
+        pass
+    return cfg
+
+
+def setup_multi_processes(cfg) -> None:
+    """OpenCV threads and the multiprocessing start method, as MMDetection sets them."""
+    import platform
+    if platform.system() != 'Windows':
+        import torch.multiprocessing as mp
+        method = cfg.get('mp_start_method', 'fork')
+        current = mp.get_start_method(allow_none=True)
+        if current is not None and current != method:
+            warnings.warn(f'multiprocessing start method is {current}; the config asks for '
+                          f'{method} (kept as is)')
+        elif current is None:
+            mp.set_start_method(method, force=True)
+    try:
+        import cv2
+        cv2.setNumThreads(cfg.get('opencv_num_threads', 0))
+    except ImportError:
+        pass
+    workers = cfg.get('data', {}).get('workers_per_gpu', 1) if cfg.get('data') else 1
+    if 'OMP_NUM_THREADS' not in os.environ and workers > 1:
+        os.environ['OMP_NUM_THREADS'] = '1'
+
+
+def init_launcher(launcher: str, cfg) -> bool:
+    """Start the process group for ``launcher``; return whether training is distributed."""
+    if launcher == 'none':
+        return False
+    import torch
+    from detforge.engine.dist_utils import init_dist
+    params = dict(cfg.get('dist_params', None) or {})
+    backend = params.pop('backend', None)
+    if backend == 'nccl' and not torch.cuda.is_available():
+        warnings.warn('dist_params.backend is nccl but no CUDA GPU is available; using gloo')
+        backend = 'gloo'
+    timeout = params.pop('timeout', 1800)
+    init_dist(launcher, backend=backend, timeout_s=timeout, **params)
+    return True
+
+
+def main(args) -> int:
+    import torch
+    from detforge.apis.train import init_random_seed, set_random_seed, train_detector
+    from detforge.engine.dist_utils import get_dist_info
+    from detforge.engine.runner.base_runner import _ensure_writable
+
+    cfg = load_config(args.config, args.cfg_options)
+    if args.auto_scale_lr:
+        if cfg.get('auto_scale_lr', None) is not None:
+            cfg.auto_scale_lr['enable'] = True
+        else:
+            raise DetforgeError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=16) '
+                                f'in {args.config} (default_runtime.py has it)')
+    setup_multi_processes(cfg)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if args.resume_from is not None:
+        cfg.resume_from = args.resume_from
+    cfg.auto_resume = args.auto_resume
+    if args.device is not None:
+        cfg.device = args.device
+    if cfg.get('device', None) == 'cuda' and not torch.cuda.is_available():
+        raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
+    if cfg.get('optimizer', None) is None:
+        raise DetforgeError(f"{args.config} has no 'optimizer'; add e.g. optimizer = dict("
+                            f"type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001) or "
+                            f"inherit '../_base_/schedules/schedule_1x.py'")
+
+    distributed = init_launcher(args.launcher, cfg)
+    rank, world_size = get_dist_info()
+    cfg.gpu_ids = list(range(world_size)) if distributed else [0]
+
+    work_dir = osp.abspath(cfg.work_dir)
+    _ensure_writable(work_dir)
+    if rank == 0:
+        cfg.dump(osp.join(work_dir, osp.basename(args.config)))
+    timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+    from detforge.utils.logging import get_root_logger
+    logger = get_root_logger(log_file=osp.join(work_dir, f'{timestamp}.log'),
+                             log_level=cfg.get('log_level', 'INFO'))
+    meta = {}
+    env = f'detforge {__import__("detforge").__version__}, torch {torch.__version__}, ' \
+          f'CUDA available: {torch.cuda.is_available()}'
+    meta['env_info_short'] = env
+    logger.info('Environment: %s', env)
+    logger.info('Distributed training: %s', distributed)
+    logger.info('Config:\n%s', cfg.pretty_text)
+
+    seed = init_random_seed(args.seed if args.seed is not None else cfg.get('seed', None))
+    if args.diff_seed:
+        seed += rank
+    logger.info('Set random seed to %d, deterministic: %s', seed, args.deterministic)
+    set_random_seed(seed, deterministic=args.deterministic)
+    cfg.seed = seed
+    meta['seed'] = seed
+    meta['exp_name'] = osp.basename(args.config)
+    meta['config'] = cfg.pretty_text
+
+    from detforge.data import build_dataset
+    from detforge.models import build_detector
+    with build_context('model', filename=args.config):
+        model = build_detector(cfg.model, train_cfg=cfg.get('train_cfg', None),
+                               test_cfg=cfg.get('test_cfg', None))
+    if hasattr(model, 'init_weights'):
+        model.init_weights()
+    with build_context('data', 'train', filename=args.config):
+        datasets = [build_dataset(cfg.data.train)]
+    workflow = cfg.get('workflow', [('train', 1)])
+    if len(workflow) == 2:
+        val_cfg = copy.deepcopy(cfg.data.val)
+        val_cfg.pipeline = cfg.data.train.pipeline
+        with build_context('data', 'val', filename=args.config):
+            datasets.append(build_dataset(val_cfg))
+    classes = getattr(datasets[0], 'CLASSES', None)
+    if cfg.get('checkpoint_config', None) is not None and classes is not None:
+        cfg.checkpoint_config['meta'] = dict(CLASSES=list(classes))
+    model.CLASSES = classes
+
+    start = time.time()
+    train_detector(model, datasets, cfg, distributed=distributed,
+                   validate=not args.no_validate, timestamp=timestamp, meta=meta)
+    logger.info('training finished in %.1f s; results in %s', time.time() - start, work_dir)
+    return 0

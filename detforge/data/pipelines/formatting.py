@@ -1,0 +1,136 @@
+"""Packing: numpy results -> torch tensors, and ``Collect`` of the keys the model needs."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from detforge.registry import PIPELINES
+
+__all__ = ['to_tensor', 'image_to_tensor', 'ImageToTensor', 'ToTensor', 'DefaultFormatBundle',
+           'Collect', 'DEFAULT_META_KEYS']
+
+DEFAULT_META_KEYS = ('filename', 'ori_filename', 'ori_shape', 'img_shape', 'pad_shape',
+                     'scale_factor', 'flip', 'flip_direction', 'img_norm_cfg')
+
+
+def to_tensor(data) -> torch.Tensor:
+    """numpy array / sequence / number -> tensor (no copy for contiguous arrays)."""
+    if isinstance(data, torch.Tensor):
+        return data
+    if isinstance(data, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(data))
+    if isinstance(data, Sequence) and not isinstance(data, str):
+        return torch.tensor(data)
+    if isinstance(data, int):
+        return torch.LongTensor([data])
+    if isinstance(data, float):
+        return torch.FloatTensor([data])
+    raise TypeError(f'type {type(data)} cannot be converted to a tensor')
+
+
+def image_to_tensor(img: np.ndarray) -> torch.Tensor:
+    """``(H, W, C)`` (or ``(H, W)``) array -> contiguous ``(C, H, W)`` tensor, same dtype."""
+    if img.ndim == 2:
+        img = img[..., None]
+    if 1 < img.shape[2] <= 4 and img.dtype in (np.uint8, np.float32):
+        try:
+            # the same planes as np.ascontiguousarray(img.transpose(2, 0, 1)), twice as fast
+            return torch.from_numpy(np.stack(cv2.split(img)))
+        except cv2.error:  # a view OpenCV cannot take (e.g. negative strides)
+            pass
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+
+
+@PIPELINES.register_module()
+class ImageToTensor:
+    """Turn the images under ``keys`` into ``(C, H, W)`` tensors (uint8 stays uint8)."""
+
+    def __init__(self, keys: Sequence[str] = ('img',)):
+        self.keys = list(keys)
+
+    def __call__(self, results: dict) -> dict:
+        for key in self.keys:
+            results[key] = image_to_tensor(results[key])
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(keys={self.keys})'
+
+
+@PIPELINES.register_module()
+class ToTensor:
+    """Turn the values under ``keys`` into tensors."""
+
+    def __init__(self, keys: Sequence[str]):
+        self.keys = list(keys)
+
+    def __call__(self, results: dict) -> dict:
+        for key in self.keys:
+            results[key] = to_tensor(results[key])
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(keys={self.keys})'
+
+
+@PIPELINES.register_module()
+class DefaultFormatBundle:
+    """Pack the common fields: ``img`` -> uint8 ``(3, H, W)`` tensor; ``gt_bboxes``,
+    ``gt_bboxes_ignore``, ``proposals`` -> float32 tensors; ``gt_labels`` -> int64.
+
+    Also fills ``pad_shape`` (the image shape) and ``scale_factor`` (1.0) when no transform
+    set them. Unlike MMDetection it does not invent an identity ``img_norm_cfg``: without
+    ``Normalize`` the model's own ``data_preprocessor`` applies.
+    """
+
+    def __call__(self, results: dict) -> dict:
+        if 'img' in results:
+            img = results['img']
+            results.setdefault('pad_shape', img.shape)
+            results.setdefault('scale_factor', np.ones(4, dtype=np.float32))
+            results['img'] = image_to_tensor(img)
+        for key in ('proposals', 'gt_bboxes', 'gt_bboxes_ignore'):
+            if key in results:
+                results[key] = torch.from_numpy(np.ascontiguousarray(results[key], dtype=np.float32))
+        if 'gt_labels' in results:
+            results['gt_labels'] = torch.from_numpy(np.ascontiguousarray(results['gt_labels'],
+                                                                         dtype=np.int64))
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}()'
+
+
+@PIPELINES.register_module()
+class Collect:
+    """Keep ``keys`` and gather ``meta_keys`` into ``img_metas`` (a plain dict).
+
+    Args:
+        keys: e.g. ``('img', 'gt_bboxes', 'gt_labels')``.
+        meta_keys: default ``DEFAULT_META_KEYS``; keys absent from the results are left out.
+            ``pad_size_divisor`` is added when a ``Pad`` recorded it (collate uses it).
+    """
+
+    def __init__(self, keys: Sequence[str], meta_keys: Sequence[str] = DEFAULT_META_KEYS):
+        self.keys = list(keys)
+        self.meta_keys = list(meta_keys)
+
+    def __call__(self, results: dict) -> dict:
+        metas = {key: results[key] for key in self.meta_keys if key in results}
+        if results.get('pad_size_divisor') is not None:
+            metas['pad_size_divisor'] = results['pad_size_divisor']
+        data = {'img_metas': metas}
+        for key in self.keys:
+            if key not in results:
+                from ..errors import DatasetError
+                raise DatasetError(f'Collect: key {key!r} is not in the results of the pipeline '
+                                   f'(image {results.get("filename")}); available: '
+                                   f'{sorted(results)}. Is LoadAnnotations missing?')
+            data[key] = results[key]
+        return data
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(keys={self.keys}, meta_keys={tuple(self.meta_keys)})'

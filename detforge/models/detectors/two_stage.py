@@ -1,0 +1,119 @@
+"""TwoStageDetector: backbone -> neck -> RPN proposals -> RoI head (Faster R-CNN family)."""
+from __future__ import annotations
+
+import copy
+
+from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
+
+from .base import BaseDetector
+
+__all__ = ['TwoStageDetector']
+
+
+def _get(cfg, key, default=None):
+    if cfg is None:
+        return default
+    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+
+
+def _build(registry, cfg, key):
+    try:
+        return registry.build(cfg)
+    except BuildError as e:
+        raise e.prefix(key)
+
+
+@DETECTORS.register_module()
+class TwoStageDetector(BaseDetector):
+    """Base of two-stage detectors.
+
+    ``forward_train``: features -> RPN losses and proposals (``train_cfg.rpn_proposal``) ->
+    RoI head losses on the proposals. ``simple_test``: features -> proposals
+    (``test_cfg.rpn``) -> RoI head detections (``test_cfg.rcnn``).
+
+    Args:
+        backbone, neck, rpn_head, roi_head: part configs; ``rpn_head`` gets
+            ``train_cfg.rpn`` / ``test_cfg.rpn`` and ``roi_head`` gets ``train_cfg.rcnn`` /
+            ``test_cfg.rcnn`` as MMDetection 2.x passes them.
+        train_cfg, test_cfg: see above.
+        pretrained: deprecated; becomes ``backbone.init_cfg = dict(type='Pretrained', ...)``.
+    """
+
+    def __init__(self, backbone, neck=None, rpn_head=None, roi_head=None, train_cfg=None,
+                 test_cfg=None, pretrained=None, init_cfg=None, data_preprocessor=None):
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        backbone = copy.deepcopy(dict(backbone))
+        if pretrained is not None:
+            backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
+        self.backbone = _build(BACKBONES, backbone, 'backbone')
+        if neck is not None:
+            self.neck = _build(NECKS, neck, 'neck')
+        self.train_cfg = train_cfg
+        self.test_cfg = test_cfg
+        if rpn_head is not None:
+            rpn_head = copy.deepcopy(dict(rpn_head))
+            rpn_head.update(train_cfg=_get(train_cfg, 'rpn'), test_cfg=_get(test_cfg, 'rpn'))
+            self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
+        if roi_head is not None:
+            roi_head = copy.deepcopy(dict(roi_head))
+            roi_head.update(train_cfg=_get(train_cfg, 'rcnn'), test_cfg=_get(test_cfg, 'rcnn'))
+            self.roi_head = _build(HEADS, roi_head, 'roi_head')
+
+    @property
+    def with_rpn(self) -> bool:
+        return getattr(self, 'rpn_head', None) is not None
+
+    @property
+    def with_roi_head(self) -> bool:
+        return getattr(self, 'roi_head', None) is not None
+
+    @property
+    def with_shared_head(self) -> bool:
+        return self.with_roi_head and self.roi_head.with_shared_head
+
+    def extract_feat(self, img):
+        """Normalised (B, 3, H, W) -> tuple of feature maps, finest first."""
+        x = self.backbone(img)
+        if self.with_neck:
+            x = self.neck(x)
+        return tuple(x)
+
+    def forward_dummy(self, img):
+        """Raw outputs for FLOP counting: RPN outputs and RoI head outputs on 1000 boxes."""
+        import torch
+        x = self.extract_feat(img)
+        outs = ()
+        if self.with_rpn:
+            outs = outs + (self.rpn_head(x),)
+        proposals = torch.rand(1000, 4, device=img.device) * 100
+        proposals[:, 2:] += proposals[:, :2]
+        return outs + (self.roi_head.forward_dummy(x, proposals),)
+
+    def forward_train(self, img, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore=None,
+                      proposals=None, **kwargs):
+        """img: uint8 (B, 3, H, W) (or normalised float); gt_bboxes: per image (n, 4) xyxy
+        px; gt_labels: per image (n,) 0-based. Returns a dict of losses."""
+        x = self.extract_feat(self.preprocess(img, img_metas))
+        losses = {}
+        if self.with_rpn:
+            proposal_cfg = _get(self.train_cfg, 'rpn_proposal', _get(self.test_cfg, 'rpn'))
+            rpn_losses, proposal_list = self.rpn_head.forward_train(
+                x, img_metas, gt_bboxes, gt_labels=None, gt_bboxes_ignore=gt_bboxes_ignore,
+                proposal_cfg=proposal_cfg)
+            losses.update(rpn_losses)
+        else:
+            if proposals is None:
+                raise BuildError(f'{type(self).__name__} has no rpn_head, so training needs '
+                                 'precomputed proposals (a LoadProposals step in the pipeline)')
+            proposal_list = proposals
+        losses.update(self.roi_head.forward_train(x, img_metas, proposal_list, gt_bboxes,
+                                                  gt_labels, gt_bboxes_ignore, **kwargs))
+        return losses
+
+    def simple_test(self, img, img_metas, proposals=None, rescale=True, **kwargs):
+        """Per image, a list over classes of numpy float32 (k, 5) ``[x1, y1, x2, y2, score]``
+        (original-image pixels when ``rescale``)."""
+        x = self.extract_feat(self.preprocess(img, img_metas))
+        if proposals is None:
+            proposals = self.rpn_head.simple_test_rpn(x, img_metas)
+        return self.roi_head.simple_test(x, proposals, img_metas, rescale=rescale)

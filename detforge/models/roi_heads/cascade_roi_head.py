@@ -1,0 +1,165 @@
+"""CascadeRoIHead: Cascade R-CNN's sequence of box heads, each trained on the boxes the
+previous one refined, with rising IoU thresholds (Cai & Vasconcelos, 2018)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from detforge.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, HEADS, ROI_EXTRACTORS, BuildError
+
+from .base_roi_head import BaseRoIHead, cfg_get
+
+__all__ = ['CascadeRoIHead']
+
+
+@HEADS.register_module()
+class CascadeRoIHead(BaseRoIHead):
+    """``num_stages`` box heads run one after another.
+
+    Training, stage ``i``: assign and sample the current boxes with ``train_cfg[i]``
+    (IoU 0.5 / 0.6 / 0.7), compute the head's losses (logged as ``s{i}.loss_cls`` ...,
+    weighted by ``stage_loss_weights[i]``); then decode every sampled RoI with its own deltas
+    (of its target class; background RoIs use the predicted class), drop the GT boxes that
+    were added as proposals, and hand the result to stage ``i + 1``.
+
+    Testing: the same refinement without sampling; the class logits of all stages are
+    averaged (as MMDetection 2.x) and the last stage's boxes are post-processed.
+
+    Args:
+        num_stages: number of heads.
+        stage_loss_weights: loss weight per stage, e.g. ``[1, 0.5, 0.25]``.
+        bbox_roi_extractor: one config (shared by the stages) or a list.
+        bbox_head: a list of ``num_stages`` box head configs (or one, copied).
+    """
+
+    def __init__(self, num_stages, stage_loss_weights, bbox_roi_extractor=None, bbox_head=None,
+                 mask_roi_extractor=None, mask_head=None, shared_head=None, train_cfg=None,
+                 test_cfg=None, pretrained=None, init_cfg=None):
+        if len(stage_loss_weights) != num_stages:
+            raise BuildError(f'stage_loss_weights has {len(stage_loss_weights)} entries but '
+                             f'num_stages is {num_stages}', stage_loss_weights,
+                             key_path=['stage_loss_weights'])
+        if train_cfg is not None and (not isinstance(train_cfg, (list, tuple))
+                                      or len(train_cfg) != num_stages):
+            raise BuildError(f'the rcnn train config of a CascadeRoIHead must be a list of '
+                             f'{num_stages} stage configs', train_cfg)
+        self.num_stages = num_stages
+        self.stage_loss_weights = list(stage_loss_weights)
+        super().__init__(bbox_roi_extractor=bbox_roi_extractor, bbox_head=bbox_head,
+                         mask_roi_extractor=mask_roi_extractor, mask_head=mask_head,
+                         shared_head=shared_head, train_cfg=train_cfg, test_cfg=test_cfg,
+                         pretrained=pretrained, init_cfg=init_cfg)
+
+    def init_bbox_head(self, bbox_roi_extractor, bbox_head):
+        if not isinstance(bbox_roi_extractor, (list, tuple)):
+            bbox_roi_extractor = [bbox_roi_extractor] * self.num_stages
+        if not isinstance(bbox_head, (list, tuple)):
+            bbox_head = [bbox_head] * self.num_stages
+        if len(bbox_head) != self.num_stages or len(bbox_roi_extractor) != self.num_stages:
+            raise BuildError(f'a CascadeRoIHead with num_stages={self.num_stages} needs as '
+                             f'many bbox_head (got {len(bbox_head)}) and bbox_roi_extractor '
+                             f'(got {len(bbox_roi_extractor)}) configs', bbox_head,
+                             key_path=['bbox_head'])
+        self.bbox_roi_extractor = nn.ModuleList()
+        self.bbox_head = nn.ModuleList()
+        for i, (ext, head) in enumerate(zip(bbox_roi_extractor, bbox_head)):
+            try:
+                self.bbox_roi_extractor.append(ROI_EXTRACTORS.build(ext))
+            except BuildError as e:
+                raise e.prefix('bbox_roi_extractor', str(i))
+            try:
+                self.bbox_head.append(HEADS.build(head))
+            except BuildError as e:
+                raise e.prefix('bbox_head', str(i))
+
+    def init_assigner_sampler(self):
+        self.bbox_assigner, self.bbox_sampler = [], []
+        for stage_cfg in self.train_cfg:
+            self.bbox_assigner.append(BBOX_ASSIGNERS.build(cfg_get(stage_cfg, 'assigner')))
+            self.bbox_sampler.append(BBOX_SAMPLERS.build(cfg_get(stage_cfg, 'sampler')))
+
+    def _bbox_forward(self, stage, x, rois):
+        extractor = self.bbox_roi_extractor[stage]
+        bbox_feats = extractor(x[:extractor.num_inputs], rois)
+        if self.with_shared_head:
+            bbox_feats = self.shared_head(bbox_feats)
+        cls_score, bbox_pred = self.bbox_head[stage](bbox_feats)
+        return dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)
+
+    def forward_train(self, x, img_metas, proposal_list, gt_bboxes, gt_labels,
+                      gt_bboxes_ignore=None, **kwargs):
+        """Returns ``dict(s0.loss_cls, s0.acc, s0.loss_bbox, s1.loss_cls, ...)``."""
+        from detforge.structures.bbox import bbox2roi
+        losses = {}
+        proposal_list = [p[:, :4] for p in proposal_list]
+        for i in range(self.num_stages):
+            head, weight = self.bbox_head[i], self.stage_loss_weights[i]
+            sampling_results = self.assign_and_sample(self.bbox_assigner[i],
+                                                      self.bbox_sampler[i], proposal_list,
+                                                      gt_bboxes, gt_labels, gt_bboxes_ignore)
+            rois = bbox2roi([res.bboxes for res in sampling_results])
+            out = self._bbox_forward(i, x, rois)
+            targets = head.get_targets(sampling_results, gt_bboxes, gt_labels,
+                                       self.train_cfg[i])
+            for name, value in head.loss(out['cls_score'], out['bbox_pred'], rois,
+                                         *targets).items():
+                losses[f's{i}.{name}'] = value * weight if 'loss' in name else value
+
+            if i < self.num_stages - 1:
+                with torch.no_grad():
+                    labels = targets[0]
+                    # background RoIs are refined with the deltas of their predicted class
+                    labels = torch.where(labels == head.num_classes,
+                                         out['cls_score'][:, :-1].argmax(1), labels)
+                    proposal_list = head.refine_bboxes(
+                        rois, labels, out['bbox_pred'],
+                        [res.pos_is_gt for res in sampling_results], img_metas)
+        return losses
+
+    def simple_test_bboxes(self, x, img_metas, proposal_list, rcnn_test_cfg, rescale=False):
+        """Per image dets (k, 5) and labels (k,); also the per-stage boxes in
+        ``self.last_stage_rois`` (list over stages of (n, 5) RoIs) for inspection."""
+        from detforge.structures.bbox import bbox2roi
+        counts = [len(p) for p in proposal_list]
+        rois = bbox2roi([p[:, :4] for p in proposal_list])
+        if rois.size(0) == 0:
+            return ([rois.new_zeros(0, 5)] * len(counts),
+                    [rois.new_zeros(0, dtype=torch.long)] * len(counts))
+        stage_scores, stage_rois = [], []
+        for i in range(self.num_stages):
+            stage_rois.append(rois)
+            out = self._bbox_forward(i, x, rois)
+            cls_score, bbox_pred = out['cls_score'], out['bbox_pred']
+            stage_scores.append(cls_score)
+            if i < self.num_stages - 1:
+                labels = cls_score[:, :-1].argmax(1)
+                boxes = self.bbox_head[i].regress_by_class(
+                    rois, labels, bbox_pred, _stack_img_shapes(img_metas, rois, counts))
+                rois = boxes
+        self.last_stage_rois = stage_rois
+        cls_score = sum(stage_scores) / float(self.num_stages)
+
+        det_bboxes, det_labels = [], []
+        for i, (r, s, p) in enumerate(zip(rois.split(counts), cls_score.split(counts),
+                                          bbox_pred.split(counts))):
+            dets, labels = self.bbox_head[-1].get_bboxes(
+                r, s, p, img_metas[i]['img_shape'], img_metas[i].get('scale_factor', 1.0),
+                rescale=rescale, cfg=rcnn_test_cfg)
+            det_bboxes.append(dets)
+            det_labels.append(labels)
+        return det_bboxes, det_labels
+
+    def simple_test(self, x, proposal_list, img_metas, proposals=None, rescale=False):
+        from detforge.structures.bbox import bbox2result
+        det_bboxes, det_labels = self.simple_test_bboxes(x, img_metas, proposal_list,
+                                                         self.test_cfg, rescale=rescale)
+        return [bbox2result(b, l, self.bbox_head[-1].num_classes)
+                for b, l in zip(det_bboxes, det_labels)]
+
+
+def _stack_img_shapes(img_metas, rois, counts):
+    """A meta whose ``img_shape`` is a per-RoI (n, 2) tensor ``[h, w]``, so that the whole
+    batch is decoded and clipped in one call."""
+    shapes = torch.tensor([[m['img_shape'][0], m['img_shape'][1]] for m in img_metas],
+                          dtype=rois.dtype, device=rois.device)
+    return {'img_shape': shapes.repeat_interleave(torch.tensor(counts, device=rois.device), 0)}

@@ -1,0 +1,83 @@
+"""StandardRoIHead: Faster R-CNN's second stage."""
+from __future__ import annotations
+
+import torch
+
+from detforge.registry import HEADS, ROI_EXTRACTORS
+
+from .base_roi_head import BaseRoIHead, cfg_get
+
+__all__ = ['StandardRoIHead']
+
+
+@HEADS.register_module()
+class StandardRoIHead(BaseRoIHead):
+    """Pool features for proposals, classify them and refine their boxes.
+
+    Training, per image: assign proposals (+ GT boxes) to GT with ``train_cfg.assigner``
+    (``MaxIoUAssigner(0.5, 0.5)``), sample ``train_cfg.sampler`` (``RandomSampler(512,
+    0.25)``); then for the batch: ``bbox2roi`` -> extractor -> bbox head -> losses.
+    Testing: the same forward on all proposals, then per image softmax, per-class decoding,
+    ``score_thr``, class-aware NMS and ``max_per_img`` (``test_cfg``).
+    """
+
+    def init_bbox_head(self, bbox_roi_extractor, bbox_head):
+        self.bbox_roi_extractor = ROI_EXTRACTORS.build(bbox_roi_extractor)
+        self.bbox_head = HEADS.build(bbox_head)
+
+    def _bbox_forward(self, x, rois):
+        """x: FPN levels (B, C, H_l, W_l); rois (n, 5) -> dict(cls_score, bbox_pred, bbox_feats)."""
+        bbox_feats = self.bbox_roi_extractor(x[:self.bbox_roi_extractor.num_inputs], rois)
+        if self.with_shared_head:
+            bbox_feats = self.shared_head(bbox_feats)
+        cls_score, bbox_pred = self.bbox_head(bbox_feats)
+        return dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)
+
+    def forward_dummy(self, x, proposals):
+        from detforge.structures.bbox import bbox2roi
+        out = self._bbox_forward(x, bbox2roi([proposals]))
+        return out['cls_score'], out['bbox_pred']
+
+    def forward_train(self, x, img_metas, proposal_list, gt_bboxes, gt_labels,
+                      gt_bboxes_ignore=None, **kwargs):
+        """Returns ``dict(loss_cls, loss_bbox, acc)``."""
+        from detforge.structures.bbox import bbox2roi
+        sampling_results = self.assign_and_sample(self.bbox_assigner, self.bbox_sampler,
+                                                  proposal_list, gt_bboxes, gt_labels,
+                                                  gt_bboxes_ignore)
+        rois = bbox2roi([res.bboxes for res in sampling_results])
+        out = self._bbox_forward(x, rois)
+        targets = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels,
+                                             self.train_cfg)
+        return self.bbox_head.loss(out['cls_score'], out['bbox_pred'], rois, *targets)
+
+    def simple_test_bboxes(self, x, img_metas, proposals, rcnn_test_cfg, rescale=False):
+        """proposals: per image (n_i, 4 or 5) -> per image dets (k, 5) and labels (k,)."""
+        from detforge.structures.bbox import bbox2roi
+        rois = bbox2roi([p[:, :4] for p in proposals])
+        if rois.size(0) == 0:
+            empty = rois.new_zeros(0, 5)
+            return [empty] * len(proposals), [rois.new_zeros(0, dtype=torch.long)] * \
+                len(proposals)
+        out = self._bbox_forward(x, rois)
+        counts = [len(p) for p in proposals]
+        rois = rois.split(counts)
+        cls_scores = out['cls_score'].split(counts)
+        bbox_preds = out['bbox_pred'].split(counts) if out['bbox_pred'] is not None \
+            else [None] * len(counts)
+        det_bboxes, det_labels = [], []
+        for i, meta in enumerate(img_metas):
+            dets, labels = self.bbox_head.get_bboxes(
+                rois[i], cls_scores[i], bbox_preds[i], meta['img_shape'],
+                meta.get('scale_factor', 1.0), rescale=rescale, cfg=rcnn_test_cfg)
+            det_bboxes.append(dets)
+            det_labels.append(labels)
+        return det_bboxes, det_labels
+
+    def simple_test(self, x, proposal_list, img_metas, proposals=None, rescale=False):
+        """Per image, a list over classes of numpy (k, 5) arrays."""
+        from detforge.structures.bbox import bbox2result
+        det_bboxes, det_labels = self.simple_test_bboxes(x, img_metas, proposal_list,
+                                                         self.test_cfg, rescale=rescale)
+        return [bbox2result(b, l, self.bbox_head.num_classes)
+                for b, l in zip(det_bboxes, det_labels)]
