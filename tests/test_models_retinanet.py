@@ -242,8 +242,8 @@ def test_head_loss_with_an_image_without_objects():
                      allowed_border=-1, pos_weight=-1)
     head = HEADS.build(dict(type='RetinaHead', num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
                             train_cfg=train_cfg))
-    feats = [torch.randn(2, 8, 64 // s, 64 // s, requires_grad=True) for s in (8, 16, 32, 64, 128)]
-    metas = [dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3))] * 2
+    feats = [torch.randn(2, 8, 128 // s, 128 // s, requires_grad=True) for s in (8, 16, 32, 64, 128)]
+    metas = [dict(img_shape=(128, 128, 3), pad_shape=(128, 128, 3))] * 2
     boxes = [torch.zeros((0, 4)), torch.tensor([[8., 8., 40., 40.]])]
     labels = [torch.zeros(0, dtype=torch.long), torch.tensor([1])]
     losses = head.forward_train(feats, metas, boxes, labels)

@@ -259,3 +259,30 @@ def test_float_images_are_refused(retinanet):
     model = ORTDetector(str(retinanet[1]))
     with pytest.raises(DetforgeError, match='uint8'):
         model.simple_test(torch.zeros(1, 3, 320, 448), [dict(img_shape=(320, 448, 3))])
+
+
+def test_test_and_infer_commands_run_the_onnx_file(retinanet, tmp_path, capsys):
+    """``detforge test/infer CONFIG model.onnx --backend onnxruntime`` evaluate and draw with the
+    exported graph; the detections JSON equals the PyTorch run's."""
+    from detforge.cli import main
+    cfg, onnx_file, _, images = retinanet
+    ckpt = onnx_file.with_suffix('.pth')
+    assert main(['test', str(cfg), str(onnx_file), '--backend', 'onnxruntime',
+                 '--eval', 'bbox', '--out', str(tmp_path / 'ort.pkl')]) == 0
+    assert 'bbox_mAP' in capsys.readouterr().out
+    assert (tmp_path / 'ort.pkl').is_file()
+    runs = {}
+    for backend, model_file in (('onnxruntime', onnx_file), ('pytorch', ckpt)):
+        out = tmp_path / backend
+        assert main(['infer', str(cfg), str(model_file), str(images[0]), '--out', str(out),
+                     '--backend', backend, '--score-thr', '0.3']) == 0
+        runs[backend] = json.loads((out / 'detections.json').read_text())['detections']
+    (ort,), (pt,) = runs['onnxruntime'].values(), runs['pytorch'].values()
+    assert len(ort) == len(pt)
+    with pytest.raises(DetforgeError, match='ONNX file not found'):
+        from detforge.commands.infer import main as infer_main
+        from argparse import Namespace
+        infer_main(Namespace(config=str(cfg), checkpoint=str(tmp_path / 'none.onnx'),
+                             input=str(images[0]), out=str(tmp_path), score_thr=0.3,
+                             device='cpu', batch_size=1, backend='onnxruntime',
+                             cfg_options=None))

@@ -24,7 +24,11 @@ HELP = 'evaluate a checkpoint (COCO / VOC metrics) and save the detections'
 def add_arguments(parser) -> None:
     from detforge.config import DictAction
     parser.add_argument('config', help='test config file')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth), or the exported model '
+                        'with --backend onnxruntime (.onnx)')
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
+                        help='evaluate the PyTorch checkpoint (default) or an ONNX file '
+                        'exported by `detforge export`, run by onnxruntime on the CPU')
     parser.add_argument('--work-dir', help='where to write the metrics as JSON')
     parser.add_argument('--out', help='write the detections to this .pkl or .json file')
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
@@ -90,6 +94,9 @@ def main(args) -> int:
     setup_multi_processes(cfg)
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise DetforgeError(f'checkpoint {args.checkpoint} does not exist')
+    if args.backend != 'pytorch' and args.launcher != 'none':
+        raise DetforgeError(f'--backend {args.backend} runs in one process; '
+                            f'drop --launcher {args.launcher}')
     # the checkpoint provides every weight: no pretrained download
     cfg.model['pretrained'] = None
     if isinstance(cfg.model.get('backbone', None), dict):
@@ -106,21 +113,27 @@ def main(args) -> int:
     loader_cfg.update(dict(cfg.data.get('test_dataloader', {}) or {}))
     data_loader = _build_loader(dataset, loader_cfg)
 
-    cfg.model['train_cfg'] = None
-    with build_context('model', filename=args.config):
-        model = build_detector(cfg.model, test_cfg=cfg.get('test_cfg', None))
-    checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu')
-    report = checkpoint['load_report']
-    if report.missing or report.mismatched:
-        raise DetforgeError(f'checkpoint {args.checkpoint} does not fit the model of '
-                            f'{args.config}: {report}')
-    meta = checkpoint.get('meta', {}) or {}
-    model.CLASSES = tuple(meta['CLASSES']) if 'CLASSES' in meta else dataset.CLASSES
-    device = args.device or cfg.get('device', None) or (
-        'cuda' if torch.cuda.is_available() else 'cpu')
-    if device == 'cuda' and not torch.cuda.is_available():
-        raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
-    model = model.to(device)
+    if args.backend == 'pytorch':
+        cfg.model['train_cfg'] = None
+        with build_context('model', filename=args.config):
+            model = build_detector(cfg.model, test_cfg=cfg.get('test_cfg', None))
+        checkpoint = load_checkpoint(model, args.checkpoint, map_location='cpu')
+        report = checkpoint['load_report']
+        if report.missing or report.mismatched:
+            raise DetforgeError(f'checkpoint {args.checkpoint} does not fit the model of '
+                                f'{args.config}: {report}')
+        meta = checkpoint.get('meta', {}) or {}
+        model.CLASSES = tuple(meta['CLASSES']) if 'CLASSES' in meta else dataset.CLASSES
+        device = args.device or cfg.get('device', None) or (
+            'cuda' if torch.cuda.is_available() else 'cpu')
+        if device == 'cuda' and not torch.cuda.is_available():
+            raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
+        model = model.to(device)
+    else:
+        from detforge.deployment import build_backend_model
+        model = build_backend_model(cfg, args.checkpoint, device=args.device or 'cpu',
+                                    backend=args.backend)
+        model.CLASSES = model.CLASSES or dataset.CLASSES
 
     start = time.time()
     if not distributed:

@@ -105,11 +105,10 @@ def worker_init_fn(worker_id: int, num_workers: int, rank: int, seed: int | None
     """Seed each worker differently (numpy would otherwise repeat the parent's state in every
     worker): ``seed + num_workers * rank + worker_id``, or torch's per-worker seed.
 
-    Also gives OpenCV one thread per worker, as torch does for itself: the workers already
-    use the cores, and nested thread pools only contend.
+    OpenCV's thread count is not touched here: changing it in a forked child whose parent
+    already used OpenCV's thread pool deadlocks (the pool's threads were not forked).
+    :func:`build_dataloader` turns OpenCV threading off in the parent instead.
     """
-    import cv2
-    cv2.setNumThreads(1)
     if seed is None:
         s = torch.initial_seed() % 2 ** 32
     else:
@@ -205,6 +204,12 @@ def build_dataloader(dataset, samples_per_gpu: int, workers_per_gpu: int, num_gp
     init_fn = partial(worker_init_fn, num_workers=num_workers, rank=rank, seed=seed)
     if num_workers == 0:
         persistent_workers = False
+    else:
+        # Forked workers that touch OpenCV's thread pool deadlock if the parent used it;
+        # with threading off in the parent there is no pool to inherit (MMDetection does
+        # the same). Workers decode one image each anyway.
+        import cv2
+        cv2.setNumThreads(0)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=partial(collate, samples_per_gpu=samples_per_gpu),
                       pin_memory=pin_memory, worker_init_fn=init_fn,
