@@ -191,7 +191,8 @@ def train_detector(model, dataset, cfg, distributed: bool = False, validate: boo
     model = model.to(device)
     if distributed:
         model = wrap_distributed(model, find_unused_parameters=cfg.get(
-            'find_unused_parameters', False))
+            'find_unused_parameters', False), broadcast_buffers=cfg.get(
+            'broadcast_buffers', False))
 
     auto_scale_lr(cfg, distributed, logger)
     with build_context('optimizer', filename=filename):

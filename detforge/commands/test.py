@@ -140,9 +140,11 @@ def main(args) -> int:
         outputs = single_gpu_test(model, data_loader, show=False, out_dir=args.show_dir,
                                   show_score_thr=args.show_score_thr)
     else:
+        from detforge.engine.dist_utils import clear_dist_failures
         model = wrap_distributed(model)
         gpu_collect = args.gpu_collect or cfg.get('evaluation', {}).get('gpu_collect', False)
-        outputs = multi_gpu_test(model, data_loader, args.tmpdir, gpu_collect)
+        with clear_dist_failures():  # a dead or hung rank: one clear line, not a traceback
+            outputs = multi_gpu_test(model, data_loader, args.tmpdir, gpu_collect)
     if rank != 0:
         return 0
     print(f'\ntested {len(outputs)} images in {time.time() - start:.1f} s')

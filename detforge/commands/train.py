@@ -190,7 +190,9 @@ def main(args) -> int:
     model.CLASSES = classes
 
     start = time.time()
-    train_detector(model, datasets, cfg, distributed=distributed,
-                   validate=not args.no_validate, timestamp=timestamp, meta=meta)
+    from detforge.engine.dist_utils import clear_dist_failures
+    with clear_dist_failures():  # a dead or hung rank: one clear line, not a gloo traceback
+        train_detector(model, datasets, cfg, distributed=distributed,
+                       validate=not args.no_validate, timestamp=timestamp, meta=meta)
     logger.info('training finished in %.1f s; results in %s', time.time() - start, work_dir)
     return 0

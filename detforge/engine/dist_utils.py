@@ -6,9 +6,11 @@ SLURM's (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_NODELIST``), as MMDetection
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
+import re
 import subprocess
 
 import torch
@@ -19,7 +21,8 @@ from detforge.registry import DetforgeError
 
 __all__ = ['get_dist_info', 'init_dist', 'master_only', 'is_main_process', 'barrier',
            'all_reduce_dict', 'reduce_mean', 'broadcast_object', 'wrap_distributed',
-           'unwrap_model', 'DetforgeDistributedDataParallel']
+           'unwrap_model', 'DetforgeDistributedDataParallel', 'DistributedFailure',
+           'clear_dist_failures']
 
 
 def get_dist_info() -> tuple[int, int]:
@@ -46,6 +49,10 @@ def master_only(func):
 def barrier() -> None:
     if get_dist_info()[1] > 1:
         dist.barrier()
+
+
+# the timeout init_dist gave the process group, quoted by the failure messages
+_TIMEOUT_S = [1800.]
 
 
 def init_dist(launcher: str, backend: str | None = None, timeout_s: float = 1800.,
@@ -89,22 +96,83 @@ def init_dist(launcher: str, backend: str | None = None, timeout_s: float = 1800
         raise DetforgeError(f"unknown launcher {launcher!r}; use 'none', 'pytorch' or 'slurm'")
     if backend == 'nccl':
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            **kwargs)
+    if not timeout_s or timeout_s <= 0:
+        raise DetforgeError(f'dist_params.timeout must be a positive number of seconds, got '
+                            f'{timeout_s!r}')
+    _TIMEOUT_S[0] = float(timeout_s)
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **kwargs)
+    except Exception as exc:
+        if not _is_dist_failure(exc):
+            raise
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise DistributedFailure(
+            f"rank {os.environ.get('RANK', '?')} of {os.environ.get('WORLD_SIZE', '?')}: could "
+            f'not join the process group at {where} ({backend}) within dist_params.timeout='
+            f'{timeout_s:g} s: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}'
+        ) from exc
 
 
 def _first_slurm_host(node_list: str) -> str:
+    """The first host of a SLURM node list: ``scontrol show hostnames`` when SLURM is
+    installed, else parsed here (``'node[01-04,07],gpu2'`` -> ``'node01'``)."""
     try:
         out = subprocess.run(['scontrol', 'show', 'hostnames', node_list], check=True,
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, timeout=30).stdout
         return out.split()[0]
-    except (OSError, subprocess.CalledProcessError, IndexError):
-        # "node[01-04],other" -> "node01" without scontrol
-        head = node_list.split(',')[0]
-        if '[' in head:
-            prefix, rest = head.split('[', 1)
-            return prefix + rest.rstrip(']').split(',')[0].split('-')[0]
-        return head
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return _parse_first_slurm_host(node_list)
+
+
+def _parse_first_slurm_host(node_list: str) -> str:
+    # the first entry is a prefix, optionally followed by "[ranges]" (zero padding kept)
+    match = re.match(r'\s*([^\[,\s]+)(?:\[([^\]]+)\])?', node_list)
+    if match is None:
+        raise DetforgeError(f'SLURM_NODELIST={node_list!r} is not a SLURM node list '
+                            f'(expected e.g. node[01-04] or host1,host2)')
+    prefix, ranges = match.groups()
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(',')[0].split('-')[0]
+
+
+class DistributedFailure(DetforgeError):
+    """A collective failed: another rank died, hung past ``dist_params.timeout`` or lost
+    its network connection."""
+
+
+# what gloo / NCCL put in the RuntimeErrors of failed collectives (older torch has no DistError)
+_DIST_FAILURE_PATTERNS = ('gloo', 'nccl', 'connection reset', 'connection closed',
+                          'broken pipe')
+
+
+def _is_dist_failure(exc: BaseException) -> bool:
+    if isinstance(exc, getattr(dist, 'DistError', ())):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    text = str(exc).lower()
+    return any(p in text for p in _DIST_FAILURE_PATTERNS)
+
+
+@contextlib.contextmanager
+def clear_dist_failures():
+    """Turn a failed collective inside the block into one clear :class:`DistributedFailure`
+    (``rank R of W: ...``) instead of a backend traceback; other errors pass unchanged.
+    Outside a process group the block runs as is."""
+    rank, world_size = get_dist_info()
+    try:
+        yield
+    except Exception as exc:
+        if world_size == 1 or not _is_dist_failure(exc):
+            raise
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DistributedFailure(
+            f'rank {rank} of {world_size}: a collective operation failed, so another rank '
+            f'probably died, hung or lost its connection (waiting at most '
+            f'dist_params.timeout={_TIMEOUT_S[0]:g} s); stopping this rank. Check the other '
+            f'ranks\' output. Backend error: {first_line}') from exc
 
 
 def reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
@@ -173,8 +241,15 @@ class DetforgeDistributedDataParallel(nn.parallel.DistributedDataParallel):
 
 def wrap_distributed(model: nn.Module, find_unused_parameters: bool = False,
                      broadcast_buffers: bool = False) -> nn.Module:
-    """Wrap ``model`` (already on its device) in DDP; one device per process on CUDA."""
+    """Wrap ``model`` (already on its device) in DDP; one device per process on CUDA.
+
+    On CUDA, detforge's ``SyncBN`` layers become torch's :class:`torch.nn.SyncBatchNorm`
+    (fused kernels; same parameters and buffers); on the CPU they stay detforge's, which
+    synchronise through gloo."""
     device = next(model.parameters()).device
+    if device.type == 'cuda':
+        from detforge.models.layers import SyncBatchNorm
+        model = SyncBatchNorm.convert_to_torch(model)
     device_ids = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == 'cuda' else None
     import inspect
