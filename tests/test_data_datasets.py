@@ -104,15 +104,20 @@ def test_filter_empty_gt_drops_images_without_boxes_only_in_training(repo_root, 
     assert len(CocoDataset(str(path), [], test_mode=True, **kw)) == 72
 
 
-def test_crowd_and_difficult_boxes_become_ignore_boxes(repo_root, tmp_path):
+def test_crowd_boxes_become_ignore_boxes_and_ignored_annotations_go(repo_root, tmp_path):
     coco = json.loads((repo_root / 'data' / 'bccd' / 'annotations' / 'test.json').read_text())
-    coco['annotations'][0]['iscrowd'] = 1
+    first_image = [a for a in coco['annotations'] if a['image_id'] == coco['images'][0]['id']]
+    first_image[0]['iscrowd'] = 1
+    first_image[1]['ignore'] = 1
     path = tmp_path / 'ann.json'
     path.write_text(json.dumps(coco))
     ds = CocoDataset(str(path), [], classes=BCCD_CLASSES, test_mode=True)
     ann = ds.get_ann_info(0)
-    x, y, w, h = coco['annotations'][0]['bbox']
+    x, y, w, h = first_image[0]['bbox']
     np.testing.assert_allclose(ann['bboxes_ignore'], [[x, y, x + w, y + h]])
+    expected = [[x, y, x + w, y + h] for x, y, w, h in (a['bbox'] for a in first_image[2:])]
+    np.testing.assert_allclose(ann['bboxes'], expected)
+    assert ds.skipped.count('degenerate') == 0  # nothing counted as dropped for either
 
 
 def test_list_of_ann_files_and_repeat_dataset(bccd_voc_root):
@@ -168,3 +173,26 @@ def test_custom_dataset_reads_the_middle_format(tmp_path, bccd_voc_root):
     np.testing.assert_array_equal(ann['bboxes_ignore'], [[1, 1, 20, 20]])
     assert ds.skipped.count('degenerate') == 1
     assert ds[0]['img'].shape == (480, 640, 3)
+
+
+def test_classes_dict_selects_and_renames_in_coco_and_voc(repo_root):
+    root = str(repo_root / 'data' / 'bccd') + '/'
+    rename = {'Platelets': 'platelet', 'WBC': 'white cell'}
+    coco = CocoDataset('annotations/test.json', [], classes=rename, data_root=root,
+                       test_mode=True)
+    voc = VOCDataset('ImageSets/Main/test.txt', [], classes=rename, data_root=root,
+                     test_mode=True)
+    plain = CocoDataset('annotations/test.json', [], classes=('Platelets', 'WBC'),
+                        data_root=root, test_mode=True)
+    assert coco.CLASSES == voc.CLASSES == ('platelet', 'white cell')
+    assert coco.cat_ids == [3, 2]  # the order of the dict, not of the file
+    for i in range(len(plain)):
+        for ds in (coco, voc):
+            np.testing.assert_array_equal(ds.get_ann_info(i)['bboxes'],
+                                          plain.get_ann_info(i)['bboxes'])
+            np.testing.assert_array_equal(ds.get_ann_info(i)['labels'],
+                                          plain.get_ann_info(i)['labels'])
+    from detforge.data.errors import DatasetError
+    with pytest.raises(DatasetError, match='new, distinct name'):
+        CocoDataset('annotations/test.json', [], classes={'RBC': 'cell', 'WBC': 'cell'},
+                    data_root=root)

@@ -50,6 +50,17 @@ def test_corrupt_image_names_the_path_even_from_a_worker(tmp_path, bccd_voc_root
     batches._shutdown_workers()  # now, not whenever the garbage collector gets to it
 
 
+@pytest.mark.parametrize('damage', ['truncated', 'empty'])
+def test_truncated_or_empty_image_is_a_load_error(tmp_path, bccd_voc_root, damage):
+    kw = voc_folder(tmp_path, bccd_voc_root, [('RBC', (10, 10, 50, 50), 0)])
+    path = tmp_path / 'JPEGImages' / 'BloodImage_00000.jpg'
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] if damage == 'truncated' else b'')
+    ds = XMLDataset(pipeline=[dict(type='LoadImageFromFile')], **kw)
+    with pytest.raises(ImageLoadError, match=r'cannot decode image .*BloodImage_00000\.jpg'):
+        ds[0]
+
+
 def test_annotation_file_that_is_not_json(tmp_path):
     bad = tmp_path / 'ann.json'
     bad.write_text('{"images": [')
@@ -123,3 +134,45 @@ def test_collect_of_a_missing_key_says_what_is_missing(tmp_path, bccd_voc_root):
                               dict(type='Collect', keys=['img', 'gt_bboxes'])], **kw)
     with pytest.raises(DatasetError, match="'gt_bboxes'.*LoadAnnotations"):
         ds[0]
+
+
+def test_difficult_and_small_voc_objects_become_ignore_boxes(tmp_path, bccd_voc_root):
+    kw = voc_folder(tmp_path, bccd_voc_root, [('RBC', (11, 21, 51, 61), 0),
+                                              ('WBC', (101, 101, 201, 151), 1),
+                                              ('Platelets', (301, 301, 305, 341), 0)])
+    ann = XMLDataset(pipeline=[], **kw).get_ann_info(0)
+    # 1-based VOC corners minus 1; the difficult WBC is an ignore box
+    np.testing.assert_array_equal(ann['bboxes'], [[10, 20, 50, 60], [300, 300, 304, 340]])
+    np.testing.assert_array_equal(ann['labels'], [0, 2])
+    np.testing.assert_array_equal(ann['bboxes_ignore'], [[100, 100, 200, 150]])
+    np.testing.assert_array_equal(ann['labels_ignore'], [1])
+    # min_size=5: the 4 px wide platelet becomes an ignore box too, and is counted
+    ds = XMLDataset(pipeline=[], min_size=5, **kw)
+    ann = ds.get_ann_info(0)
+    np.testing.assert_array_equal(ann['bboxes'], [[10, 20, 50, 60]])
+    np.testing.assert_array_equal(ann['labels_ignore'], [1, 2])
+    assert ds.skipped.count('small') == 1
+    # the ignore boxes reach the sample when collected
+    sample = XMLDataset(pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations'),
+                                  dict(type='DefaultFormatBundle'),
+                                  dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels',
+                                                             'gt_bboxes_ignore'])], **kw)[0]
+    assert sample['gt_bboxes_ignore'].tolist() == [[100, 100, 200, 150]]
+
+
+def test_grayscale_image_in_a_color_batch_is_a_clear_collate_error(tmp_path, bccd_voc_root):
+    import cv2
+    import torch
+    from detforge.data import collate
+    kw = voc_folder(tmp_path, bccd_voc_root, [('RBC', (10, 10, 50, 50), 0)])
+    pipeline = [dict(type='LoadImageFromFile', color_type='unchanged'),
+                dict(type='LoadAnnotations'), dict(type='DefaultFormatBundle'),
+                dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])]
+    color = XMLDataset(pipeline=pipeline, **kw)[0]
+    path = tmp_path / 'JPEGImages' / 'BloodImage_00000.jpg'
+    cv2.imwrite(str(path), cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    gray = XMLDataset(pipeline=pipeline, **kw)[0]
+    assert color['img'].shape[0] == 3 and gray['img'].shape[0] == 1
+    with pytest.raises(DatasetError, match=r'differ in channels \[1, 3\].*BloodImage_00000'):
+        collate([color, gray])
+    assert collate([color, color])['img'].dtype == torch.uint8

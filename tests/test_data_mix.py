@@ -73,3 +73,75 @@ def test_albu_without_albumentations_is_a_clear_error():
     from detforge.data import Compose
     with pytest.raises(BuildError, match=r'pip install albumentations.*\(in pipeline\.0\)'):
         Compose([dict(type='Albu', transforms=[dict(type='Blur')])])
+
+
+def test_multi_image_mix_dataset_with_mixup_adds_the_other_images_boxes(repo_root):
+    cfg = dict(type='MultiImageMixDataset', dataset=dict(
+        type='CocoDataset', classes=BCCD_CLASSES, data_root=str(repo_root / 'data/bccd') + '/',
+        ann_file='annotations/test.json',
+        pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]),
+        pipeline=[dict(type='MixUp', img_scale=(480, 640), ratio_range=(1.0, 1.0),
+                       flip_ratio=0.0)])
+    ds = build_dataset(cfg)
+    random.seed(3)
+    r = ds[5]
+    # same-sized images, no jitter, no flip: the other image lands unmoved, so its boxes are
+    # kept exactly and every pixel is the mean of the two images
+    random.seed(3)
+    other = ds.pipeline[0].get_indexes(ds.dataset)
+    own, theirs = ds.dataset[5], ds.dataset[other]
+    np.testing.assert_allclose(r['gt_bboxes'], np.concatenate([own['gt_bboxes'],
+                                                               theirs['gt_bboxes']]))
+    assert r['gt_labels'].tolist() == own['gt_labels'].tolist() + theirs['gt_labels'].tolist()
+    mean = np.rint((own['img'].astype(np.float32) + theirs['img']) / 2)
+    assert np.abs(r['img'].astype(np.float32) - mean).max() <= 1
+
+
+class _FakeAlbumentations:
+    """Just enough of albumentations' API for the bridge: Compose with BboxParams that drops
+    boxes left without area (and their label_fields), and a Crop of the top-left corner."""
+
+    class BboxParams:
+        def __init__(self, format, label_fields=(), min_visibility=0.0):
+            self.format, self.label_fields = format, list(label_fields)
+
+    class Crop:
+        def __init__(self, x_max, y_max, p=1.0):
+            self.x_max, self.y_max = x_max, y_max
+
+        def __call__(self, data):
+            data['image'] = data['image'][:self.y_max, :self.x_max]
+            data['bboxes'] = [[min(max(v, 0), m) for v, m in zip(b, [self.x_max, self.y_max] * 2)]
+                              for b in data['bboxes']]
+            return data
+
+    class Compose:
+        def __init__(self, transforms, bbox_params=None):
+            self.transforms, self.bbox_params = transforms, bbox_params
+
+        def __call__(self, **data):
+            for t in self.transforms:
+                data = t(data)
+            keep = [i for i, b in enumerate(data['bboxes']) if b[2] > b[0] and b[3] > b[1]]
+            data['bboxes'] = [data['bboxes'][i] for i in keep]
+            for field in self.bbox_params.label_fields:
+                data[field] = [data[field][i] for i in keep]
+            return data
+
+
+def test_albu_bridge_keeps_labels_with_their_boxes(monkeypatch):
+    import sys
+    from detforge.data import Compose
+    monkeypatch.setitem(sys.modules, 'albumentations', _FakeAlbumentations)
+    t = Compose([dict(type='Albu', transforms=[dict(type='Crop', x_max=60, y_max=50)],
+                      bbox_params=dict(type='BboxParams', format='pascal_voc',
+                                       label_fields=['gt_labels']),
+                      update_pad_shape=True, skip_img_without_anno=True)])
+    r = t(dict(_part(100, 200, (10, 20, 50, 60), 7, 0),
+               gt_bboxes=np.array([[10, 20, 50, 60], [100, 0, 200, 100], [0, 0, 20, 40]],
+                                  np.float32), gt_labels=np.array([1, 2, 0])))
+    np.testing.assert_array_equal(r['gt_bboxes'], [[10, 20, 50, 50], [0, 0, 20, 40]])
+    assert r['gt_bboxes'].dtype == np.float32
+    assert r['gt_labels'].tolist() == [1, 0]  # the label of the dropped box went with it
+    assert r['img_shape'] == r['pad_shape'] == (50, 60, 3)
+    assert t(dict(_part(100, 200, (100, 60, 150, 90), 1, 0))) is None  # no box left

@@ -64,6 +64,15 @@ def test_resize_range_and_ratio_range_stay_within_bounds():
         assert 50 <= h <= 200 and 100 <= w <= 400
 
 
+
+def test_resize_ratio_range_scales_the_single_scale_by_the_drawn_ratio():
+    np.random.seed(5)  # first draw 0.22199 -> ratio 0.5 + 0.5 * 0.22199 = 0.61100
+    r = Resize(img_scale=(400, 200), ratio_range=(0.5, 1.0))(make_results())
+    # scale (int(400 * 0.611), int(200 * 0.611)) = (244, 122); the 200x100 image fits it
+    # with factor min(244 / 200, 122 / 100) = 1.22 -> 244x122
+    assert r['scale'] == (244, 122) and r['img'].shape == (122, 244, 3)
+    np.testing.assert_allclose(r['gt_bboxes'], [[12.2, 24.4, 61, 73.2]], rtol=1e-5)
+
 @pytest.mark.parametrize('direction,expected', [
     ('horizontal', [150, 20, 190, 60]), ('vertical', [10, 40, 50, 80]),
     ('diagonal', [150, 40, 190, 80])])
@@ -230,12 +239,14 @@ def test_grayscale_and_float32_loading(bccd_voc_root):
     assert bundled['img'].shape == (1, 480, 640)
 
 
-@pytest.mark.parametrize('view', ['plain', 'crop', 'reversed', 'gray'])
+@pytest.mark.parametrize('view', ['plain', 'crop', 'reversed', 'gray', 'float32', 'rgba'])
 def test_image_to_tensor_is_the_chw_transpose(view):
-    img = np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)
     img = {'plain': img, 'crop': img[5:25, 3:33], 'reversed': img[:, ::-1],
-           'gray': img[..., 0]}[view]
+           'gray': img[..., 0], 'float32': img.astype(np.float32) / 7,
+           'rgba': rng.integers(0, 255, (30, 40, 4), dtype=np.uint8)}[view]
     t = ImageToTensor()(dict(img=img))['img']
     expected = img[..., None] if img.ndim == 2 else img
-    assert t.is_contiguous() and t.dtype == torch.uint8
+    assert t.is_contiguous() and t.numpy().dtype == img.dtype
     np.testing.assert_array_equal(t.numpy(), expected.transpose(2, 0, 1))

@@ -1,10 +1,12 @@
 """``CocoDataset``: COCO JSON annotations (MMDetection 2.x semantics).
 
 Boxes are read as ``[x, y, w, h]`` and turned into xyxy ``[x, y, x + w, y + h]``; crowd
-annotations (``iscrowd=1``) become ignore boxes; boxes with ``w < 1``, ``h < 1`` or
-``area <= 0`` (degenerate) and boxes that do not overlap their image are dropped and counted
-(or raise with ``skip_invalid=False``). ``classes=`` selects categories by name, in the given
-order; annotations of other categories are left out.
+annotations (``iscrowd=1``) become ignore boxes; annotations marked ``ignore`` are left out
+(as MMDetection); boxes with ``w < 1``, ``h < 1`` or ``area <= 0`` (degenerate) and boxes
+that do not overlap their image are dropped and counted (or raise with
+``skip_invalid=False``). ``classes=`` selects categories by name, in the given order (a dict
+``{category name: new name}`` also renames them); annotations of other categories are left
+out.
 """
 from __future__ import annotations
 
@@ -38,11 +40,11 @@ class CocoDataset(CustomDataset):
         self.coco = COCO(ann_file)
         cats = {c['id']: c['name'] for c in self.coco.dataset['categories']}
         by_name = {name: cid for cid, name in cats.items()}
-        missing = [name for name in self.CLASSES if name not in by_name]
+        missing = [name for name in self.ann_classes if name not in by_name]
         if missing:
             raise DatasetError(f'{ann_file}: classes {missing} are not among its categories '
                                f'{sorted(by_name)}; check classes= in the dataset config')
-        self.cat_ids = [by_name[name] for name in self.CLASSES]
+        self.cat_ids = [by_name[name] for name in self.ann_classes]
         self.cat2label = {cid: i for i, cid in enumerate(self.cat_ids)}
         self.img_ids = self.coco.get_img_ids()
         infos = []
@@ -59,6 +61,8 @@ class CocoDataset(CustomDataset):
         where = f'{self.ann_file} (image id {img_info["id"]}, {img_info["file_name"]})'
         boxes, labels, ignore, ids, degenerate = [], [], [], [], []
         for ann in anns:
+            if ann.get('ignore', False):  # MMDetection leaves these out entirely
+                continue
             cid = ann.get('category_id')
             if cid not in cats:
                 if not self.skip_invalid:

@@ -95,7 +95,9 @@ class CustomDataset(Dataset):
         ann_file: annotation file (relative paths are taken under ``data_root``).
         pipeline: list of transform configs (or callables).
         classes: class names to use instead of ``CLASSES``: a tuple/list, or a text file
-            with one name per line. A subset selects (and re-indexes) those classes.
+            with one name per line. A subset selects (and re-indexes) those classes. A dict
+            ``{name in the annotations: new name}`` selects its keys, in its order, and
+            renames them (``CLASSES`` holds the new names).
         data_root: prefix of ``ann_file``, ``img_prefix``, ``seg_prefix``, ``proposal_file``.
         img_prefix: folder the record ``filename``s are relative to.
         test_mode: keep every image, never re-draw, and run the test pipeline.
@@ -122,6 +124,8 @@ class CustomDataset(Dataset):
         self.min_size = min_size
         self.skip_invalid = skip_invalid
         self.CLASSES = self.get_classes(classes)
+        # the names the annotation files use (differ from CLASSES when classes= renames)
+        self.ann_classes = tuple(classes) if isinstance(classes, dict) else self.CLASSES
         self.skipped = SkipCounter(f'{type(self).__name__}({self.ann_file})')
 
         self.data_infos = self.load_annotations(self.ann_file)
@@ -138,9 +142,16 @@ class CustomDataset(Dataset):
     # ------------------------------------------------------------------ loading
     @classmethod
     def get_classes(cls, classes=None) -> tuple[str, ...] | None:
-        """The class names: ``CLASSES`` by default, else ``classes`` (names or a text file)."""
+        """The class names: ``CLASSES`` by default, else ``classes`` (names, a text file, or
+        a dict ``{old name: new name}`` whose values are returned)."""
         if classes is None:
             return cls.CLASSES
+        if isinstance(classes, dict):
+            names = tuple(classes.values())
+            if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+                raise DatasetError(f'classes={dict(classes)!r}: a dict must map each class name '
+                                   f'of the annotations to a new, distinct name')
+            return names
         if isinstance(classes, str):
             if not osp.isfile(classes):
                 raise DatasetError(f'classes={classes!r}: expected a tuple of class names or a '

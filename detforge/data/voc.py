@@ -132,7 +132,7 @@ class XMLDataset(CustomDataset):
         infos = []
         for img_id in img_ids:
             filename = osp.join(self.img_subdir, f'{img_id}{self.img_suffix}')
-            info = parse_voc_xml(osp.join(ann_dir, f'{img_id}.xml'), self.CLASSES,
+            info = parse_voc_xml(osp.join(ann_dir, f'{img_id}.xml'), self.ann_classes,
                                  img_path=osp.join(self.img_prefix, filename), counter=self.skipped,
                                  skip_invalid=self.skip_invalid, min_size=self.min_size)
             info.update(id=img_id, filename=filename)

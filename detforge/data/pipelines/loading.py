@@ -26,7 +26,7 @@ def exif_orientation(buf: bytes) -> int:
     """The EXIF orientation tag (1..8) of an encoded image, 1 when absent or unreadable."""
     if not buf.startswith(b'\xff\xd8') and not buf.startswith((b'II*\x00', b'MM\x00*')):
         return 1  # only JPEG and TIFF carry EXIF orientation in practice
-    if buf.startswith(b'\xff\xd8') and b'Exif' not in buf[:65536]:
+    if buf.startswith(b'\xff\xd8') and buf.find(b'Exif', 0, 65536) < 0:
         return 1  # fast path: no APP1 Exif segment near the start
     from PIL import Image
     try:

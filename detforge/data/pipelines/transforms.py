@@ -275,7 +275,9 @@ class RandomFlip:
             probs = list(self.flip_ratio) + [1 - sum(self.flip_ratio)]
         else:
             probs = [self.flip_ratio / len(directions)] * len(directions) + [1 - self.flip_ratio]
-        choice = np.random.choice(len(probs), p=probs)
+        # one uniform draw against the cumulative probabilities (np.random.choice with p=
+        # is ten times slower per call)
+        choice = int(np.searchsorted(np.cumsum(probs), np.random.random_sample(), side='right'))
         return directions[choice] if choice < len(directions) else None
 
     def __call__(self, results: dict) -> dict:
