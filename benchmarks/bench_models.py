@@ -2,6 +2,7 @@
 
     python benchmarks/bench_models.py --model retinanet --iters 5
     python benchmarks/bench_models.py --model retinanet --iters 3 --memory
+    python benchmarks/bench_models.py --model faster_rcnn --iters 5 --profile
 
 RetinaNet-R50-FPN, BCCD images at their own 640x480 (torchvision's transform is set to
 min_size=480, max_size=640 so it does not resize), 3 classes, no pretrained weights, batch 2
@@ -16,7 +17,15 @@ that machine load hits both.
 fresh subprocess that builds one model and runs only that phase (one iteration). It includes the Python interpreter, torch and the model weights
 (the same for both), so compare the differences, not the ratio alone.
 
-A Faster R-CNN section plugs in by adding a ``--model`` choice to ``BUILDERS``.
+Faster R-CNN-R50-FPN (``--model faster_rcnn``): ours from ``configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py``
+(torchvision's conventions: RoIAlign sampling_ratio=2, smooth L1, proposal counts) against
+``fasterrcnn_resnet50_fpn`` with 3 classes plus background, same sizes, batch norm trainable in
+both; training samples 512 RoIs per image from up to 2000 proposals, inference keeps 1000
+proposals and 100 detections.
+
+``--profile``: one training step of each model under ``torch.profiler``; prints the share of the
+step's self CPU time spent outside convolutions (forward and backward) and outside
+convolutions + matrix multiplies, and the top non-convolution operators.
 """
 from __future__ import annotations
 
@@ -125,10 +134,42 @@ def tv_infer(model, samples):
         return model(imgs)
 
 
+def build_ours_faster_rcnn():
+    from detforge.config import Config
+    from detforge.models.builder import build_detector
+    cfg = Config.fromfile(str(REPO / 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py'))
+    cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
+    cfg.model.roi_head.bbox_head.num_classes = len(CLASSES)
+    return build_detector(cfg.model)
+
+
+def build_tv_faster_rcnn():
+    from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    # class 0 is torchvision's background: our label k is its label k + 1
+    return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES) + 1,
+                                   min_size=480, max_size=640)
+
+
+def tv_inputs_with_background(samples):
+    imgs, targets = tv_inputs(samples)
+    return imgs, [dict(boxes=t['boxes'], labels=t['labels'] + 1) for t in targets]
+
+
+def tv_rcnn_train_step(model, optimizer, samples):
+    imgs, targets = tv_inputs_with_background(samples)
+    losses = model(imgs, targets)
+    loss = sum(losses.values())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 BUILDERS = {
     # name: (ours builder, ours train, ours infer, baseline builder, baseline train, baseline infer)
     'retinanet': (build_ours_retinanet, ours_train_step, ours_infer,
                   build_tv_retinanet, tv_train_step, tv_infer),
+    'faster_rcnn': (build_ours_faster_rcnn, ours_train_step, ours_infer,
+                    build_tv_faster_rcnn, tv_rcnn_train_step, tv_infer),
 }
 
 
@@ -214,6 +255,40 @@ def run_phase(args):
     print(json.dumps(dict(phase=args.phase, max_rss_mib=peak_rss_mib())))
 
 
+CONV_OPS = ('aten::mkldnn_convolution', 'aten::convolution_backward', 'aten::_convolution',
+            'aten::thnn_conv2d', 'aten::_slow_conv2d_forward', 'aten::_slow_conv2d_backward')
+MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm')
+
+
+def run_profile(args):
+    """Self CPU time of one training step per model, split into convolutions, matrix
+    multiplies and the rest."""
+    from torch.profiler import ProfilerActivity, profile
+    build_o, train_o, _, build_b, train_b, _ = BUILDERS[args.model]
+    samples = load_images(2)
+    shares = {}
+    for who, build, train_fn in (('ours', build_o, train_o), ('base', build_b, train_b)):
+        torch.manual_seed(0)
+        model = build().train()
+        opt = make_optimizer(model)
+        train_fn(model, opt, samples)  # warm-up
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_fn(model, opt, samples)
+        events = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in events)
+        conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
+        mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+        shares[who] = dict(total_s=total / 1e6, non_conv_share=1 - conv / total,
+                           non_conv_matmul_share=1 - (conv + mm) / total)
+        print(f'{who}: profiled train step {total / 1e6:.2f}s self CPU, not convolution '
+              f'{100 * shares[who]["non_conv_share"]:.0f}%, not convolution/matmul '
+              f'{100 * shares[who]["non_conv_matmul_share"]:.0f}%', flush=True)
+        rest = sorted((e for e in events if e.key not in CONV_OPS + MATMUL_OPS),
+                      key=lambda e: -e.self_cpu_time_total)[:8]
+        print('    top others: ' + ', '.join(f'{e.key} {e.self_cpu_time_total / 1e3:.0f}ms' for e in rest))
+    return shares
+
+
 def run_memory(args):
     peaks = {}
     for phase in ('ours-train', 'base-train', 'ours-infer', 'base-infer'):
@@ -232,6 +307,8 @@ def main(argv=None):
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
     parser.add_argument('--memory', action='store_true', help='also measure peak RSS per phase')
+    parser.add_argument('--profile', action='store_true',
+                        help='also profile one train step of each model (non-convolution share)')
     parser.add_argument('--phase', help=argparse.SUPPRESS)
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
@@ -258,6 +335,8 @@ def main(argv=None):
           f"inference {result['infer_cpu_ratio']:.2f}")
     if args.memory:
         result['peak_rss_mib'] = run_memory(args)
+    if args.profile:
+        result['profile'] = run_profile(args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return result

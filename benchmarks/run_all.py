@@ -1,0 +1,383 @@
+"""One speed report: every benchmark of detforge against its baseline, into benchmarks/RESULTS.md.
+
+    python benchmarks/run_all.py                 # the full report (about 20 min on 2 idle cores)
+    python benchmarks/run_all.py --quick         # a smoke run, 1 timed iteration/round each (~8 min)
+    python benchmarks/run_all.py --only models,eval
+
+Runs the benchmarks as subprocesses through their command lines, each in a fresh interpreter:
+
+- ``data``: ``bench_data.py``, images/s of the training data path, detforge vs
+  torchvision.transforms.v2, per number of loader workers;
+- ``models``: ``bench_models.py --memory --json`` for every model it offers (RetinaNet and
+  Faster R-CNN): training step, inference and peak memory vs torchvision; then, with
+  ``flops.py``, this CPU's matmul throughput (measured just before and just after the
+  RetinaNet timings) and the RetinaNet-R50 FLOPs per step, for the utilisation of the
+  training step and of inference (ours and torchvision's);
+- ``eval``: ``bench_eval.py``, COCO box evaluation, ``evaluate_coco`` vs plain pycocotools.
+
+Every ratio is ``ours time / baseline time`` (for a rate: baseline rate / our rate), so a ratio
+at most 1.0 means ours is no slower (issue 10's goal). The raw numbers also go to
+``--raw-json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+SECTIONS = ('data', 'models', 'eval')
+
+
+# ---------------------------------------------------------------------------- running
+class BenchFailed(RuntimeError):
+    pass
+
+
+def run_bench(args: list[str], title: str) -> str:
+    """Run ``python benchmarks/ARGS...`` from the repository root, echo its output as it
+    comes, and return the output (stdout and stderr). Raise ``BenchFailed`` on a non-zero
+    exit, with the last lines of its output."""
+    cmd = [sys.executable, *args]
+    print(f'\n=== {title}: {" ".join(cmd[1:])}', flush=True)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, bufsize=1)
+    lines = []
+    for line in proc.stdout:
+        print('    ' + line, end='', flush=True)
+        lines.append(line)
+    proc.wait()
+    print(f'=== {title}: exit {proc.returncode} after {time.perf_counter() - start:.0f}s',
+          flush=True)
+    out = ''.join(lines)
+    if proc.returncode != 0:
+        raise BenchFailed(f'{" ".join(args)} exited with {proc.returncode}: '
+                          + ' | '.join(l.strip() for l in lines[-4:]))
+    return out
+
+
+def _flops():
+    """``benchmarks/flops.py`` (imported late: it imports torch, which ``--help`` need not)."""
+    import flops
+    return flops
+
+
+def models_available() -> list[str]:
+    """The ``--model`` choices ``bench_models.py`` offers now (its ``BUILDERS``)."""
+    return sorted(_flops().load_bench_models().BUILDERS)
+
+
+# ---------------------------------------------------------------------------- benchmarks
+def parse_data_output(out: str) -> list[dict]:
+    """Rows ``{workers, ours_img_s, base_img_s}`` from bench_data.py's printed summary.
+
+    bench_data.py has no --json: this parses its per-worker summary lines,
+      "workers=0: detforge   41.2 img/s   torchvision.v2   35.0 img/s   ratio 1.18 ..."
+    (img/s, higher is better); output with none of them is a failure.
+    """
+    pattern = re.compile(r'workers=(\d+):\s*detforge\s+([\d.]+)\s*img/s\s+torchvision\S*\s+'
+                         r'([\d.]+)\s*img/s')
+    rows = [dict(workers=int(w), ours_img_s=float(a), base_img_s=float(b))
+            for w, a, b in pattern.findall(out)]
+    if not rows:
+        raise BenchFailed('bench_data.py printed no "workers=N: detforge X img/s '
+                          'torchvision.v2 Y img/s" line')
+    return rows
+
+
+def bench_data(quick: bool) -> dict:
+    opts = ['--rounds', '1', '--workers', '0'] if quick else ['--rounds', '5', '--workers', '0', '2']
+    out = run_bench(['benchmarks/bench_data.py', *opts], 'data')
+    return dict(options=opts, rows=parse_data_output(out))
+
+
+def bench_model(model: str, quick: bool, threads: int, tmp: Path) -> dict:
+    out_json = tmp / f'models_{model}.json'
+    opts = ['--model', model, '--threads', str(threads), '--memory', '--json', str(out_json)]
+    opts += ['--iters', '1', '--warmup', '1'] if quick else ['--iters', '5', '--warmup', '1']
+    run_bench(['benchmarks/bench_models.py', *opts], f'models ({model})')
+    result = json.loads(out_json.read_text())
+    result['options'] = opts
+    return result
+
+
+def measure_limit(threads: int, quick: bool, when: str) -> tuple[dict, dict]:
+    """This CPU's limits now: ``torch.mm`` 4096x4096 and a 256-channel 3x3 conv2d, float32."""
+    import torch
+    torch.set_num_threads(threads)
+    fl = _flops()
+    mm = fl.matmul_gflops(n=4096, repeats=3 if quick else 5)
+    conv = fl.conv_gflops(repeats=3 if quick else 5)
+    print(f'\n=== limit ({when}), {threads} threads: torch.mm 4096x4096 median '
+          f'{mm["median"]:.1f} GFLOP/s ({mm["cpu_median"]:.1f} per CPU-second); conv2d 3x3 '
+          f'{conv["median"]:.1f} GFLOP/s ({conv["cpu_median"]:.1f} per CPU-second)', flush=True)
+    return mm, conv
+
+
+def bench_flops(threads: int) -> dict:
+    """RetinaNet-R50's FLOPs per step (ours and torchvision's), counted in this process."""
+    import torch
+    torch.set_num_threads(threads)
+    print('\n=== FLOPs per step: RetinaNet-R50-FPN, 640x480', flush=True)
+    step_flops = _flops().model_step_flops('retinanet')
+    for who in ('ours', 'base'):
+        print(f'    {who}: forward 1 image {step_flops[who]["infer"] / 1e9:.1f} GFLOP, train '
+              f'step 2 images {step_flops[who]["train"] / 1e9:.1f} GFLOP', flush=True)
+    return step_flops
+
+
+def parse_eval_output(out: str) -> dict:
+    """``{base_s, backend, ours_s, max_ap_difference}`` from bench_eval.py's printed summary.
+
+    bench_eval.py has no --json: this parses its summary lines,
+      "median time: pycocotools 12.34s, detforge (faster_coco_eval) 3.21s -> 3.8x faster"
+      "max |difference| = 0.00e+00"
+    """
+    m = re.search(r'median time:\s*pycocotools\s+([\d.]+)\s*s,\s*detforge\s*\(([^)]*)\)\s+'
+                  r'([\d.]+)\s*s', out)
+    if m is None:
+        raise BenchFailed('bench_eval.py printed no "median time: pycocotools Xs, detforge '
+                          '(BACKEND) Ys" line')
+    diff = re.search(r'max \|difference\| = ([-+.\deE]+)', out)
+    return dict(base_s=float(m.group(1)), backend=m.group(2), ours_s=float(m.group(3)),
+                max_ap_difference=float(diff.group(1)) if diff else float('nan'))
+
+
+def bench_eval(quick: bool) -> dict:
+    # bench_eval.py exits 1 when the AP numbers disagree (> 1e-6): reported as a failure
+    opts = ['--num-images', '500', '--rounds', '1'] if quick else \
+        ['--num-images', '5000', '--dets', '100', '--rounds', '3']
+    out = run_bench(['benchmarks/bench_eval.py', *opts], 'eval')
+    return dict(options=opts, **parse_eval_output(out))
+
+
+# ---------------------------------------------------------------------------- report
+def machine_info(threads: int) -> dict:
+    import torch
+    import torchvision
+    cpu = platform.processor() or 'unknown'
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True,
+                                capture_output=True).stdout.strip()
+        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, text=True,
+                               capture_output=True).stdout.strip()
+        commit = f'{commit}{" (with uncommitted changes)" if dirty else ""}'
+    except OSError:
+        commit = 'unknown'
+    return dict(cpu=cpu, logical_cpus=os.cpu_count(), usable_cpus=len(os.sched_getaffinity(0)),
+                threads=threads, python=platform.python_version(), torch=torch.__version__,
+                torchvision=torchvision.__version__, platform=platform.platform(),
+                date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                commit=commit, load_before=os.getloadavg())
+
+
+def _ratio(ours: float, base: float) -> str:
+    return f'{ours / base:.2f}' if base else 'n/a'
+
+
+def _goal(ours: float, base: float) -> str:
+    return 'yes' if ours <= base else 'no'
+
+
+def render(info: dict, results: dict, errors: dict, quick: bool) -> str:
+    md = ['# detforge speed report', '',
+          'Written by `python benchmarks/run_all.py' + (' --quick' if quick else '') + '`. '
+          'Ratio = ours time / baseline time: at most 1.0 means ours is no slower (the goal '
+          'of issue 10). Medians over the timed iterations/rounds.']
+    if quick:
+        md += ['', '**Quick run** (1 timed iteration or round each, smaller evaluation set): '
+               'a smoke test of the report, not numbers to quote.']
+    md += ['', '## Machine', '',
+           f'- CPU: {info["cpu"]}, {info["logical_cpus"]} logical CPUs ({info["usable_cpus"]} '
+           f'usable), torch threads {info["threads"]}',
+           f'- Python {info["python"]}, torch {info["torch"]}, torchvision '
+           f'{info["torchvision"]}, {info["platform"]}',
+           f'- date {info["date"]}, detforge commit {info["commit"]}',
+           f'- load average before / after: {" ".join(f"{x:.1f}" for x in info["load_before"])}'
+           f' / {" ".join(f"{x:.1f}" for x in info.get("load_after", ()))} (the machine is '
+           'shared: a load above the thread count slows both sides)']
+
+    if 'data' in results:
+        r = results['data']
+        md += ['', '## Data pipeline (`bench_data.py`)', '',
+               'Raccoon images (VOC), decode + resize to 1333x800 + flip + collate, batch 2. '
+               f'Baseline: torchvision.transforms.v2. Options: `{" ".join(r["options"])}`.', '',
+               '| loader workers | ours (img/s) | baseline (img/s) | ratio (time) | ours no slower |',
+               '| --- | ---: | ---: | ---: | --- |']
+        for row in r['rows']:
+            a, b = row['ours_img_s'], row['base_img_s']
+            md.append(f'| {row["workers"]} | {a:.1f} | {b:.1f} | {_ratio(b, a)} | {_goal(b, a)} |')
+
+    for key in sorted(k for k in results if k.startswith('models/')):
+        r = results[key]
+        med = r['median_s']
+        md += ['', f'## Model: {r["model"]} (`bench_models.py`)', '',
+               f'Baseline: torchvision. BCCD images at 640x480, 3 classes, {r["threads"]} '
+               f'threads, options `{" ".join(r["options"])}`. Peak memory: peak RSS of a fresh '
+               'process running one phase (interpreter and torch included: compare differences).',
+               '', '| measure | ours | baseline | ratio | ours no slower |',
+               '| --- | ---: | ---: | ---: | --- |']
+        for step, label in (('train', 'train step, batch 2 (s)'), ('infer', 'inference, 1 image (s)')):
+            a, b = med[f'ours_{step}'], med[f'base_{step}']
+            md.append(f'| {label} | {a:.3f} | {b:.3f} | {_ratio(a, b)} | {_goal(a, b)} |')
+        if r.get('train_cpu_ratio') is not None:
+            md.append(f'| process CPU time ratio, train / inference | | | '
+                      f'{r["train_cpu_ratio"]:.2f} / {r["infer_cpu_ratio"]:.2f} | |')
+        peaks = r.get('peak_rss_mib') or {}
+        for step in ('train', 'infer'):
+            a, b = peaks.get(f'ours-{step}'), peaks.get(f'base-{step}')
+            if a is not None and b is not None:
+                md.append(f'| peak RSS, {step} (MiB) | {a:.0f} | {b:.0f} | {_ratio(a, b)} | '
+                          f'{_goal(a, b)} |')
+
+    if 'utilisation' in results:
+        u = results['utilisation']
+        mm = u['matmul']
+        conv = u.get('conv')
+        md += ['', '## Utilisation: RetinaNet-R50-FPN against this CPU\'s limit (`flops.py`)', '',
+               f'Limit: `torch.mm` of 4096x4096 float32 with {mm["threads"]} threads, median of '
+               f'{len(mm["runs"])} runs just before and after the RetinaNet timings: '
+               f'**{mm["median"]:.1f} GFLOP/s** (batch medians '
+               f'{", ".join(f"{x:.1f}" for x in mm.get("medians_per_batch", [mm["median"]]))}); '
+               f'{mm["cpu_median"]:.1f} GFLOP per second of process CPU time.'
+               + (f' For comparison, a 3x3 conv2d {tuple(conv["shape"])} (the head conv on P3 '
+                  f'of 2 images) at the same moments: {conv["median"]:.1f} GFLOP/s, '
+                  f'{conv["cpu_median"]:.1f} per CPU-second.' if conv else ''),
+               '', 'FLOPs per step by `torch.utils.flop_counter.FlopCounterMode` (convolutions '
+               'and matrix products, 2 FLOP per multiply-add); times are the medians of the '
+               'RetinaNet table above. "achieved / limit" uses wall time (issue 10\'s measure; '
+               'other jobs on the cores make it noisy); "per CPU-second" uses process CPU time '
+               'on both sides, which holds up under load; "of conv2d" divides by the conv2d '
+               'speed instead of the matmul. Goal: training at >= 80% of the limit.', '',
+               '| step | model | GFLOP per step | median s | achieved GFLOP/s | achieved / limit '
+               '| per CPU-second | of conv2d |',
+               '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |']
+        pct = lambda row, key: f'{100 * row[key]:.0f}%' if key in row else 'n/a'  # noqa: E731
+        for row in u.get('rows', []):
+            who = 'ours' if row['who'] == 'ours' else 'torchvision'
+            step = 'train step, 2 images (fwd+bwd)' if row['step'] == 'train' else \
+                'inference, 1 image (fwd)'
+            md.append(f'| {step} | {who} | {row["gflop"]:.1f} | {row["seconds"]:.3f} | '
+                      f'{row["achieved_gflops"]:.1f} | {pct(row, "utilisation")} | '
+                      f'{pct(row, "cpu_utilisation")} | {pct(row, "conv_utilisation")} |')
+        if not u.get('rows'):
+            md.append('| (no RetinaNet timings: the models benchmark did not run or failed) '
+                      '| | | | | | | |')
+
+    if 'eval' in results:
+        r = results['eval']
+        a, b = r['ours_s'], r['base_s']
+        md += ['', '## COCO evaluation (`bench_eval.py`)', '',
+               'Synthetic detections, from per-class arrays to the AP numbers. Baseline: plain '
+               f'pycocotools (JSON dicts, loadRes, COCOeval). Ours: `evaluate_coco` with backend '
+               f'`{r["backend"]}`. Options: `{" ".join(r["options"])}`. Largest AP difference '
+               f'between the two: {r["max_ap_difference"]:.1e}.', '',
+               '| measure | ours (s) | baseline (s) | ratio | ours no slower |',
+               '| --- | ---: | ---: | ---: | --- |',
+               f'| evaluate | {a:.2f} | {b:.2f} | {_ratio(a, b)} | {_goal(a, b)} |']
+
+    if errors:
+        md += ['', '## Failed or missing', '']
+        md += [f'- **{name}**: {msg}' for name, msg in errors.items()]
+    return '\n'.join(md) + '\n'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true',
+                        help='few iterations and rounds: a smoke run of the whole report')
+    parser.add_argument('--only', default=','.join(SECTIONS),
+                        help=f'comma-separated subset of {",".join(SECTIONS)}')
+    parser.add_argument('--threads', type=int, default=None,
+                        help="torch threads of the model benchmarks and the matmul limit "
+                             "(default: torch's default, the usable CPUs)")
+    parser.add_argument('--output', default=str(HERE / 'RESULTS.md'), help='the report (markdown)')
+    parser.add_argument('--raw-json', help='also write every raw number to this JSON file')
+    args = parser.parse_args(argv)
+    only = [s.strip() for s in args.only.split(',') if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        parser.error(f'--only: unknown section(s) {", ".join(unknown)}; choose from '
+                     f'{", ".join(SECTIONS)}')
+
+    import torch
+    if args.threads is None:
+        args.threads = torch.get_num_threads()
+    info = machine_info(args.threads)
+    results, errors, missing = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix='detforge_run_all_') as tmp:
+        if 'data' in only:
+            try:
+                results['data'] = bench_data(args.quick)
+            except BenchFailed as e:
+                errors['data'] = str(e)
+        if 'models' in only:
+            limits = []
+            for model in models_available():
+                # the limit is measured just before and after the RetinaNet timings, so that
+                # it sees about the same load from other jobs as the steps it is compared with
+                if model == 'retinanet':
+                    limits.append(measure_limit(args.threads, args.quick, 'before RetinaNet'))
+                try:
+                    results[f'models/{model}'] = bench_model(model, args.quick, args.threads,
+                                                             Path(tmp))
+                except (BenchFailed, OSError, ValueError) as e:
+                    errors[f'models ({model})'] = str(e)
+                if model == 'retinanet':
+                    limits.append(measure_limit(args.threads, args.quick, 'after RetinaNet'))
+            if not any('rcnn' in m.replace('_', '').replace('-', '') for m in models_available()):
+                missing['models (Faster R-CNN)'] = ('bench_models.py has no Faster R-CNN '
+                                                    '--model choice yet; nothing measured')
+            try:
+                fl = _flops()
+                limits = limits or [measure_limit(args.threads, args.quick, 'no RetinaNet timing')]
+                mm = fl.merge_matmul(*(m for m, _ in limits))
+                conv = fl.merge_matmul(*(c for _, c in limits))
+                util = dict(matmul=mm, conv=conv, step_flops=bench_flops(args.threads), rows=[])
+                timing = results.get('models/retinanet')
+                if timing:
+                    util['rows'] = fl.utilisation_table(
+                        util['step_flops'], timing['median_s'], mm['median'],
+                        fl.cpu_times_by_step(timing, 'retinanet'), mm['cpu_median'],
+                        conv['median'])
+                results['utilisation'] = util
+            except Exception as e:  # noqa: BLE001 -- report any failure, keep the other sections
+                errors['utilisation'] = f'{type(e).__name__}: {e}'
+        if 'eval' in only:
+            try:
+                results['eval'] = bench_eval(args.quick)
+            except BenchFailed as e:
+                errors['eval'] = str(e)
+    info['load_after'] = os.getloadavg()
+
+    report = render(info, results, {**errors, **missing}, args.quick)
+    Path(args.output).write_text(report)
+    print(f'\nwrote {args.output}' + (f' ({len(errors)} section(s) failed)' if errors else ''))
+    if args.raw_json:
+        Path(args.raw_json).write_text(json.dumps(dict(machine=info, results=results,
+                                                       errors=errors, missing=missing),
+                                                  indent=2, default=str))
+    return 1 if errors else 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""The benchmark tooling: FLOP counting, the utilisation arithmetic, the report's parsers and
+the scripts' command lines (no benchmark is run here)."""
+import importlib.util
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / 'benchmarks' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def flops():
+    return _load('flops')
+
+
+@pytest.fixture(scope='module')
+def run_all():
+    sys.path.insert(0, str(REPO / 'benchmarks'))
+    try:
+        return _load('run_all')
+    finally:
+        sys.path.remove(str(REPO / 'benchmarks'))
+
+
+def test_conv_flops_equal_the_hand_count(flops):
+    # 2 images, 3 -> 8 channels, 3x3 kernel, stride 2, padding 1: 16x20 -> 8x10 outputs;
+    # each output is 3*3*3 = 27 multiply-adds = 54 FLOP: 2 * 8 * 8 * 10 * 54 = 69,120
+    conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+    total, out = flops.count_flops(conv, torch.randn(2, 3, 16, 20))
+    assert out.shape == (2, 8, 8, 10)
+    assert total == flops.conv2d_flops(2, 3, 8, 8, 10, 3, 3) == 69_120
+
+
+def test_grouped_conv_flops_divide_by_groups(flops):
+    conv = torch.nn.Conv2d(8, 8, 3, padding=1, groups=4)
+    total, _ = flops.count_flops(conv, torch.randn(1, 8, 5, 5))
+    assert total == flops.conv2d_flops(1, 8, 8, 5, 5, 3, 3, groups=4) == 2 * 8 * 25 * 2 * 9
+
+
+def test_backward_of_a_linear_layer_is_counted_twice_more(flops):
+    # forward x @ W^T: 2*N*in*out; backward: grad input and grad weight, the same each
+    layer = torch.nn.Linear(16, 4, bias=False)
+    x = torch.randn(8, 16, requires_grad=True)
+    total, _ = flops.count_flops(lambda: layer(x).sum().backward())
+    assert total == 3 * (2 * 8 * 16 * 4)
+
+
+def test_matmul_throughput_is_reported_per_run(flops):
+    result = flops.matmul_gflops(n=64, repeats=3, warmup=1)
+    assert len(result['runs']) == 3 and result['n'] == 64
+    assert result['median'] == sorted(result['runs'])[1] > 0
+    assert len(result['cpu_runs']) == 3 and result['cpu_median'] > 0
+    conv = flops.conv_gflops(channels=8, size=(6, 7), batch=1, repeats=2)
+    assert conv['shape'] == (1, 8, 6, 7) and len(conv['runs']) == 2 and conv['median'] > 0
+    assert result['threads'] == torch.get_num_threads()
+
+
+def test_utilisation_is_achieved_over_limit(flops):
+    u = flops.utilisation(flops=300e9, seconds=2.0, limit_gflops=200.0)
+    assert u['achieved_gflops'] == pytest.approx(150.0)
+    assert u['utilisation'] == pytest.approx(0.75)
+    rows = flops.utilisation_table({'ours': {'train': 10e9, 'infer': 2e9},
+                                    'base': {'train': 10e9, 'infer': 2e9}},
+                                   {'ours_train': 1.0, 'base_train': 2.0, 'ours_infer': 0.5,
+                                    'base_infer': 0.25}, limit_gflops=10.0)
+    assert [(r['who'], r['step'], round(r['utilisation'], 3)) for r in rows] == [
+        ('ours', 'train', 1.0), ('base', 'train', 0.5), ('ours', 'infer', 0.4),
+        ('base', 'infer', 0.8)]
+
+
+def test_cpu_time_utilisation_uses_cpu_seconds_on_both_sides(flops):
+    # a step of 10 GFLOP using 2 CPU-seconds against a limit of 10 GFLOP per CPU-second: 50%
+    rows = flops.utilisation_table({'ours': {'train': 10e9}}, {'ours_train': 4.0},
+                                   limit_gflops=10.0, median_cpu_s={'ours_train': 2.0},
+                                   cpu_limit_gflops=10.0)
+    assert rows[0]['utilisation'] == pytest.approx(0.25)
+    assert rows[0]['cpu_utilisation'] == pytest.approx(0.5)
+
+
+def test_limits_measured_twice_merge_into_one_median(flops):
+    a = dict(n=8, threads=1, runs=[1.0, 2.0, 3.0], median=2.0, cpu_runs=[1.0], cpu_median=1.0)
+    b = dict(n=8, threads=1, runs=[10.0, 11.0], median=10.5, cpu_runs=[3.0, 5.0], cpu_median=4.0)
+    merged = flops.merge_matmul(a, b)
+    assert merged['median'] == 3.0 and merged['cpu_median'] == 3.0
+    assert merged['medians_per_batch'] == [2.0, 10.5]
+
+
+def test_report_parses_the_summary_lines_of_data_and_eval(run_all):
+    data = run_all.parse_data_output(
+        'noise\nworkers=0: detforge   224.3 img/s   torchvision.v2    33.0 img/s   ratio 6.81\n'
+        'workers=2: detforge    90.0 img/s   torchvision.v2   100.5 img/s   ratio 0.90\n')
+    assert data == [dict(workers=0, ours_img_s=224.3, base_img_s=33.0),
+                    dict(workers=2, ours_img_s=90.0, base_img_s=100.5)]
+    ev = run_all.parse_eval_output(
+        'max |difference| = 1.50e-07\nmedian time: pycocotools 4.30s, detforge '
+        '(faster_coco_eval) 0.67s -> 6.4x faster\n')
+    assert ev == dict(base_s=4.30, backend='faster_coco_eval', ours_s=0.67,
+                      max_ap_difference=1.5e-7)
+    with pytest.raises(run_all.BenchFailed, match='median time'):
+        run_all.parse_eval_output('Traceback ...')
+
+
+def test_max_iters_scales_the_lr_steps_to_iterations():
+    acc = _load('bench_accuracy')
+    opts = acc.schedule_options(str(REPO / acc.DEFAULT_CONFIG), 24)
+    # 12 epochs with steps at 8 and 11 -> 24 iterations with steps at 16 and 22
+    assert 'lr_config.step=[16,22]' in opts and 'lr_config.by_epoch=False' in opts
+    assert {'runner.type=IterBasedRunner', 'runner.max_iters=24',
+            'runner.max_epochs=None'} <= set(opts)
+
+
+@pytest.mark.parametrize('script, option', [('bench_accuracy.py', '--max-iters'),
+                                            ('run_all.py', '--quick'),
+                                            ('flops.py', '--models-json')])
+def test_scripts_print_their_help(script, option):
+    out = subprocess.run([sys.executable, str(REPO / 'benchmarks' / script), '--help'],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert option in out.stdout
