@@ -303,9 +303,6 @@ def test_two_ranks_of_batch_1_train_like_one_process_of_batch_2(two_ranks, varia
     assert moved > 1e-3
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason='AnchorHead.loss under autocast: get_targets writes '
-                   'float32 targets into tensors of the bf16/fp16 anchor dtype (models owner: '
-                   'compute the head losses in float32, as MMDetection\'s force_fp32 does)')
 def test_bf16_autocast_trains_retinanet_under_ddp_on_the_cpu(two_ranks):
     reports, _ = two_ranks
     bf16 = [r['bf16'] for r in reports]

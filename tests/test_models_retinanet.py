@@ -252,7 +252,7 @@ def test_head_loss_with_an_image_without_objects():
     assert all(torch.isfinite(f.grad).all() for f in feats)
     # with no object anywhere, only the classification loss remains
     empty = head.forward_train(feats, metas, [boxes[0]] * 2, [labels[0]] * 2)
-    assert float(empty['loss_bbox']) == 0.0 and float(empty['loss_cls']) > 0
+    assert empty['loss_bbox'].item() == 0.0 and empty['loss_cls'].item() > 0
 
 
 def test_retina_head_options_group_norm_and_prior_bias():

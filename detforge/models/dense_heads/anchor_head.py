@@ -300,7 +300,11 @@ class AnchorHead(nn.Module):
              gt_labels: list[Tensor] | None, img_metas: list[dict], gt_bboxes_ignore=None) -> dict:
         """``loss_cls`` and ``loss_bbox`` over all anchors of all images, each normalised by the
         number of positives (sum over images of ``max(n_i, 1)``; plus negatives when sampling),
-        or by its moving average with ``loss_normalizer_momentum``."""
+        or by its moving average with ``loss_normalizer_momentum``.
+
+        Computed in float32 whatever the autocast dtype of the head's outputs (MMDetection's
+        ``force_fp32``): anchors, targets and the loss sums need the precision."""
+        cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)
         featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
         anchors, valid = self.get_anchors(featmap_sizes, img_metas, cls_scores[0].device, cls_scores[0].dtype)
         with torch.no_grad():
@@ -329,6 +333,7 @@ class AnchorHead(nn.Module):
         """Per image ``(det_bboxes (n, 5) [x1, y1, x2, y2, score], det_labels (n,))``; boxes in
         the input image's pixels, or the original image's with ``rescale``."""
         cfg = self.test_cfg if cfg is None else cfg
+        cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)
         featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
         mlvl_anchors = self.anchor_generator.grid_priors(featmap_sizes, cls_scores[0].dtype,
                                                          cls_scores[0].device)
@@ -401,3 +406,8 @@ class AnchorHead(nn.Module):
 def _scale_factor(meta) -> np.ndarray:
     sf = np.asarray(meta.get('scale_factor', 1.0), dtype=np.float32).reshape(-1)
     return np.repeat(sf, 4) if sf.size == 1 else sf
+
+
+def _float32(tensors: Sequence[Tensor]) -> list[Tensor]:
+    """The head's outputs in float32 (they are bf16/fp16 under autocast)."""
+    return [t.float() for t in tensors]

@@ -192,7 +192,10 @@ class BBoxHead(nn.Module):
     def loss(self, cls_score, bbox_pred, rois, labels, label_weights, bbox_targets,
              bbox_weights, reduction_override=None) -> dict:
         """Cross-entropy over all sampled RoIs; box loss on positives only, averaged over all
-        sampled RoIs (MMDetection 2.x and torchvision both divide by the sample count)."""
+        sampled RoIs (MMDetection 2.x and torchvision both divide by the sample count).
+        In float32 under autocast, as MMDetection's ``force_fp32``."""
+        cls_score = cls_score.float() if cls_score is not None else None
+        bbox_pred = bbox_pred.float() if bbox_pred is not None else None
         losses = {}
         if cls_score is not None and cls_score.numel() > 0:
             avg_factor = max(float((label_weights > 0).sum()), 1.)
