@@ -1,6 +1,5 @@
 """Every shipped config under configs/ loads, builds its detector, and (where its data is in the
 repository) builds its datasets with the class count the head expects."""
-import os
 from pathlib import Path
 
 import pytest

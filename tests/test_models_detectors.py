@@ -98,7 +98,7 @@ def test_with_properties(repo_root, config, rpn, roi, shared):
 
 
 def test_compat_r101_keeps_its_smooth_l1_beta_and_maps_81_classes(repo_root):
-    compat = pytest.importorskip('detforge.compat')
+    from detforge import compat
     path = repo_root.parent / 'shared' / 'compat' / 'retinanet_r101_fpn_1x.py'
     if not path.is_file():
         pytest.skip(f'{path} is missing')
