@@ -1,4 +1,5 @@
 """Shared fixtures: where the repository and the real data sets are."""
+import json
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,30 @@ def bccd_voc_root(shared_data) -> Path:
 @pytest.fixture(scope='session')
 def raccoon_root(shared_data) -> Path:
     return shared_data / 'raccoon'
+
+
+@pytest.fixture(scope='module')
+def bccd_subset(repo_root, tmp_path_factory):
+    """``subset(n)``: a COCO annotation file with the first ``n`` test images of the
+    bundled BCCD."""
+    source = repo_root / 'data' / 'bccd' / 'annotations' / 'test.json'
+    if not source.is_file():
+        pytest.fail(f'the bundled BCCD annotations are missing: {source}')
+    coco = json.loads(source.read_text())
+    folder = tmp_path_factory.mktemp('bccd')
+
+    def subset(n):
+        images = coco['images'][:n]
+        ids = {im['id'] for im in images}
+        path = folder / f'bccd_{n}.json'
+        path.write_text(json.dumps(dict(coco, images=images, annotations=[
+            a for a in coco['annotations'] if a['image_id'] in ids])))
+        return str(path)
+    return subset
+
+
+def data_options(repo_root, ann_file):
+    """``--cfg-options`` that point every split of a BCCD config at ``ann_file``."""
+    prefix = str(repo_root / 'data' / 'bccd') + '/'
+    return [f'data.{split}.{key}={value}' for split in ('train', 'val', 'test')
+            for key, value in (('ann_file', ann_file), ('img_prefix', prefix))]

@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import data_options
+
 TINY = 'tests/configs/retinanet_r18_tiny_bccd.py'
 STEPS = 5
 IMG = 64
@@ -349,32 +351,6 @@ def test_fp16_scaler_unscales_gradients_and_skips_overflowing_steps(loss_scale,
 
 
 # ----------------------------------------------------------------------------- real CLI runs
-@pytest.fixture(scope='module')
-def bccd_subset(repo_root, tmp_path_factory):
-    """``subset(n)``: a COCO annotation file with the first ``n`` test images of the
-    bundled BCCD."""
-    source = repo_root / 'data' / 'bccd' / 'annotations' / 'test.json'
-    if not source.is_file():
-        pytest.fail(f'the bundled BCCD annotations are missing: {source}')
-    coco = json.loads(source.read_text())
-    folder = tmp_path_factory.mktemp('bccd')
-
-    def subset(n):
-        images = coco['images'][:n]
-        ids = {im['id'] for im in images}
-        path = folder / f'bccd_{n}.json'
-        path.write_text(json.dumps(dict(coco, images=images, annotations=[
-            a for a in coco['annotations'] if a['image_id'] in ids])))
-        return str(path)
-    return subset
-
-
-def data_options(repo_root, ann_file):
-    prefix = str(repo_root / 'data' / 'bccd') + '/'
-    return [f'data.{split}.{key}={value}' for split in ('train', 'val', 'test')
-            for key, value in (('ann_file', ann_file), ('img_prefix', prefix))]
-
-
 def one_thread_env() -> dict:
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
     for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT'):

@@ -11,6 +11,8 @@ import torch
 
 from detforge.cli import main as _cli
 
+from conftest import data_options
+
 TINY = 'tests/configs/retinanet_r18_tiny_bccd.py'
 
 
@@ -29,31 +31,6 @@ def restore_determinism():
     before = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(before)
-
-
-@pytest.fixture(scope='module')
-def bccd_subset(repo_root, tmp_path_factory):
-    """A COCO annotation file with the first ``n`` test images of the bundled BCCD."""
-    source = repo_root / 'data' / 'bccd' / 'annotations' / 'test.json'
-    if not source.is_file():
-        pytest.fail(f'the bundled BCCD annotations are missing: {source}')
-    coco = json.loads(source.read_text())
-    folder = tmp_path_factory.mktemp('bccd')
-
-    def subset(n):
-        images = coco['images'][:n]
-        ids = {im['id'] for im in images}
-        path = folder / f'bccd_{n}.json'
-        path.write_text(json.dumps(dict(coco, images=images, annotations=[
-            a for a in coco['annotations'] if a['image_id'] in ids])))
-        return str(path)
-    return subset
-
-
-def data_options(repo_root, ann_file):
-    prefix = str(repo_root / 'data' / 'bccd') + '/'
-    return [f'data.{split}.{key}={value}' for split in ('train', 'val', 'test')
-            for key, value in (('ann_file', ann_file), ('img_prefix', prefix))]
 
 
 @pytest.fixture(scope='module')
