@@ -42,7 +42,7 @@ SECTIONS = ('data', 'models', 'eval')
 
 # ---------------------------------------------------------------------------- running
 class BenchFailed(RuntimeError):
-    pass
+    """A benchmark exited non-zero or printed no summary line to parse."""
 
 
 def run_bench(args: list[str], title: str) -> str:
