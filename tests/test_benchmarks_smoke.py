@@ -119,6 +119,7 @@ def test_max_iters_scales_the_lr_steps_to_iterations():
 
 
 @pytest.mark.parametrize('script, option', [('bench_accuracy.py', '--max-iters'),
+                                            ('bench_accuracy_tv.py', '--test-images'),
                                             ('run_all.py', '--quick'),
                                             ('flops.py', '--models-json')])
 def test_scripts_print_their_help(script, option):
