@@ -119,8 +119,8 @@ def tv_inputs(samples):
     return imgs, targets
 
 
-def tv_train_step(model, optimizer, samples):
-    imgs, targets = tv_inputs(samples)
+def tv_train_step(model, optimizer, samples, inputs=tv_inputs):
+    imgs, targets = inputs(samples)
     losses = model(imgs, targets)
     loss = sum(losses.values())
     optimizer.zero_grad(set_to_none=True)
@@ -156,12 +156,7 @@ def tv_inputs_with_background(samples):
 
 
 def tv_rcnn_train_step(model, optimizer, samples):
-    imgs, targets = tv_inputs_with_background(samples)
-    losses = model(imgs, targets)
-    loss = sum(losses.values())
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    tv_train_step(model, optimizer, samples, inputs=tv_inputs_with_background)
 
 
 BUILDERS = {

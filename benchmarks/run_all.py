@@ -22,6 +22,7 @@ at most 1.0 means ours is no slower (issue 10's goal). The raw numbers also go t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -168,13 +169,11 @@ def machine_info(threads: int) -> dict:
     import torch
     import torchvision
     cpu = platform.processor() or 'unknown'
-    try:
+    with contextlib.suppress(OSError):  # no /proc (not Linux): keep platform's name
         for line in Path('/proc/cpuinfo').read_text().splitlines():
             if line.startswith('model name'):
                 cpu = line.split(':', 1)[1].strip()
                 break
-    except OSError:
-        pass
     try:
         commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True,
                                 capture_output=True).stdout.strip()
