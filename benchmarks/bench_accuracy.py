@@ -28,13 +28,15 @@ import os
 import os.path as osp
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+from tee import tee  # noqa: E402 -- benchmarks/ is not a package
+
 DEFAULT_CONFIG = 'configs/retinanet/retinanet_r18_fpn_12e_bccd320.py'
 RESULTS_HEADER = (
     '# Accuracy runs (`benchmarks/bench_accuracy.py`)\n\n'
@@ -78,19 +80,10 @@ def schedule_options(config: str, max_iters: int) -> list[str]:
 def run(cmd: list[str], title: str) -> tuple[str, float]:
     """Run ``cmd`` from the repository root, echo its output live; return it and the wall
     time in seconds. Exit with its status when it fails."""
-    print(f'\n=== {title}: {" ".join(cmd)}', flush=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        print(line, end='', flush=True)
-        lines.append(line)
-    proc.wait()
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.exit(f'{title} failed (exit {proc.returncode}); see the output above')
-    return ''.join(lines), wall
+    code, out, wall = tee(cmd, title)
+    if code != 0:
+        sys.exit(f'{title} failed (exit {code}); see the output above')
+    return out, wall
 
 
 def checkpoint_iter(path: str) -> int | None:

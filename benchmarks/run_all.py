@@ -31,12 +31,12 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+from tee import tee  # noqa: E402 -- benchmarks/ is not a package
 
 SECTIONS = ('data', 'models', 'eval')
 
@@ -50,22 +50,11 @@ def run_bench(args: list[str], title: str) -> str:
     """Run ``python benchmarks/ARGS...`` from the repository root, echo its output as it
     comes, and return the output (stdout and stderr). Raise ``BenchFailed`` on a non-zero
     exit, with the last lines of its output."""
-    cmd = [sys.executable, *args]
-    print(f'\n=== {title}: {" ".join(cmd[1:])}', flush=True)
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
-    lines = []
-    for line in proc.stdout:
-        print('    ' + line, end='', flush=True)
-        lines.append(line)
-    proc.wait()
-    print(f'=== {title}: exit {proc.returncode} after {time.perf_counter() - start:.0f}s',
-          flush=True)
-    out = ''.join(lines)
-    if proc.returncode != 0:
-        raise BenchFailed(f'{" ".join(args)} exited with {proc.returncode}: '
-                          + ' | '.join(l.strip() for l in lines[-4:]))
+    code, out, wall = tee([sys.executable, *args], title, indent='    ')
+    print(f'=== {title}: exit {code} after {wall:.0f}s', flush=True)
+    if code != 0:
+        raise BenchFailed(f'{" ".join(args)} exited with {code}: '
+                          + ' | '.join(l.strip() for l in out.splitlines()[-4:]))
     return out
 
 

@@ -109,6 +109,14 @@ def test_report_parses_the_summary_lines_of_data_and_eval(run_all):
         run_all.parse_eval_output('Traceback ...')
 
 
+def test_a_failing_benchmark_raises_with_its_last_lines(run_all, capsys):
+    out = run_all.run_bench(['-c', 'print("step 1"); print("all fine")'], 'ok')
+    assert out == 'step 1\nall fine\n'
+    assert '    all fine' in capsys.readouterr().out  # echoed as it came, indented
+    with pytest.raises(run_all.BenchFailed, match=r'exited with 3: .*boom'):
+        run_all.run_bench(['-c', 'import sys; print("boom"); sys.exit(3)'], 'bad')
+
+
 def test_max_iters_scales_the_lr_steps_to_iterations():
     acc = _load('bench_accuracy')
     opts = acc.schedule_options(str(REPO / acc.DEFAULT_CONFIG), 24)

@@ -14,6 +14,12 @@ train_pipeline = [
     dict(type='DefaultFormatBundle'),
     dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels']),
 ]
+# multi-scale training for detforge's BCCD-320 recipe: the long edge drawn from 384-469 and the
+# short from 288-352, the image scaled to fit both (keep_ratio), so its short side is 288-352
+train_pipeline_ms = train_pipeline[:2] + [
+    dict(type='Resize', img_scale=[(384, 288), (469, 352)], multiscale_mode='range',
+         keep_ratio=True)
+] + train_pipeline[3:]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(
