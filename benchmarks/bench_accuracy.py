@@ -207,7 +207,8 @@ def main(argv=None) -> int:
         date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
         config=config,
         schedule=(f'max_iters={args.max_iters}' if args.max_iters else 'as configured')
-        + (' (resumed)' if args.resume and start_iter else ''),
+        + (' (resumed)' if args.resume and start_iter else '')
+        + (f'; --cfg-options {" ".join(args.cfg_options)}' if args.cfg_options else ''),
         AP=metrics['AP'], AP50=metrics['AP50'], train_s=train_s,
         s_per_iter=train_s / iters if iters else None,
         s_per_test_image=(metrics['test_s'] / metrics['test_images']

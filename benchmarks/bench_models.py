@@ -26,6 +26,12 @@ proposals and 100 detections.
 ``--profile``: one training step of each model under ``torch.profiler``; prints the share of the
 step's self CPU time spent outside convolutions (forward and backward) and outside
 convolutions + matrix multiplies, and the top non-convolution operators.
+
+``--targets`` (alone, no timing of the models): the target computation of our dense head
+(RetinaNet's head, or Faster R-CNN's RPN) on the batch of the train step: anchors' validity,
+assignment, sampling and box encoding. Prints its median wall time and how many of its ops
+would make a GPU wait for the host (``nonzero``, ``item``, ``unique``: their output size or
+value must reach the CPU).
 """
 from __future__ import annotations
 
@@ -253,6 +259,9 @@ def run_phase(args):
 CONV_OPS = ('aten::mkldnn_convolution', 'aten::convolution_backward', 'aten::_convolution',
             'aten::thnn_conv2d', 'aten::_slow_conv2d_forward', 'aten::_slow_conv2d_backward')
 MATMUL_OPS = ('aten::mm', 'aten::addmm', 'aten::bmm')
+# ops whose output size or value must reach the host: on a GPU each one waits for the device
+SYNC_OPS = ('aten::nonzero', 'aten::_local_scalar_dense', 'aten::_unique2', 'aten::unique_dim',
+            'aten::masked_select')
 
 
 def run_profile(args):
@@ -273,15 +282,54 @@ def run_profile(args):
         total = sum(e.self_cpu_time_total for e in events)
         conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
         mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+        syncs = sum(e.count for e in events if e.key in SYNC_OPS)
         shares[who] = dict(total_s=total / 1e6, non_conv_share=1 - conv / total,
-                           non_conv_matmul_share=1 - (conv + mm) / total)
+                           non_conv_matmul_share=1 - (conv + mm) / total, sync_ops=syncs)
         print(f'{who}: profiled train step {total / 1e6:.2f}s self CPU, not convolution '
-              f'{100 * shares[who]["non_conv_share"]:.0f}%, not convolution/matmul '
-              f'{100 * shares[who]["non_conv_matmul_share"]:.0f}%', flush=True)
+              f'{100 * shares[who]["non_conv_share"]:.1f}%, not convolution/matmul '
+              f'{100 * shares[who]["non_conv_matmul_share"]:.1f}%, {syncs} ops that would '
+              f'synchronise a GPU', flush=True)
         rest = sorted((e for e in events if e.key not in CONV_OPS + MATMUL_OPS),
                       key=lambda e: -e.self_cpu_time_total)[:8]
         print('    top others: ' + ', '.join(f'{e.key} {e.self_cpu_time_total / 1e3:.0f}ms' for e in rest))
     return shares
+
+
+def run_targets(args):
+    """Median wall time of the dense head's ``get_targets`` on the train step's own inputs, and
+    the number of its ops that would synchronise a GPU with the host."""
+    from torch.profiler import ProfilerActivity, profile
+    build_o, train_o = BUILDERS[args.model][:2]
+    samples = load_images(2)
+    torch.manual_seed(0)
+    model = build_o().train()
+    head = model.bbox_head if hasattr(model, 'bbox_head') else model.rpn_head
+    calls = []
+    get_targets = head.get_targets
+
+    def recording(*a, **k):
+        calls.append((a, k))
+        return get_targets(*a, **k)
+
+    head.get_targets = recording
+    train_o(model, make_optimizer(model), samples)
+    del head.get_targets
+    a, k = calls[0]
+    times = []
+    for _ in range(args.iters + args.warmup):
+        start = time.perf_counter()
+        head.get_targets(*a, **k)
+        times.append(time.perf_counter() - start)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        head.get_targets(*a, **k)
+    events = prof.key_averages()
+    syncs = {e.key: e.count for e in events if e.key in SYNC_OPS}
+    result = dict(median_ms=1e3 * statistics.median(times[args.warmup:]), sync_ops=sum(syncs.values()),
+                  sync_ops_by_name=syncs, ops=sum(e.count for e in events))
+    print(f'{type(head).__name__}.get_targets (batch 2, {a[0].shape[0]} anchors): '
+          f'{result["median_ms"]:.1f} ms, {result["ops"]} ops, {result["sync_ops"]} that would '
+          f'synchronise a GPU {syncs}', flush=True)
+    return result
 
 
 def run_memory(args):
@@ -304,6 +352,8 @@ def main(argv=None):
     parser.add_argument('--memory', action='store_true', help='also measure peak RSS per phase')
     parser.add_argument('--profile', action='store_true',
                         help='also profile one train step of each model (non-convolution share)')
+    parser.add_argument('--targets', action='store_true',
+                        help="only time our dense head's target computation and count its GPU syncs")
     parser.add_argument('--phase', help=argparse.SUPPRESS)
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
@@ -311,6 +361,8 @@ def main(argv=None):
     sys.path.insert(0, str(REPO))
     if args.phase:
         return run_phase(args)
+    if args.targets:
+        return run_targets(args)
 
     print(f'torch {torch.__version__}, {args.threads} threads, model {args.model}; machine load '
           f'{" ".join(f"{x:.1f}" for x in __import__("os").getloadavg())}', flush=True)

@@ -18,7 +18,6 @@ head ``num_classes`` counting background     ``num_classes`` of foreground class
 ``nms=dict(type='nms', iou_thr=...)``        ``nms=dict(type='nms', iou_threshold=...)``
 RPN ``nms_thr`` / ``max_num``                ``nms=dict(type='nms', iou_threshold=...)`` /
                                              ``max_per_img``
-``RandomFlip(flip_ratio=...)``               ``RandomFlip(prob=...)``
 ``RoIAlign(out_size=, sample_num=)``         ``RoIAlign(output_size=, sampling_ratio=)``
 ``SharedFCBBoxHead(num_fcs=2)``              ``Shared2FCBBoxHead``
 model-level ``bbox_roi_extractor`` and       ``roi_head=dict(type='StandardRoIHead' or
@@ -256,7 +255,7 @@ def _rpn_cfg(cfg: dict, path: str, up: _Upgrade) -> None:
         if 'nms_thr' in rpn:
             threshold = rpn.pop('nms_thr')
             rpn.setdefault('nms', dict(type='nms', iou_threshold=threshold))
-            up.note('nms_thr', f"nms=dict(type='nms', iou_threshold=...)", f'{where}.nms_thr')
+            up.note('nms_thr', "nms=dict(type='nms', iou_threshold=...)", f'{where}.nms_thr')
         if 'max_num' in rpn:
             rpn.setdefault('max_per_img', rpn.pop('max_num'))
             rpn.pop('max_num', None)
@@ -270,9 +269,6 @@ def _walk(value: Any, path: str, up: _Upgrade) -> None:
         if kind in ('nms', 'soft_nms') and 'iou_thr' in value:
             value['iou_threshold'] = value.pop('iou_thr')
             up.note('iou_thr', f"nms=dict(type='{kind}', iou_threshold=...)", f'{path}.iou_thr')
-        elif kind == 'RandomFlip' and 'flip_ratio' in value:
-            value['prob'] = value.pop('flip_ratio')
-            up.note('flip_ratio', "RandomFlip(prob=...)", f'{path}.flip_ratio')
         elif kind in ('RoIAlign', 'RoIPool'):
             for old, new in (('out_size', 'output_size'), ('sample_num', 'sampling_ratio')):
                 if old in value:

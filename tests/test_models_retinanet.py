@@ -263,3 +263,54 @@ def test_retina_head_options_group_norm_and_prior_bias():
     torch.testing.assert_close(head.retina_cls.bias.sigmoid(), torch.full((9 * 3,), 0.01))
     cls, reg = head([torch.randn(1, 16, 8, 8)] * 5)
     assert cls[0].shape == (1, 27, 8, 8) and reg[0].shape == (1, 36, 8, 8)
+
+
+def test_batched_targets_equal_image_by_image_assignment(model, bccd_voc_root):
+    """The head assigns the whole batch at once; the result is what assigning, sampling and
+    encoding each image on its own gives."""
+    head = model.bbox_head
+    batch = make_batch(bccd_voc_root, names=NAMES + ('BloodImage_00002',))
+    batch['gt_bboxes'][2] = torch.zeros((0, 4))  # an image without objects
+    batch['gt_labels'][2] = torch.zeros(0, dtype=torch.long)
+    sizes = [(32, 40), (16, 20), (8, 10), (4, 5), (2, 3)]
+    anchors, valid = head.get_anchors(sizes, batch['img_metas'])
+    valid = valid.clone()
+    valid[0, :500] = False  # some anchors off the image
+    t = head.get_targets(anchors, valid, batch['gt_bboxes'], batch['img_metas'], None, batch['gt_labels'])
+
+    num_pos = 0
+    for i, (gt, gt_labels) in enumerate(zip(batch['gt_bboxes'], batch['gt_labels'])):
+        idx = torch.nonzero(valid[i]).squeeze(-1)
+        res = head.sampler.sample(head.assigner.assign(anchors[idx], gt), anchors[idx], gt, gt_labels)
+        pos, neg = idx[res.pos_inds], idx[res.neg_inds]
+        labels = torch.full((len(anchors),), head.num_classes)
+        labels[pos] = gt_labels[res.pos_assigned_gt_inds]
+        assert torch.equal(t['labels'][i], labels)
+        weights = torch.zeros(len(anchors))
+        weights[pos] = weights[neg] = 1.0
+        assert torch.equal(t['label_weights'][i], weights)
+        torch.testing.assert_close(t['bbox_targets'][i, pos], head.bbox_coder.encode(res.pos_bboxes, res.pos_gt_bboxes))
+        assert (t['bbox_targets'][i][labels == head.num_classes] == 0).all()
+        assert torch.equal(t['bbox_weights'][i, :, 0], (labels < head.num_classes).float())
+        num_pos += max(len(pos), 1)
+    assert num_pos > 3 and t['num_pos'].item() == num_pos
+    assert t['num_neg'].item() == t['label_weights'].sum().item() - num_pos + 1  # image 2 has no positive
+
+
+def test_allowed_border_leaves_anchors_beyond_the_image_out_of_training():
+    train_cfg = dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.4, min_pos_iou=0),
+                     allowed_border=0, pos_weight=-1)
+    head = HEADS.build(dict(type='RetinaHead', num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+                            train_cfg=train_cfg))
+    sizes = [(16, 16), (8, 8), (4, 4), (2, 2), (1, 1)]
+    metas = [dict(img_shape=(128, 128, 3), pad_shape=(128, 128, 3)), dict(img_shape=(100, 128, 3), pad_shape=(128, 128, 3))]
+    anchors, valid = head.get_anchors(sizes, metas)
+    args = (anchors, valid, [torch.tensor([[8., 8., 60., 60.]])] * 2, metas, None, [torch.tensor([1])] * 2)
+    t = head.get_targets(*args)
+    head.train_cfg['allowed_border'] = -1
+    every = head.get_targets(*args)
+    for i, h in enumerate((128, 100)):
+        inside = (anchors[:, :2] >= 0).all(1) & (anchors[:, 2] < 128) & (anchors[:, 3] < h)
+        assert inside.sum() > 100 and (~inside).sum() > 100
+        assert (t['label_weights'][i][~inside] == 0).all() and (every['label_weights'][i][~inside] > 0).any()
+        assert torch.equal(t['label_weights'][i][inside], every['label_weights'][i][inside])

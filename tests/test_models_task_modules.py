@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from detforge.models.task_modules.anchor_generator import AnchorGenerator
+from detforge.models.task_modules.assign_result import assign_batch, gather_assigned
 from detforge.models.task_modules.delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from detforge.models.task_modules.max_iou_assigner import MaxIoUAssigner
-from detforge.models.task_modules.samplers import PseudoSampler, RandomSampler
+from detforge.models.task_modules.samplers import PseudoSampler, RandomSampler, sample_batch
 from detforge.registry import BBOX_ASSIGNERS, PRIOR_GENERATORS
 
 
@@ -214,3 +215,72 @@ def test_coder_clips_to_the_image_and_limits_growth():
     unclipped = DeltaXYWHBBoxCoder(clip_border=False).decode(
         torch.tensor([[0., 0., 10., 10.]]), torch.tensor([[0., 0., 10., 10.]]), max_shape=(100, 80))
     torch.testing.assert_close(unclipped, torch.tensor([[-307.5, -307.5, 317.5, 317.5]]))
+
+
+# ---------------------------------------------------------------------------- batched assignment
+def _assign_image_by_image(assigner, priors, valid, gts, ignores):
+    """The reference: :meth:`assign` on each image's valid priors, scattered back to ``(B, n)``."""
+    gt_inds = torch.full(valid.shape, -1, dtype=torch.long)
+    for i, gt in enumerate(gts):
+        idx = torch.nonzero(valid[i]).squeeze(-1)
+        gt_inds[i, idx] = assigner.assign(priors[idx], gt, ignores[i]).gt_inds
+    return gt_inds
+
+
+@pytest.mark.parametrize('options', [dict(), dict(gt_max_assign_all=False), dict(neg_iou_thr=(0.1, 0.4)),
+                                     dict(match_low_quality=False), dict(ignore_iof_thr=0.5),
+                                     dict(ignore_iof_thr=0.5, ignore_wrt_candidates=False)])
+def test_assign_batch_equals_assign_image_by_image(options):
+    priors = torch.cat([AnchorGenerator(strides=[8, 16], ratios=[0.5, 1.0, 2.0], scales=[4]).grid_priors(
+        [(8, 8), (4, 4)])[i] for i in range(2)])
+    gts = [_random_boxes(5, seed=1) * 0.6, torch.zeros((0, 4)), _random_boxes(2, seed=2) * 0.6,
+           torch.tensor([[0., 0., 10., 10.], [0., 0., 10., 10.]])]  # two identical gts: ties
+    valid = torch.rand(len(gts), len(priors), generator=torch.Generator().manual_seed(0)) > 0.2
+    ignores = [torch.tensor([[30., 30., 60., 60.]]), None, torch.zeros((0, 4)), torch.tensor([[0., 40., 20., 64.]])]
+    assigner = _assigner(**options)
+    gt_inds, max_overlaps = assigner.assign_batch(priors, valid, gts, ignores)
+    expected = _assign_image_by_image(assigner, priors, valid, gts, ignores)
+    assert torch.equal(gt_inds, expected)
+    assert (gt_inds > 0).any() and (gt_inds == 0).any() and (gt_inds[~valid] == -1).all()
+    assert (gt_inds[1][valid[1]] == 0).all() and (max_overlaps[1] == 0).all()  # the image without objects
+    # a batch too large for one overlap matrix is assigned image by image, to the same result
+    assigner.max_batch_elements = 10
+    assert torch.equal(assigner.assign_batch(priors, valid, gts, ignores)[0], expected)
+
+
+def test_an_assigner_without_assign_batch_is_run_image_by_image():
+    class OnlyAssign:  # e.g. a user's assigner ported from MMDetection
+        def __init__(self):
+            self.inner = _assigner()
+
+        def assign(self, *args):
+            return self.inner.assign(*args)
+
+    priors = _random_boxes(60, seed=3)
+    gts = [_random_boxes(4, seed=4), torch.zeros((0, 4))]
+    valid = torch.ones(2, 60, dtype=torch.bool)
+    valid[0, :10] = False
+    expected = _assigner().assign_batch(priors, valid, gts)
+    got = assign_batch(OnlyAssign(), priors, valid, gts)
+    assert torch.equal(got[0], expected[0]) and torch.allclose(got[1], expected[1])
+
+
+def test_gather_assigned_gives_each_candidate_its_gt_value_or_fill():
+    gt_inds = torch.tensor([[2, 0, -1, 1], [0, 0, 0, 0]])
+    values = [torch.tensor([10, 20]), torch.zeros(0, dtype=torch.long)]
+    assert gather_assigned(values, gt_inds, fill=-5).tolist() == [[20, -5, -5, 10], [-5, -5, -5, -5]]
+    boxes = gather_assigned([GT, torch.zeros((0, 4))], gt_inds.clamp(max=1))
+    assert boxes.shape == (2, 4, 4) and torch.equal(boxes[0, 0], GT[0]) and (boxes[1] == 0).all()
+
+
+def test_sample_batch_draws_each_image_within_the_random_sampler_budget():
+    torch.manual_seed(0)
+    gt_inds = torch.randint(-1, 3, (3, 200))
+    gt_inds[2] = torch.where(gt_inds[2] > 0, 0, gt_inds[2])  # no positive in image 2
+    sampler = RandomSampler(num=32, pos_fraction=0.25, add_gt_as_proposals=False)
+    gts = [_random_boxes(2)] * 3
+    pos, neg = sample_batch(sampler, gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
+    assert (gt_inds[pos] > 0).all() and (gt_inds[neg] == 0).all()
+    assert pos.sum(1).tolist() == [8, 8, 0] and neg.sum(1).tolist() == [24, 24, 32]
+    all_pos, all_neg = sample_batch(PseudoSampler(), gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
+    assert torch.equal(all_pos, gt_inds > 0) and torch.equal(all_neg, gt_inds == 0)

@@ -4,25 +4,27 @@ The training path reads as the algorithm:
 
     anchors (one set, shared by the batch) ─► valid flags per image
     ─► assign each anchor to a ground truth (MaxIoUAssigner) ─► sample (PseudoSampler: all)
-    ─► encode box targets ─► classification and regression losses over the whole batch at once
+    ─► encode box targets ─► classification and regression losses
+
+each step on the whole batch at once, with no host synchronisation (a random sampler alone
+draws image by image),
 
 and the inference path as: per level, top ``nms_pre`` scores above ``score_thr`` ─► decode ─►
 (rescale to the original image) ─► class-aware batched NMS ─► ``max_per_img``.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
                                PRIOR_GENERATORS, BuildError)
+from detforge.models.task_modules import assign_batch, gather_assigned, sample_batch
 from detforge.structures import bbox_mapping_back
 
 __all__ = ['AnchorHead', 'get_nms_cfg']
@@ -238,7 +240,8 @@ class AnchorHead(nn.Module):
 
     def get_targets(self, anchors: Tensor, valid_flags: Tensor, gt_bboxes_list: Sequence[Tensor],
                     img_metas: Sequence[dict], gt_bboxes_ignore_list=None, gt_labels_list=None):
-        """Classification and regression targets of every anchor of every image.
+        """Classification and regression targets of every anchor of every image, the whole
+        batch at once (no loop over images unless the sampler draws at random).
 
         Args:
             anchors: ``(N, 4)`` anchors shared by the batch.
@@ -250,50 +253,34 @@ class AnchorHead(nn.Module):
             dict with ``labels (B, N)`` long (``num_classes`` = background),
             ``label_weights (B, N)``, ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``,
             ``num_pos`` and ``num_neg`` (tensors: the sum over images of ``max(n_i, 1)`` and the
-            number of negatives), ``sampling_results`` (per image).
+            number of negatives).
         """
         B, N = valid_flags.shape
         allowed_border = _cfg_get(self.train_cfg, 'allowed_border', -1)
         pos_weight = _cfg_get(self.train_cfg, 'pos_weight', -1)
-        labels = anchors.new_full((B, N), self.num_classes, dtype=torch.long)
-        label_weights = anchors.new_zeros((B, N))
-        bbox_targets = anchors.new_zeros((B, N, 4))
-        bbox_weights = anchors.new_zeros((B, N, 4))
-        num_pos = anchors.new_zeros(())
-        num_neg = anchors.new_zeros(())
-        sampling_results = []
-        for i in range(B):
-            inside = valid_flags[i]
-            if allowed_border >= 0:
-                h, w = img_metas[i]['img_shape'][:2]
-                inside = inside & (anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border) \
-                    & (anchors[:, 2] < w + allowed_border) & (anchors[:, 3] < h + allowed_border)
-            idx = torch.nonzero(inside, as_tuple=False).squeeze(-1)
-            cand = anchors[idx]
-            gt = gt_bboxes_list[i].to(anchors.dtype)
-            gt_labels = gt_labels_list[i] if gt_labels_list is not None else None
-            ignore = gt_bboxes_ignore_list[i] if gt_bboxes_ignore_list is not None else None
-            assign_result = self.assigner.assign(cand, gt, ignore, None if self.sampling else gt_labels)
-            res = self.sampler.sample(assign_result, cand, gt, gt_labels)
-            sampling_results.append(res)
-            pos, neg = res.pos_inds, res.neg_inds
-            pos, neg = idx[pos], idx[neg]
-            if gt_labels is None:
-                labels[i, pos] = 0
-            else:
-                labels[i, pos] = gt_labels[res.pos_assigned_gt_inds].to(torch.long)
-            label_weights[i, pos] = 1.0 if pos_weight <= 0 else float(pos_weight)
-            label_weights[i, neg] = 1.0
-            if self.reg_decoded_bbox:
-                bbox_targets[i, pos] = res.pos_gt_bboxes
-            else:
-                bbox_targets[i, pos] = self.bbox_coder.encode(res.pos_bboxes, res.pos_gt_bboxes)
-            bbox_weights[i, pos] = 1.0
-            num_pos = num_pos + max(pos.numel(), 1)
-            num_neg = num_neg + (max(neg.numel(), 1) if self.sampling else neg.numel())
+        inside = valid_flags
+        if allowed_border >= 0:
+            img_h, img_w = anchors.new_tensor([meta['img_shape'][:2] for meta in img_metas]).T[..., None]
+            inside = inside & (anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border) \
+                & (anchors[:, 2] < img_w + allowed_border) & (anchors[:, 3] < img_h + allowed_border)
+        gt_bboxes_list = [gt.to(anchors.dtype) for gt in gt_bboxes_list]
+        gt_inds, max_overlaps = assign_batch(self.assigner, anchors, inside, gt_bboxes_list, gt_bboxes_ignore_list)
+        pos, neg = sample_batch(self.sampler, gt_inds, max_overlaps, anchors, gt_bboxes_list, gt_labels_list)
+
+        matched_gts = gather_assigned(gt_bboxes_list, gt_inds, fill=1.)  # (B, N, 4)
+        matched_labels = torch.zeros_like(gt_inds) if gt_labels_list is None else \
+            gather_assigned([l.to(torch.long) for l in gt_labels_list], gt_inds)
+        targets = matched_gts if self.reg_decoded_bbox else \
+            self.bbox_coder.encode(anchors[None].expand(B, N, 4), matched_gts)
+
+        labels = torch.where(pos, matched_labels, self.num_classes)
+        label_weights = pos * (1.0 if pos_weight <= 0 else float(pos_weight)) + neg.to(anchors.dtype)
+        bbox_targets = torch.where(pos[..., None], targets, 0.)
+        bbox_weights = pos[..., None].expand(B, N, 4).to(anchors.dtype)
+        num_pos = pos.sum(dim=1).clamp(min=1).sum().to(anchors.dtype)
+        num_neg = (neg.sum(dim=1).clamp(min=1) if self.sampling else neg.sum(dim=1)).sum().to(anchors.dtype)
         return dict(labels=labels, label_weights=label_weights, bbox_targets=bbox_targets,
-                    bbox_weights=bbox_weights, num_pos=num_pos, num_neg=num_neg,
-                    sampling_results=sampling_results)
+                    bbox_weights=bbox_weights, num_pos=num_pos, num_neg=num_neg)
 
     # ------------------------------------------------------------------ losses
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from detforge.models.task_modules import assign_batch, gather_assigned, sample_batch
 from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
                                PRIOR_GENERATORS, BuildError)
 
@@ -132,36 +133,28 @@ class RPNHead(nn.Module):
 
     @torch.no_grad()
     def get_targets(self, anchors, valid, gt_bboxes, gt_bboxes_ignore):
-        """Per image targets for anchors (N, 4) with valid (B, N) flags.
+        """Targets of anchors ``(N, 4)`` with ``valid (B, N)`` flags, the batch assigned at once
+        (sampling, when random, draws image by image).
 
         Returns labels (B, N) [0 object, 1 background], label_weights (B, N),
         bbox_targets (B, N, 4), bbox_weights (B, N, 4) and the number of anchors that count
-        in the averages (sampled anchors, or positives without sampling)."""
+        in the averages (sampled anchors, or positives without sampling; at least 1)."""
         B, N = valid.shape
-        labels = anchors.new_full((B, N), 1, dtype=torch.long)
-        label_weights = anchors.new_zeros(B, N)
-        bbox_targets = anchors.new_zeros(B, N, 4)
-        bbox_weights = anchors.new_zeros(B, N, 4)
-        num_pos = num_neg = 0
-        for i in range(B):
-            inside = torch.nonzero(valid[i], as_tuple=True)[0]
-            cand = anchors[inside]
-            ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore[i]
-            assign_result = self.assigner.assign(cand, gt_bboxes[i], ignore, None)
-            res = self.sampler.sample(assign_result, cand, gt_bboxes[i])
-            pos, neg = inside[res.pos_inds], inside[res.neg_inds]
-            labels[i, pos] = 0
-            pos_weight = _get(self.train_cfg, 'pos_weight', -1)
-            label_weights[i, pos] = 1.0 if pos_weight is None or pos_weight <= 0 else pos_weight
-            label_weights[i, neg] = 1.0
-            if pos.numel() > 0:
-                bbox_targets[i, pos] = res.pos_gt_bboxes if self.reg_decoded_bbox else \
-                    self.bbox_coder.encode(res.pos_bboxes, res.pos_gt_bboxes)
-                bbox_weights[i, pos] = 1.0
-            num_pos += pos.numel()
-            num_neg += neg.numel()
-        num_total = num_pos + num_neg if self.sampling else num_pos
-        return labels, label_weights, bbox_targets, bbox_weights, max(num_total, 1)
+        gt_bboxes = [gt.to(anchors.dtype) for gt in gt_bboxes]
+        gt_inds, max_overlaps = assign_batch(self.assigner, anchors, valid, gt_bboxes, gt_bboxes_ignore)
+        pos, neg = sample_batch(self.sampler, gt_inds, max_overlaps, anchors, gt_bboxes)
+        matched_gts = gather_assigned(gt_bboxes, gt_inds, fill=1.)
+        targets = matched_gts if self.reg_decoded_bbox else \
+            self.bbox_coder.encode(anchors[None].expand(B, N, 4), matched_gts)
+
+        pos_weight = _get(self.train_cfg, 'pos_weight', -1)
+        labels = (~pos).long()
+        label_weights = pos * (1.0 if pos_weight is None or pos_weight <= 0 else float(pos_weight)) \
+            + neg.to(anchors.dtype)
+        bbox_targets = torch.where(pos[..., None], targets, 0.)
+        bbox_weights = pos[..., None].expand(B, N, 4).to(anchors.dtype)
+        num_total = pos.sum() + neg.sum() if self.sampling else pos.sum()
+        return labels, label_weights, bbox_targets, bbox_weights, num_total.clamp(min=1).to(anchors.dtype)
 
     def valid_anchor_flags(self, anchors, featmap_sizes, img_metas):
         """(B, N) bool: anchors on the image's feature cells, and within ``allowed_border``

@@ -21,8 +21,8 @@ def sigmoid_focal_loss(pred: Tensor, target: Tensor, weight: Tensor | None = Non
     one-hot) or ``(n, C)`` binary targets. ``weight`` is ``(n,)`` (per sample) or ``(n, C)``.
     """
     num_classes = pred.size(1)
-    if target.dim() == 1:
-        target = F.one_hot(target.long(), num_classes=num_classes + 1)[:, :num_classes]
+    if target.dim() == 1:  # one-hot without F.one_hot, which reads the labels' range on the host
+        target = target[:, None] == torch.arange(num_classes, device=target.device)
     target = target.type_as(pred)
     p = pred.sigmoid()
     ce = F.binary_cross_entropy_with_logits(pred, target, reduction='none')

@@ -46,6 +46,8 @@ class MaxIoUAssigner:
         iou_calculator: config of the overlap function.
     """
 
+    max_batch_elements = 2 ** 24  # largest (B, k, n) overlap matrix of assign_batch
+
     def __init__(self, pos_iou_thr: float, neg_iou_thr: float | Sequence[float],
                  min_pos_iou: float = 0., gt_max_assign_all: bool = True,
                  ignore_iof_thr: float = -1, ignore_wrt_candidates: bool = True,
@@ -70,61 +72,105 @@ class MaxIoUAssigner:
         overlaps = self.iou_calculator(gt_bboxes, bboxes)  # (k, n)
         if (self.ignore_iof_thr > 0 and gt_bboxes_ignore is not None
                 and gt_bboxes_ignore.numel() > 0 and bboxes.numel() > 0):
-            if self.ignore_wrt_candidates:
-                ignore_overlaps = self.iou_calculator(bboxes, gt_bboxes_ignore, mode='iof')
-                ignore_max = ignore_overlaps.max(dim=1).values
-            else:
-                ignore_overlaps = self.iou_calculator(gt_bboxes_ignore, bboxes, mode='iof')
-                ignore_max = ignore_overlaps.max(dim=0).values
-            overlaps[:, ignore_max > self.ignore_iof_thr] = -1
+            overlaps[:, self._ignored(bboxes, gt_bboxes_ignore)] = -1
         return self.assign_wrt_overlaps(overlaps, gt_labels)
 
     def assign_wrt_overlaps(self, overlaps: Tensor, gt_labels: Tensor | None = None) -> AssignResult:
         """Assign from a ``(k, n)`` overlap matrix (``-1`` marks candidates to ignore)."""
         num_gts, num_bboxes = overlaps.shape
-        assigned = overlaps.new_full((num_bboxes,), -1, dtype=torch.long)
-
         if num_gts == 0 or num_bboxes == 0:
-            max_overlaps = overlaps.new_zeros((num_bboxes,))
-            if num_gts == 0:
-                assigned[:] = 0  # no ground truth: everything is background
+            assigned = overlaps.new_full((num_bboxes,), 0 if num_gts == 0 else -1, dtype=torch.long)
             labels = None if gt_labels is None else overlaps.new_full((num_bboxes,), -1, dtype=torch.long)
-            return AssignResult(num_gts, assigned, max_overlaps, labels)
+            return AssignResult(num_gts, assigned, overlaps.new_zeros((num_bboxes,)), labels)
 
-        max_overlaps, argmax_overlaps = overlaps.max(dim=0)          # best gt per candidate
-        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=1)    # best candidate per gt
-
-        if isinstance(self.neg_iou_thr, tuple):
-            low, high = self.neg_iou_thr
-            negative = (max_overlaps >= low) & (max_overlaps < high)
-        else:
-            negative = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
-        assigned[negative] = 0
-
-        positive = max_overlaps >= self.pos_iou_thr
-        assigned[positive] = argmax_overlaps[positive] + 1
-
-        if self.match_low_quality:
-            # gts are processed in order, so a candidate that is the best of several gts ends
-            # up with the last of them (as MMDetection does); vectorised as "last gt wins"
-            qualifies = gt_max_overlaps >= self.min_pos_iou  # (k,)
-            if self.gt_max_assign_all:
-                is_best = (overlaps == gt_max_overlaps[:, None]) & qualifies[:, None]  # (k, n)
-            else:
-                is_best = torch.zeros_like(overlaps, dtype=torch.bool)
-                rows = torch.arange(num_gts, device=overlaps.device)
-                is_best[rows, gt_argmax_overlaps] = qualifies
-            claimed = is_best.any(dim=0)
-            gt_idx = torch.arange(1, num_gts + 1, device=overlaps.device)[:, None]
-            last_gt = (is_best.long() * gt_idx).max(dim=0).values
-            assigned = torch.where(claimed, last_gt, assigned)
-
+        assigned, max_overlaps = self._match(overlaps[None], overlaps.new_ones((1, num_gts), dtype=torch.bool))
+        assigned, max_overlaps = assigned[0], max_overlaps[0]
         labels = None
         if gt_labels is not None:
             labels = assigned.new_full((num_bboxes,), -1)
             pos = assigned > 0
             labels[pos] = gt_labels[assigned[pos] - 1]
         return AssignResult(num_gts, assigned, max_overlaps, labels)
+
+    def assign_batch(self, priors: Tensor, valid: Tensor, gt_bboxes_list: Sequence[Tensor],
+                     gt_bboxes_ignore_list: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+        """Match the priors shared by a batch to each image's ground truths, all images at once.
+
+        Args:
+            priors: ``(n, 4)`` anchors, the same for every image.
+            valid: ``(B, n)`` bool; priors that are not valid in an image are ignored there.
+            gt_bboxes_list: per image ``(k_i, 4)``.
+            gt_bboxes_ignore_list: per image ``(m_i, 4)`` regions to ignore, or None.
+
+        Returns:
+            ``gt_inds (B, n)`` long, as :attr:`AssignResult.gt_inds` of :meth:`assign` on the
+            image's valid priors (``-1`` also where not valid), and ``max_overlaps (B, n)``
+            (``0`` where not valid).
+
+        The ground truths are padded to the largest count ``k`` of the batch, so one ``(B, k, n)``
+        overlap matrix holds the batch; a batch whose matrix would exceed ``max_batch_elements``
+        is assigned one image at a time.
+        """
+        B, n = valid.shape
+        k = max((len(g) for g in gt_bboxes_list), default=0)
+        if B > 1 and B * k * n > self.max_batch_elements:
+            out = [self.assign_batch(priors, valid[i:i + 1], gt_bboxes_list[i:i + 1],
+                                     None if gt_bboxes_ignore_list is None else gt_bboxes_ignore_list[i:i + 1])
+                   for i in range(B)]
+            return torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out])
+
+        priors = priors[:, :4]
+        overlaps = priors.new_full((B, max(k, 1), n), -1.)  # padding gts overlap nothing
+        gt_valid = torch.zeros((B, max(k, 1)), dtype=torch.bool, device=priors.device)
+        for i, gt in enumerate(gt_bboxes_list):  # one overlap kernel per image; no host sync
+            overlaps[i, :len(gt)] = self.iou_calculator(gt.to(priors.dtype), priors)
+            gt_valid[i, :len(gt)] = True
+            ignore = gt_bboxes_ignore_list[i] if gt_bboxes_ignore_list is not None else None
+            if self.ignore_iof_thr > 0 and ignore is not None and ignore.numel() > 0 and len(gt):
+                overlaps[i].masked_fill_(self._ignored(priors, ignore.to(priors.dtype)), -1)
+        overlaps.masked_fill_(~valid[:, None, :], -1)
+        assigned, max_overlaps = self._match(overlaps, gt_valid)
+        no_gt = ~gt_valid.any(dim=1, keepdim=True)  # such an image is all background
+        assigned = torch.where(no_gt, 0, assigned).masked_fill_(~valid, -1)
+        return assigned, max_overlaps.masked_fill(no_gt | ~valid, 0)
+
+    def _ignored(self, bboxes: Tensor, gt_bboxes_ignore: Tensor) -> Tensor:
+        """``(n,)`` bool: candidates covered by an ignored region by more than ``ignore_iof_thr``."""
+        if self.ignore_wrt_candidates:
+            ignore_max = self.iou_calculator(bboxes, gt_bboxes_ignore, mode='iof').max(dim=1).values
+        else:
+            ignore_max = self.iou_calculator(gt_bboxes_ignore, bboxes, mode='iof').max(dim=0).values
+        return ignore_max > self.ignore_iof_thr
+
+    def _match(self, overlaps: Tensor, gt_valid: Tensor) -> tuple[Tensor, Tensor]:
+        """The thresholds and low-quality matches on ``overlaps (B, k, n)`` of the ``gt_valid
+        (B, k)`` ground truths (padding rows are all ``-1``): ``(gt_inds (B, n), max_overlaps (B, n))``."""
+        max_overlaps, argmax_overlaps = overlaps.max(dim=1)          # best gt per candidate
+        gt_max_overlaps, gt_argmax_overlaps = overlaps.max(dim=2)    # best candidate per gt
+
+        if isinstance(self.neg_iou_thr, tuple):
+            low, high = self.neg_iou_thr
+            negative = (max_overlaps >= low) & (max_overlaps < high)
+        else:
+            negative = (max_overlaps >= 0) & (max_overlaps < self.neg_iou_thr)
+        assigned = torch.where(negative, 0, -1)
+
+        positive = max_overlaps >= self.pos_iou_thr
+        assigned = torch.where(positive, argmax_overlaps + 1, assigned)
+
+        if self.match_low_quality:
+            # gts are processed in order, so a candidate that is the best of several gts ends
+            # up with the last of them (as MMDetection does); vectorised as "last gt wins"
+            qualifies = (gt_max_overlaps >= self.min_pos_iou) & gt_valid  # (B, k)
+            if self.gt_max_assign_all:
+                is_best = (overlaps == gt_max_overlaps[..., None]) & qualifies[..., None]  # (B, k, n)
+            else:
+                is_best = torch.zeros_like(overlaps, dtype=torch.bool)
+                is_best.scatter_(2, gt_argmax_overlaps[..., None], qualifies[..., None])
+            gt_idx = torch.arange(1, overlaps.shape[1] + 1, device=overlaps.device)[:, None]
+            last_gt = (is_best.long() * gt_idx).max(dim=1).values
+            assigned = torch.where(is_best.any(dim=1), last_gt, assigned)
+        return assigned, max_overlaps
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, '

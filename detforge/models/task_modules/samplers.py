@@ -1,6 +1,8 @@
 """Samplers: choose which assigned candidates train the head (positives and negatives)."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
@@ -8,7 +10,7 @@ from detforge.registry import BBOX_SAMPLERS
 
 from .assign_result import AssignResult
 
-__all__ = ['SamplingResult', 'PseudoSampler', 'RandomSampler']
+__all__ = ['SamplingResult', 'PseudoSampler', 'RandomSampler', 'sample_batch']
 
 
 class SamplingResult:
@@ -66,6 +68,10 @@ class PseudoSampler:
         gt_flags = bboxes.new_zeros(bboxes.shape[0], dtype=torch.uint8)
         return SamplingResult(pos_inds, neg_inds, bboxes[:, :4], gt_bboxes, assign_result, gt_flags)
 
+    def sample_batch(self, gt_inds: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        """Positives and negatives of a batch, ``(B, n)`` bool each: all of them."""
+        return gt_inds > 0, gt_inds == 0
+
     def __repr__(self) -> str:
         return f'{type(self).__name__}()'
 
@@ -109,17 +115,34 @@ class RandomSampler:
             gt_flags = torch.cat([bboxes.new_ones(gt_bboxes.shape[0], dtype=torch.uint8), gt_flags])
 
         num_expected_pos = int(self.num * self.pos_fraction)
-        pos_all = torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).squeeze(-1).unique()
+        pos_all = torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).squeeze(-1)
         pos_inds = self.random_choice(pos_all, num_expected_pos)
 
         num_expected_neg = self.num - pos_inds.numel()
         if self.neg_pos_ub >= 0:
             neg_upper_bound = int(self.neg_pos_ub * max(1, pos_inds.numel()))
             num_expected_neg = min(num_expected_neg, neg_upper_bound)
-        neg_all = torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).squeeze(-1).unique()
+        neg_all = torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).squeeze(-1)
         neg_inds = self.random_choice(neg_all, num_expected_neg)
         return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num={self.num}, pos_fraction={self.pos_fraction}, '
                 f'neg_pos_ub={self.neg_pos_ub}, add_gt_as_proposals={self.add_gt_as_proposals})')
+
+
+def sample_batch(sampler, gt_inds: Tensor, max_overlaps: Tensor, priors: Tensor,
+                 gt_bboxes_list: Sequence[Tensor], gt_labels_list: Sequence[Tensor] | None = None
+                 ) -> tuple[Tensor, Tensor]:
+    """The sampled positives and negatives of a batch of assignments ``gt_inds (B, n)`` of the
+    shared ``priors (n, 4)``, as ``(B, n)`` bool masks: from the sampler's own ``sample_batch``
+    when it has one (:class:`PseudoSampler`), else from its ``sample`` image by image."""
+    if hasattr(sampler, 'sample_batch'):
+        return sampler.sample_batch(gt_inds, max_overlaps, priors, gt_bboxes_list, gt_labels_list)
+    pos, neg = torch.zeros_like(gt_inds, dtype=torch.bool), torch.zeros_like(gt_inds, dtype=torch.bool)
+    for i, gt in enumerate(gt_bboxes_list):
+        gt_labels = gt_labels_list[i] if gt_labels_list is not None else None
+        result = sampler.sample(AssignResult(len(gt), gt_inds[i], max_overlaps[i]), priors, gt, gt_labels)
+        pos[i, result.pos_inds] = True
+        neg[i, result.neg_inds] = True
+    return pos, neg
