@@ -29,7 +29,9 @@ from conftest import data_options
 
 TINY = 'tests/configs/retinanet_r18_tiny_bccd.py'
 STEPS = 5
-IMG = 64
+# 96, not 64: at 64 the FPN's P6 is 1x1, and oneDNN's bfloat16 weight gradient of the
+# stride-2 conv making P7 from a 1x1 input is garbage on the CPU (docs/distributed.md)
+IMG = 96
 
 
 def free_port() -> int:
@@ -52,7 +54,7 @@ def one_thread():
 # ----------------------------------------------------------------------------- tiny model
 def tiny_retinanet_cfg(norm_cfg: dict, norm_eval: bool) -> dict:
     """RetinaNet, ResNet-18 with 8 base channels, FPN and head with 16: runs in milliseconds
-    on a 64 x 64 image."""
+    on a 96 x 96 image."""
     return dict(
         type='RetinaNet',
         backbone=dict(type='ResNet', depth=18, base_channels=8, out_indices=(1, 2, 3),
