@@ -197,6 +197,10 @@ def run_timing(args):
     samples = load_images(2)
     torch.manual_seed(0)
     ours, base = build_o(), build_b()
+    if args.channels_last:  # both in NHWC: ours through its config switch, torchvision by hand
+        from detforge.utils.setup_env import model_to_device
+        ours = model_to_device(ours, 'cpu', dict(channels_last=True))
+        base = base.to(memory_format=torch.channels_last)
     opt_o, opt_b = make_optimizer(ours), make_optimizer(base)
     times = {k: [] for k in ('ours_train', 'base_train', 'ours_infer', 'base_infer')}
     for i in range(args.warmup + args.iters):
@@ -354,6 +358,8 @@ def main(argv=None):
                         help='also profile one train step of each model (non-convolution share)')
     parser.add_argument('--targets', action='store_true',
                         help="only time our dense head's target computation and count its GPU syncs")
+    parser.add_argument('--channels-last', action='store_true',
+                        help='time both models with channels_last weights (config channels_last=True)')
     parser.add_argument('--phase', help=argparse.SUPPRESS)
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
@@ -364,10 +370,12 @@ def main(argv=None):
     if args.targets:
         return run_targets(args)
 
-    print(f'torch {torch.__version__}, {args.threads} threads, model {args.model}; machine load '
+    print(f'torch {torch.__version__}, {args.threads} threads, model {args.model}'
+          f'{", channels_last" if args.channels_last else ""}; machine load '
           f'{" ".join(f"{x:.1f}" for x in __import__("os").getloadavg())}', flush=True)
     med, times, cpu = run_timing(args)
     result = dict(model=args.model, threads=args.threads, iters=args.iters, median_s=med,
+                  channels_last=args.channels_last,
                   train_ratio=med['ours_train'] / med['base_train'],
                   infer_ratio=med['ours_infer'] / med['base_infer'], times=times,
                   median_cpu_s=cpu)

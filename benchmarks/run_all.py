@@ -96,7 +96,7 @@ def bench_data(quick: bool) -> dict:
 def bench_model(model: str, quick: bool, threads: int, tmp: Path) -> dict:
     out_json = tmp / f'models_{model}.json'
     opts = ['--model', model, '--threads', str(threads), '--memory', '--json', str(out_json)]
-    opts += ['--iters', '1', '--warmup', '1'] if quick else ['--iters', '5', '--warmup', '1']
+    opts += ['--iters', '1', '--warmup', '1'] if quick else ['--iters', '11', '--warmup', '2']
     run_bench(['benchmarks/bench_models.py', *opts], f'models ({model})')
     result = json.loads(out_json.read_text())
     result['options'] = opts

@@ -139,3 +139,14 @@ def test_flip_tta_merges_back_into_original_coordinates(tmp_path, repo_root):
         key = lambda arr: arr[np.lexsort(np.round(arr[:, :4], 0).T)]  # noqa: E731
         np.testing.assert_allclose(key(a)[:, :4], key(b_back)[:, :4], atol=1.0)
         np.testing.assert_allclose(np.sort(a[:, 4]), np.sort(b[:, 4]), atol=1e-4)
+
+
+def test_channels_last_config_gives_the_same_detections(tiny):
+    from detforge.apis.inference import inference_detector, init_detector
+    model, cfg, ckpt, images = tiny
+    nhwc = init_detector(str(cfg), str(ckpt), cfg_options=dict(channels_last=True))
+    conv = nhwc.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert model.backbone.conv1.weight.is_contiguous()
+    for a, b in zip(inference_detector(model, str(images[0])), inference_detector(nhwc, str(images[0]))):
+        np.testing.assert_allclose(a, b, atol=1e-3)

@@ -81,10 +81,11 @@ def test_test_command_prints_coco_ap_and_writes_results(repo_root, trained, bccd
 
 
 @pytest.mark.slow
-def test_resume_with_the_real_loader_is_bitwise_exact(repo_root, bccd_subset, tmp_path):
+@pytest.mark.parametrize('layout', [[], ['channels_last=True']], ids=['nchw', 'channels_last'])
+def test_resume_with_the_real_loader_is_bitwise_exact(repo_root, bccd_subset, tmp_path, layout):
     # 2 images in one batch of 2, 2 epochs (mid-epoch resume is covered by the toy tests)
     options = ['--seed', '0', '--deterministic', '--no-validate', '--cfg-options',
-               *data_options(repo_root, bccd_subset(2)), 'runner.max_epochs=2']
+               *data_options(repo_root, bccd_subset(2)), 'runner.max_epochs=2', *layout]
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert cli(['train', str(repo_root / TINY), '--work-dir', str(straight), *options]) == 0
     assert cli(['train', str(repo_root / TINY), '--work-dir', str(resumed), *options,
@@ -96,6 +97,10 @@ def test_resume_with_the_real_loader_is_bitwise_exact(repo_root, bccd_subset, tm
     b = torch.load(resumed / 'epoch_2.pth', weights_only=True)['state_dict']
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the weights were trained (and saved) in the layout the config asked for
+    conv = a['backbone.layer1.0.conv1.weight']
+    assert conv.is_contiguous(memory_format=torch.channels_last) == bool(layout)
+    assert conv.is_contiguous() != bool(layout)
 
 
 def run_failing(args, capsys):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from detforge.registry import DetforgeError, build_context
+from detforge.utils.setup_env import model_to_device
 
 __all__ = ['init_detector', 'inference_detector', 'DetResult', 'result_to_structured',
            'LoadImageFromArray', 'build_test_pipeline']
@@ -178,7 +179,7 @@ def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
                           'names of the config', stacklevel=2)
     model.CLASSES = tuple(classes) if classes else None
     model.cfg = cfg
-    model.to(device)
+    model = model_to_device(model, device, cfg)
     model.eval()
     return model
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from detforge.registry import BuildError, DetforgeError, build_context
+from detforge.utils.setup_env import model_to_device
 
 __all__ = ['train_detector', 'set_random_seed', 'init_random_seed', 'auto_scale_lr',
            'resolve_runner_cfg', 'build_train_hooks_cfg']
@@ -188,7 +189,7 @@ def train_detector(model, dataset, cfg, distributed: bool = False, validate: boo
     if device == 'cuda' and not torch.cuda.is_available():
         raise DetforgeError('device cuda was asked for but no CUDA GPU is available; use '
                             '--device cpu')
-    model = model.to(device)
+    model = model_to_device(model, device, cfg)
     if distributed:
         model = wrap_distributed(model, find_unused_parameters=cfg.get(
             'find_unused_parameters', False), broadcast_buffers=cfg.get(
