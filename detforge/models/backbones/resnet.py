@@ -48,7 +48,8 @@ class BasicBlock(nn.Module):
         out = self.relu(getattr(self, self.norm1_name)(self.conv1(x)))
         out = getattr(self, self.norm2_name)(self.conv2(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return out + identity
+        out += identity  # in place: the norm's backward does not need its output
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
@@ -93,7 +94,8 @@ class Bottleneck(nn.Module):
         out = self.relu(getattr(self, self.norm2_name)(self.conv2(out)))
         out = getattr(self, self.norm3_name)(self.conv3(out))
         identity = x if self.downsample is None else self.downsample(x)
-        return out + identity
+        out += identity  # in place: the norm's backward does not need its output
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
