@@ -84,15 +84,18 @@ VARIANTS = {
     'frozen_bn': (dict(type='BN', requires_grad=True), True),
     # batch statistics of the whole distributed batch
     'sync_bn': (dict(type='SyncBN', requires_grad=True), False),
+    # frozen BN, weights in NHWC (config channels_last=True): DDP's buckets follow the layout
+    'channels_last': (dict(type='BN', requires_grad=True), True),
 }
 
 
 def build_tiny(variant: str):
     from detforge.models import build_detector
+    from detforge.utils.setup_env import model_to_device
     torch.manual_seed(0)
     model = build_detector(tiny_retinanet_cfg(*VARIANTS[variant]))
     model.init_weights()
-    return model
+    return model_to_device(model, 'cpu', dict(channels_last=variant == 'channels_last'))
 
 
 def tiny_batch(indices) -> dict:
@@ -301,6 +304,9 @@ def test_two_ranks_of_batch_1_train_like_one_process_of_batch_2(two_ranks, varia
                                            msg=lambda m: f'{variant} {key}: {m}')
             else:
                 assert torch.equal(weights[key], value), key
+    if variant == 'channels_last':  # DDP kept the layout
+        conv = reference['backbone.conv1.weight']
+        assert weights['backbone.conv1.weight'].stride() == conv.stride() != conv.contiguous().stride()
     # the weights did move (the comparison is not between two initial states)
     moved = max((reference[k] - initial[k]).abs().max().item()
                 for k in reference if reference[k].is_floating_point())
