@@ -166,3 +166,11 @@ def test_load_from_with_another_class_count_skips_and_reports_the_head(tmp_path,
     assert mismatched and all(key.startswith('bbox_head.') for key in mismatched)
     assert any('backbone.' in key for key in report.loaded)
     assert not report.missing or all(k in mismatched for k in report.missing)
+
+
+def test_a_speed_switch_that_is_not_a_bool_stops_before_anything_is_written(repo_root, tmp_path,
+                                                                            capsys):
+    err = run_failing(['train', str(repo_root / TINY), '--work-dir', str(tmp_path / 'w'),
+                       '--cfg-options', 'channels_last="yes"'], capsys)
+    assert "channels_last must be True or False, got 'yes' (in channels_last of" in err
+    assert err.count('\n') == 1 and not (tmp_path / 'w').exists()

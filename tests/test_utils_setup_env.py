@@ -5,7 +5,7 @@ from torch import nn
 
 from detforge.config import Config
 from detforge.registry import BuildError
-from detforge.utils.setup_env import model_to_device, setup_cudnn_benchmark
+from detforge.utils.setup_env import model_to_device, setup_speed_switches
 
 
 def net():
@@ -30,19 +30,22 @@ def test_a_flag_that_is_not_a_bool_names_the_key_and_the_file(tmp_path, key):
     path = tmp_path / 'cfg.py'
     path.write_text(f"{key} = 'yes'\n")
     cfg = Config.fromfile(str(path))
-    with pytest.raises(BuildError) as info:
-        model_to_device(net(), 'cpu', cfg) if key == 'channels_last' else setup_cudnn_benchmark(cfg)
-    message = str(info.value)
-    assert f"{key} must be True or False, got 'yes'" in message and str(path) in message
+    checks = [setup_speed_switches] + ([lambda c: model_to_device(net(), 'cpu', c)]
+                                        if key == 'channels_last' else [])
+    for check in checks:
+        with pytest.raises(BuildError) as info:
+            check(cfg)
+        message = str(info.value)
+        assert f"{key} must be True or False, got 'yes'" in message and str(path) in message
 
 
 def test_cudnn_benchmark_sets_the_backend_flag():
     before = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = False
-        setup_cudnn_benchmark(Config(dict()))
+        setup_speed_switches(Config(dict()))
         assert torch.backends.cudnn.benchmark is False
-        setup_cudnn_benchmark(Config(dict(cudnn_benchmark=True)))
+        setup_speed_switches(Config(dict(cudnn_benchmark=True)))
         assert torch.backends.cudnn.benchmark is True
     finally:
         torch.backends.cudnn.benchmark = before

@@ -83,7 +83,7 @@ def main(args) -> int:
     from detforge.apis.train import _build_loader
     from detforge.commands.train import init_launcher, load_config, setup_multi_processes
     from detforge.engine import get_dist_info, load_checkpoint, wrap_distributed
-    from detforge.utils.setup_env import model_to_device, setup_cudnn_benchmark
+    from detforge.utils.setup_env import model_to_device, setup_speed_switches
 
     if args.out is None and not args.eval and not args.format_only and not args.show_dir:
         raise DetforgeError('say what to do with the results: --out FILE, --eval bbox, '
@@ -93,7 +93,7 @@ def main(args) -> int:
             raise DetforgeError(f'--out must end in .pkl or .json, got {args.out}')
     cfg = load_config(args.config, args.cfg_options)
     setup_multi_processes(cfg)
-    setup_cudnn_benchmark(cfg)
+    setup_speed_switches(cfg)
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise DetforgeError(f'checkpoint {args.checkpoint} does not exist')
     if args.backend != 'pytorch' and args.launcher != 'none':

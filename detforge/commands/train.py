@@ -114,7 +114,7 @@ def main(args) -> int:
     from detforge.apis.train import init_random_seed, set_random_seed, train_detector
     from detforge.engine.dist_utils import get_dist_info
     from detforge.engine.runner.base_runner import _ensure_writable
-    from detforge.utils.setup_env import setup_cudnn_benchmark
+    from detforge.utils.setup_env import setup_speed_switches
 
     cfg = load_config(args.config, args.cfg_options)
     if args.auto_scale_lr:
@@ -124,7 +124,7 @@ def main(args) -> int:
             raise DetforgeError('--auto-scale-lr needs auto_scale_lr = dict(base_batch_size=16) '
                                 f'in {args.config} (default_runtime.py has it)')
     setup_multi_processes(cfg)
-    setup_cudnn_benchmark(cfg)
+    setup_speed_switches(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from detforge.registry import BuildError
 
-__all__ = ['model_to_device', 'setup_cudnn_benchmark']
+__all__ = ['model_to_device', 'setup_speed_switches']
 
 
 def _flag(cfg, key: str) -> bool:
@@ -29,8 +29,10 @@ def _flag(cfg, key: str) -> bool:
     return value
 
 
-def setup_cudnn_benchmark(cfg) -> None:
-    """Turn on ``torch.backends.cudnn.benchmark`` when the config says ``cudnn_benchmark``."""
+def setup_speed_switches(cfg) -> None:
+    """Check both switches (the commands call this before anything is written) and turn on
+    ``torch.backends.cudnn.benchmark`` when the config says ``cudnn_benchmark``."""
+    _flag(cfg, 'channels_last')
     if _flag(cfg, 'cudnn_benchmark'):
         torch.backends.cudnn.benchmark = True
 
