@@ -3,7 +3,7 @@
 ``channels_last = True``
     Convolution weights (and so their activations) in NHWC order. oneDNN on the CPU and
     cuDNN with AMP on recent GPUs run convolutions faster in it: measured on this project's
-    2-core Xeon, -9% per RetinaNet-R50 training step and -10% per Faster R-CNN step
+    2-core Xeon, -6% per RetinaNet-R50 training step and -8% per Faster R-CNN step
     (``benchmarks/README.md``). The weights are the same numbers; checkpoints load into
     either layout.
 ``cudnn_benchmark = True``
