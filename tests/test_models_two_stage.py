@@ -91,6 +91,24 @@ def _rpn_head(**test_cfg):
     return HEADS.build(cfg)
 
 
+@pytest.mark.parametrize('head_key', ['rpn_head', 'retina'])
+def test_a_dense_head_refuses_gts_as_proposals(head_key):
+    from detforge.registry import BuildError
+    model = _faster_cfg()
+    sampler = dict(model.train_cfg.rpn.sampler, add_gt_as_proposals=True)  # no anchor slot for a gt
+    if head_key == 'rpn_head':
+        cfg = dict(model.rpn_head, train_cfg=dict(model.train_cfg.rpn, sampler=sampler))
+    else:
+        cfg = dict(type='RetinaHead', num_classes=3, in_channels=8, feat_channels=8, stacked_convs=1,
+                   loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True),  # a loss that samples
+                   train_cfg=dict(assigner=model.train_cfg.rpn.assigner, sampler=sampler))
+    with pytest.raises(BuildError) as info:
+        HEADS.build(cfg)
+    assert 'set add_gt_as_proposals=False' in str(info.value)
+    assert 'train_cfg.sampler.add_gt_as_proposals' in str(info.value)
+    HEADS.build(dict(cfg, train_cfg=dict(cfg['train_cfg'], sampler=dict(sampler, add_gt_as_proposals=False))))
+
+
 def _level_outputs(head, sizes, batch=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     cls = [torch.randn(batch, 3, h, w, generator=g) for h, w in sizes]

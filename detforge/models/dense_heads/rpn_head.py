@@ -73,6 +73,9 @@ class RPNHead(nn.Module):
         if train_cfg is not None:
             self.assigner = BBOX_ASSIGNERS.build(_get(train_cfg, 'assigner'))
             self.sampler = BBOX_SAMPLERS.build(_get(train_cfg, 'sampler', dict(type='PseudoSampler')))
+            if getattr(self.sampler, 'add_gt_as_proposals', False):  # the gts have no anchor slot
+                raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
+                                 train_cfg, key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
             self.sampling = type(self.sampler).__name__ != 'PseudoSampler'
 
         num_anchors = self.prior_generator.num_base_anchors[0]
