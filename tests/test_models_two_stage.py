@@ -1,16 +1,12 @@
 """RPN, RoI heads, Faster R-CNN and Cascade R-CNN: behaviour of the parts and overfitting."""
 import copy
-import time
-import xml.etree.ElementTree as ET
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from detforge.config import Config
 from detforge.registry import DETECTORS, HEADS, ROI_EXTRACTORS
-from detforge.structures.bbox import bbox_overlaps
 
 BCCD_CLASSES = ('RBC', 'WBC', 'Platelets')
 
