@@ -54,4 +54,11 @@ def build_detector(cfg, train_cfg=None, test_cfg=None):
                 raise BuildError(f'{key} is given both in the model config and at the top level of '
                                  f'the config; keep only model.{key}', cfg, key_path=[key])
             cfg[key] = value
-    return DETECTORS.build(cfg)
+    try:
+        return DETECTORS.build(cfg)
+    except BuildError as e:
+        # a bad key of a top-level train_cfg/test_cfg: name it where the user wrote it
+        moved = {k for k, v in (('train_cfg', train_cfg), ('test_cfg', test_cfg)) if v is not None}
+        if e.key_path[:1] and e.key_path[0] in moved:
+            e.rooted = True
+        raise

@@ -8,7 +8,7 @@ import numpy as np
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
 
 from .base import BaseDetector
-from .two_stage import _build, _get
+from .two_stage import _build, parse_two_stage_cfgs
 
 __all__ = ['RPN']
 
@@ -30,11 +30,13 @@ class RPN(BaseDetector):
         if rpn_head is None:
             raise BuildError('an RPN detector needs rpn_head=dict(type="RPNHead", ...)',
                              rpn_head, key_path=['rpn_head'])
+        self.train_cfg, self.test_cfg = parse_two_stage_cfgs(
+            rpn_head, None, train_cfg, test_cfg, train_stages=('rpn', 'rpn_proposal'),
+            test_stages=('rpn',))
         rpn_head = copy.deepcopy(dict(rpn_head))
-        rpn_head.update(train_cfg=_get(train_cfg, 'rpn'), test_cfg=_get(test_cfg, 'rpn'))
+        rpn_head.update(train_cfg=self.train_cfg and self.train_cfg.rpn,
+                        test_cfg=self.test_cfg and self.test_cfg.rpn)
         self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
 
     def extract_feat(self, img):
         x = self.backbone(img)

@@ -8,6 +8,7 @@ from torch import Tensor
 
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
 from detforge.structures import bbox2result
+from detforge.models.train_test_cfg import parse_for_head
 
 from .base import BaseDetector
 
@@ -27,7 +28,8 @@ class SingleStageDetector(BaseDetector):
 
     Args:
         backbone, neck, bbox_head: part configs.
-        train_cfg, test_cfg: handed to the head.
+        train_cfg, test_cfg: parsed into the head's typed records here (unknown keys fail
+            with their path, ``train_cfg.<key>``), then handed to the head.
         pretrained: backbone checkpoint (deprecated; use ``backbone.init_cfg``).
         data_preprocessor, init_cfg: see :class:`BaseDetector`.
     """
@@ -45,11 +47,12 @@ class SingleStageDetector(BaseDetector):
         self.neck = _build(NECKS, neck, 'neck') if neck is not None else None
         if bbox_head is None:
             raise BuildError(f'{type(self).__name__} needs a bbox_head', key_path=['bbox_head'])
+        # the records are parsed here, where the path the user wrote is known
+        self.train_cfg = parse_for_head(bbox_head, train_cfg, ['train_cfg'], 'train')
+        self.test_cfg = parse_for_head(bbox_head, test_cfg, ['test_cfg'], 'test')
         bbox_head = dict(bbox_head)
-        bbox_head.update(train_cfg=train_cfg, test_cfg=test_cfg)
+        bbox_head.update(train_cfg=self.train_cfg, test_cfg=self.test_cfg)
         self.bbox_head = _build(HEADS, bbox_head, 'bbox_head')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
 
     def extract_feat(self, img: Tensor) -> tuple[Tensor, ...]:
         """Normalised images ``(B, 3, H, W)`` → pyramid features, finest first."""

@@ -4,16 +4,37 @@ from __future__ import annotations
 import copy
 
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
+from detforge.models.train_test_cfg import (DenseTestConfig, TwoStageTestConfig,
+                                            TwoStageTrainConfig, parse_for_head,
+                                            parse_stage_cfgs)
 
 from .base import BaseDetector
 
-__all__ = ['TwoStageDetector']
+__all__ = ['TwoStageDetector', 'parse_two_stage_cfgs']
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+def parse_two_stage_cfgs(rpn_head, roi_head, train_cfg, test_cfg,
+                         train_stages=('rpn', 'rpn_proposal', 'rcnn'),
+                         test_stages=('rpn', 'rcnn')):
+    """``train_cfg`` / ``test_cfg`` of a two-stage detector as typed records
+    (:class:`TwoStageTrainConfig`, :class:`TwoStageTestConfig`; None stays None), each
+    stage parsed by the head it configures; unknown stage names or keys fail with their
+    path (``train_cfg.rcnn.assigner...``)."""
+    train = parse_stage_cfgs(train_cfg, train_stages, ['train_cfg'], 'train config')
+    test = parse_stage_cfgs(test_cfg, test_stages, ['test_cfg'], 'test config')
+    train_rec = test_rec = None
+    if train_cfg is not None:
+        proposal = train.get('rpn_proposal')
+        train_rec = TwoStageTrainConfig(
+            rpn=parse_for_head(rpn_head, train.get('rpn'), ['train_cfg', 'rpn'], 'train'),
+            rpn_proposal=DenseTestConfig.parse(proposal, ['train_cfg', 'rpn_proposal'],
+                                               max_per_img=1000),
+            rcnn=parse_for_head(roi_head, train.get('rcnn'), ['train_cfg', 'rcnn'], 'train'))
+    if test_cfg is not None:
+        test_rec = TwoStageTestConfig(
+            rpn=parse_for_head(rpn_head, test.get('rpn'), ['test_cfg', 'rpn'], 'test'),
+            rcnn=parse_for_head(roi_head, test.get('rcnn'), ['test_cfg', 'rcnn'], 'test'))
+    return train_rec, test_rec
 
 
 def _build(registry, cfg, key):
@@ -48,15 +69,16 @@ class TwoStageDetector(BaseDetector):
         self.backbone = _build(BACKBONES, backbone, 'backbone')
         if neck is not None:
             self.neck = _build(NECKS, neck, 'neck')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
+        self.train_cfg, self.test_cfg = parse_two_stage_cfgs(rpn_head, roi_head, train_cfg,
+                                                             test_cfg)
+        train, test = self.train_cfg, self.test_cfg
         if rpn_head is not None:
             rpn_head = copy.deepcopy(dict(rpn_head))
-            rpn_head.update(train_cfg=_get(train_cfg, 'rpn'), test_cfg=_get(test_cfg, 'rpn'))
+            rpn_head.update(train_cfg=train and train.rpn, test_cfg=test and test.rpn)
             self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
         if roi_head is not None:
             roi_head = copy.deepcopy(dict(roi_head))
-            roi_head.update(train_cfg=_get(train_cfg, 'rcnn'), test_cfg=_get(test_cfg, 'rcnn'))
+            roi_head.update(train_cfg=train and train.rcnn, test_cfg=test and test.rcnn)
             self.roi_head = _build(HEADS, roi_head, 'roi_head')
 
     @property
@@ -96,7 +118,9 @@ class TwoStageDetector(BaseDetector):
         x = self.extract_feat(self.preprocess(img, img_metas))
         losses = {}
         if self.with_rpn:
-            proposal_cfg = _get(self.train_cfg, 'rpn_proposal', _get(self.test_cfg, 'rpn'))
+            proposal_cfg = self.train_cfg.rpn_proposal if self.train_cfg is not None else None
+            if proposal_cfg is None and self.test_cfg is not None:
+                proposal_cfg = self.test_cfg.rpn
             rpn_losses, proposal_list = self.rpn_head.forward_train(
                 x, img_metas, gt_bboxes, gt_labels=None, gt_bboxes_ignore=gt_bboxes_ignore,
                 proposal_cfg=proposal_cfg)
