@@ -27,7 +27,7 @@ from detforge.models.task_modules import PseudoSampler
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig
 from detforge.structures import bbox_mapping_back
 
-from .dense_targets import (DenseTargets, dense_targets, flatten_levels, inside_flags,
+from .dense_targets import (DenseTargets, compute_dense_targets, flatten_levels, inside_flags,
                             moving_average_normalizer)
 
 __all__ = ['AnchorHead', 'dense_post_process']
@@ -253,7 +253,7 @@ class AnchorHead(nn.Module):
                     img_metas: Sequence[dict], gt_bboxes_ignore_list=None,
                     gt_labels_list=None) -> DenseTargets:
         """Targets of every anchor of every image, the whole batch at once (see
-        :func:`dense_targets`).
+        :func:`compute_dense_targets`).
 
         Args:
             anchors: ``(N, 4)`` anchors shared by the batch.
@@ -267,7 +267,7 @@ class AnchorHead(nn.Module):
         """
         inside = inside_flags(anchors, valid_flags, [m['img_shape'] for m in img_metas],
                               self.train_cfg.allowed_border)
-        return dense_targets(anchors, inside, gt_bboxes_list, gt_labels_list, self.assigner,
+        return compute_dense_targets(anchors, inside, gt_bboxes_list, gt_labels_list, self.assigner,
                              self.sampler, self.num_classes,
                              None if self.reg_decoded_bbox else self.bbox_coder.encode,
                              self.train_cfg.pos_weight, gt_bboxes_ignore_list)

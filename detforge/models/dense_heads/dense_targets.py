@@ -20,7 +20,7 @@ from torch import Tensor
 
 from detforge.models.task_modules import assign_batch, gather_assigned, sample_batch
 
-__all__ = ['DenseTargets', 'inside_flags', 'dense_targets', 'flatten_levels',
+__all__ = ['DenseTargets', 'inside_flags', 'compute_dense_targets', 'flatten_levels',
            'moving_average_normalizer']
 
 
@@ -71,7 +71,7 @@ def inside_flags(priors: Tensor, valid: Tensor, img_shapes: Sequence, allowed_bo
         & (priors[:, 2] < img_w + allowed_border) & (priors[:, 3] < img_h + allowed_border)
 
 
-def dense_targets(priors: Tensor, inside: Tensor, gt_bboxes: Sequence[Tensor],
+def compute_dense_targets(priors: Tensor, inside: Tensor, gt_bboxes: Sequence[Tensor],
                   gt_labels: Sequence[Tensor] | None, assigner, sampler, num_classes: int,
                   encode: Callable[[Tensor, Tensor], Tensor] | None,
                   pos_weight: float = -1, gt_bboxes_ignore=None) -> DenseTargets:

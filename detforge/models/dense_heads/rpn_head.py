@@ -11,7 +11,7 @@ from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NM
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
 
 from .anchor_head import AnchorHead
-from .dense_targets import DenseTargets, dense_targets, flatten_levels, inside_flags
+from .dense_targets import DenseTargets, compute_dense_targets, flatten_levels, inside_flags
 
 __all__ = ['RPNHead']
 
@@ -40,7 +40,7 @@ class RPNHead(nn.Module):
         train_cfg, test_cfg: a :class:`DenseTrainConfig` / :class:`DenseTestConfig` (or their
             dicts), filled in by the detector from ``train_cfg.rpn`` / ``test_cfg.rpn``.
 
-    Its targets are the dense heads' shared ones (:func:`dense_targets`); what differs from
+    Its targets are the dense heads' shared ones (:func:`compute_dense_targets`); what differs from
     :class:`AnchorHead` is the layers, the loss averaging (over the sampled anchors of the
     batch, as torchvision) and the per-level NMS of the proposals.
     """
@@ -145,11 +145,11 @@ class RPNHead(nn.Module):
     @torch.no_grad()
     def get_targets(self, anchors, valid, gt_bboxes, gt_bboxes_ignore, img_metas) -> DenseTargets:
         """Targets of anchors ``(N, 4)`` with ``valid (B, N)`` flags (see
-        :func:`dense_targets`): ``labels (B, N)`` 0 object, 1 background, ``label_weights
+        :func:`compute_dense_targets`): ``labels (B, N)`` 0 object, 1 background, ``label_weights
         (B, N)``, ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``, ``pos``, ``neg``."""
         inside = inside_flags(anchors, valid, [m['img_shape'] for m in img_metas],
                               self.train_cfg.allowed_border)
-        return dense_targets(anchors, inside, gt_bboxes, None, self.assigner, self.sampler, 1,
+        return compute_dense_targets(anchors, inside, gt_bboxes, None, self.assigner, self.sampler, 1,
                              None if self.reg_decoded_bbox else self.bbox_coder.encode,
                              self.train_cfg.pos_weight, gt_bboxes_ignore)
 
