@@ -164,9 +164,6 @@ class BaseDetector(nn.Module):
                                 f'{type(imgs).__name__} and {type(img_metas).__name__}')
         if len(imgs) != len(img_metas):
             raise DetforgeError(f'{len(imgs)} augmentations of images but {len(img_metas)} of metas')
-        for metas in img_metas:
-            for meta in metas:
-                meta.setdefault('batch_input_shape', tuple(imgs[0].shape[-2:]))
         if len(imgs) == 1:
             if 'proposals' in kwargs:
                 kwargs['proposals'] = kwargs['proposals'][0]
