@@ -4,7 +4,6 @@ import copy
 import warnings
 
 import pytest
-import torch
 
 from detforge.config import Config
 from detforge.models.builder import build_detector

@@ -10,14 +10,17 @@ Boxes are ``(n, 4)`` ``[x1, y1, x2, y2]`` in pixels throughout.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, box_iou
 
-from .train_test_cfg import NMSConfig
+from detforge.registry import BuildError
+
+from .train_test_cfg import DenseTestConfig, NMSConfig
 
 __all__ = ['select_candidates', 'filter_min_size', 'soft_nms', 'batched_soft_nms',
-           'nms_from_cfg']
+           'nms_from_cfg', 'dense_post_process', 'scale_factor_of']
 
 
 def select_candidates(scores: Tensor, score_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -125,3 +128,40 @@ def nms_from_cfg(boxes: Tensor, scores: Tensor, labels: Tensor, nms: NMSConfig,
             keep = keep[:max_num]
         new_scores = scores[keep]
     return torch.cat([boxes[keep], new_scores[:, None]], dim=-1), keep
+
+
+def scale_factor_of(meta) -> np.ndarray:
+    """float32 ``[w, h, w, h]`` scale factor of an image meta (a scalar is repeated)."""
+    sf = np.asarray(meta.get('scale_factor', 1.0), dtype=np.float32).reshape(-1)
+    return np.repeat(sf, 4) if sf.size == 1 else sf
+
+
+def dense_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseTestConfig,
+                       img_meta, rescale: bool = False, with_nms: bool = True):
+    """The end of a dense head's inference for one image, shared by anchor- and point-based
+    heads (after :func:`select_candidates` and decoding on each level): drop boxes not larger
+    than ``min_bbox_size`` (when above 0), rescale to the original image, NMS (``nms`` or
+    ``soft_nms``, per class) and ``max_per_img``.
+
+    Args:
+        boxes: ``(n, 4)`` decoded candidates of all levels, input px; scores: ``(n,)``;
+            labels: ``(n,)`` long.
+        cfg: :class:`DenseTestConfig`.
+        img_meta: its ``scale_factor`` is used with ``rescale``.
+
+    Returns:
+        ``(dets (k, 5) [x1, y1, x2, y2, score], labels (k,))`` best first, or the filtered
+        ``(boxes, scores, labels)`` when not ``with_nms`` (test-time augmentation merges
+        those before one NMS).
+    """
+    if cfg.min_bbox_size > 0:
+        keep = filter_min_size(boxes, cfg.min_bbox_size)
+        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if rescale:
+        boxes = boxes / boxes.new_tensor(scale_factor_of(img_meta))
+    if not with_nms:
+        return boxes, scores, labels
+    if cfg.nms is None:
+        raise BuildError("test_cfg needs nms=dict(type='nms', iou_threshold=...)", key_path=['test_cfg'])
+    dets, keep = nms_from_cfg(boxes, scores, labels, cfg.nms, cfg.max_per_img)
+    return dets, labels[keep]

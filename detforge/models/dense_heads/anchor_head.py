@@ -17,12 +17,11 @@ from __future__ import annotations
 import warnings
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
-from detforge.models.postprocess import filter_min_size, nms_from_cfg, select_candidates
+from detforge.models.postprocess import dense_post_process, nms_from_cfg, scale_factor_of, select_candidates
 from detforge.models.task_modules import PseudoSampler
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig
 from detforge.structures import bbox_mapping_back
@@ -30,7 +29,7 @@ from detforge.structures import bbox_mapping_back
 from .dense_targets import (DenseTargets, compute_dense_targets, flatten_levels, inside_flags,
                             moving_average_normalizer)
 
-__all__ = ['AnchorHead', 'dense_post_process']
+__all__ = ['AnchorHead']
 
 _NO_SAMPLING_LOSSES = ('FocalLoss', 'GHMC', 'QualityFocalLoss')
 
@@ -388,33 +387,7 @@ class AnchorHead(nn.Module):
         return [(det_bboxes, det_labels)]
 
 
-def dense_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: DenseTestConfig,
-                       img_meta, rescale: bool = False, with_nms: bool = True):
-    """The end of a dense head's inference for one image, shared by anchor- and point-based
-    heads: drop boxes not larger than ``min_bbox_size`` (when above 0), rescale to the
-    original image, NMS (``nms`` or ``soft_nms``, per class) and ``max_per_img``.
-
-    Args:
-        boxes: ``(n, 4)`` decoded candidates in input px; scores: ``(n,)``; labels: ``(n,)``.
-        cfg: :class:`DenseTestConfig`.
-        img_meta: its ``scale_factor`` is used with ``rescale``.
-
-    Returns:
-        ``(dets (k, 5), labels (k,))``, or ``(boxes, scores, labels)`` when not ``with_nms``.
-    """
-    if cfg.min_bbox_size > 0:
-        keep = filter_min_size(boxes, cfg.min_bbox_size)
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-    if rescale:
-        boxes = boxes / boxes.new_tensor(_scale_factor(img_meta))
-    if not with_nms:
-        return boxes, scores, labels
-    return AnchorHead._nms(boxes, scores, labels, cfg)
-
-
-def _scale_factor(meta) -> np.ndarray:
-    sf = np.asarray(meta.get('scale_factor', 1.0), dtype=np.float32).reshape(-1)
-    return np.repeat(sf, 4) if sf.size == 1 else sf
+_scale_factor = scale_factor_of
 
 
 def _float32(tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -11,7 +11,7 @@ from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NM
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
 
 from .anchor_head import AnchorHead
-from .dense_targets import DenseTargets, compute_dense_targets, flatten_levels, inside_flags
+from .dense_targets import DenseTargets, compute_dense_targets, inside_flags
 
 __all__ = ['RPNHead']
 
