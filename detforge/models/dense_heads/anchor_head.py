@@ -14,7 +14,6 @@ and the inference path as: per level, top ``nms_pre`` scores above ``score_thr``
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import torch
@@ -26,6 +25,7 @@ from detforge.models.task_modules import PseudoSampler
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig
 from detforge.structures import bbox_mapping_back
 
+from .legacy_keys import translate_1x_head_keys
 from .dense_targets import (DenseTargets, compute_dense_targets, flatten_levels, inside_flags,
                             moving_average_normalizer)
 
@@ -77,7 +77,7 @@ class AnchorHead(nn.Module):
                  anchor_scales=None, anchor_ratios=None, anchor_strides=None, anchor_base_sizes=None,
                  octave_base_scale=None, scales_per_octave=None, target_means=None, target_stds=None):
         super().__init__()
-        anchor_generator, bbox_coder = self._legacy_keys(
+        anchor_generator, bbox_coder = translate_1x_head_keys(
             anchor_generator, bbox_coder, anchor_scales, anchor_ratios, anchor_strides,
             anchor_base_sizes, octave_base_scale, scales_per_octave, target_means, target_stds)
         if num_classes <= 0:
@@ -155,36 +155,6 @@ class AnchorHead(nn.Module):
             return registry.build(cfg)
         except BuildError as e:
             raise e.prefix(*keys)
-
-    @staticmethod
-    def _legacy_keys(anchor_generator, bbox_coder, anchor_scales, anchor_ratios, anchor_strides,
-                     anchor_base_sizes, octave_base_scale, scales_per_octave, target_means, target_stds):
-        anchor_keys = dict(scales=anchor_scales, ratios=anchor_ratios, strides=anchor_strides,
-                           base_sizes=anchor_base_sizes, octave_base_scale=octave_base_scale,
-                           scales_per_octave=scales_per_octave)
-        given = {k: v for k, v in anchor_keys.items() if v is not None}
-        if given:
-            old = {'scales': 'anchor_scales', 'ratios': 'anchor_ratios', 'strides': 'anchor_strides',
-                   'base_sizes': 'anchor_base_sizes'}
-            warnings.warn(
-                f'head keys {", ".join(old.get(k, k) for k in given)} are deprecated (MMDetection 1.x); '
-                f'write anchor_generator=dict(type="AnchorGenerator", '
-                + ', '.join(f'{k}={v!r}' for k, v in given.items()) + ')', DeprecationWarning, stacklevel=4)
-            anchor_generator = dict(anchor_generator)
-            if 'octave_base_scale' in given or 'scales' in given:  # replace the scale spec wholesale
-                for k in ('scales', 'octave_base_scale', 'scales_per_octave'):
-                    anchor_generator.pop(k, None)
-            anchor_generator.update(given)
-        if target_means is not None or target_stds is not None:
-            warnings.warn('head keys target_means/target_stds are deprecated (MMDetection 1.x); write '
-                          f'bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means={target_means!r}, '
-                          f'target_stds={target_stds!r})', DeprecationWarning, stacklevel=4)
-            bbox_coder = dict(bbox_coder)
-            if target_means is not None:
-                bbox_coder['target_means'] = list(target_means)
-            if target_stds is not None:
-                bbox_coder['target_stds'] = list(target_stds)
-        return anchor_generator, bbox_coder
 
     def _init_layers(self) -> None:
         self.conv_cls = nn.Conv2d(self.in_channels, self.num_anchors * self.cls_out_channels, 1)
