@@ -248,6 +248,16 @@ class AnchorHead(nn.Module):
         number of positives (sum over images of ``max(n_i, 1)``; plus negatives when sampling),
         or by its moving average with ``loss_normalizer_momentum``.
 
+        Args:
+            cls_scores: per level ``(B, A * cls_out, H, W)`` logits.
+            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            gt_bboxes: per image ``(k_i, 4)`` xyxy px; gt_labels: per image ``(k_i,)``.
+            img_metas: per image, ``img_shape`` and ``pad_shape``.
+            gt_bboxes_ignore: per image ``(m_i, 4)`` or None.
+
+        Returns:
+            ``dict(loss_cls, loss_bbox)``, scalar tensors.
+
         Computed in float32 whatever the autocast dtype of the head's outputs (MMDetection's
         ``force_fp32``): anchors, targets and the loss sums need the precision."""
         cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)

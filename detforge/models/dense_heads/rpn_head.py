@@ -162,7 +162,18 @@ class RPNHead(nn.Module):
             for meta in img_metas])
 
     def loss(self, cls_scores, bbox_preds, gt_bboxes, img_metas, gt_bboxes_ignore=None):
-        """Returns ``dict(loss_rpn_cls, loss_rpn_bbox)``."""
+        """Objectness and box losses, averaged over the sampled anchors of the batch.
+
+        Args:
+            cls_scores: per level ``(B, A * c, H, W)`` logits (c = 1 sigmoid, 2 softmax).
+            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            gt_bboxes: per image ``(k_i, 4)`` xyxy px; gt_bboxes_ignore: per image
+                ``(m_i, 4)`` or None.
+            img_metas: per image, ``img_shape`` and ``pad_shape``.
+
+        Returns:
+            ``dict(loss_rpn_cls, loss_rpn_bbox)``, scalar tensors.
+        """
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
         anchors = torch.cat(self.prior_generator.grid_priors(featmap_sizes, device=device))
@@ -197,7 +208,14 @@ class RPNHead(nn.Module):
     def get_bboxes(self, cls_scores, bbox_preds, img_metas, cfg=None, rescale=False):
         """Proposals of a batch, in network-input px (``rescale`` divides by the scale factor).
 
-        Returns a list over images of (n_i, 5) tensors sorted by objectness."""
+        Args:
+            cls_scores: per level ``(B, A * c, H, W)``; bbox_preds: per level ``(B, A * 4, H, W)``.
+            img_metas: per image, ``img_shape`` (boxes are clipped to it), ``scale_factor``.
+            cfg: a :class:`DenseTestConfig` (or its dict); default ``self.test_cfg``.
+
+        Returns:
+            per image ``(n_i, 5)`` ``[x1, y1, x2, y2, objectness]`` sorted by objectness.
+        """
         cfg = self.test_cfg if cfg is None else self.parse_test_cfg(cfg)
         nms_pre, max_per_img, min_size = cfg.nms_pre, cfg.max_per_img, cfg.min_bbox_size
 
