@@ -138,3 +138,21 @@ def test_a_head_can_be_built_from_objects(cfgs):
                             train_cfg=DenseTrainConfig(assigner=assigner),
                             test_cfg=DenseTestConfig(nms=NMSConfig(iou_threshold=0.5))))
     assert head.assigner is assigner and head.test_cfg.max_per_img == 100
+
+
+def test_top_level_1x_train_cfg_moved_by_compat_is_named_where_written(repo_root, tmp_path):
+    """The `detforge train` path: compat_cfg moves a top-level train_cfg into the model; a
+    typo in it is still reported at the top level, where the user wrote it."""
+    from detforge.compat import compat_cfg
+    config = tmp_path / 'old_style.py'
+    config.write_text(
+        f"_base_ = '{repo_root / 'configs/faster_rcnn/faster_rcnn_r18_fpn_1x_bccd.py'}'\n"
+        "model = dict(train_cfg=None)\n"
+        "train_cfg = dict(rpn=dict(assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.7,\n"
+        "    neg_iou_thr=0.3, min_pos_iou=0.3), sampler=dict(type='RandomSampler', num=256,\n"
+        "    pos_fraction=0.5, add_gt_as_proposals=False), allowed_boarder=-1))\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', DeprecationWarning)
+        cfg = compat_cfg(Config.fromfile(str(config)))
+    msg = _build_error(cfg.model)
+    assert '(in train_cfg.rpn.allowed_boarder of my_config.py)' in msg, msg

@@ -19,6 +19,7 @@ Records:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import warnings
@@ -44,6 +45,23 @@ def check_keys(cfg: dict, allowed: Sequence[str], path: Path, what: str) -> None
                              + (f' (did you mean {hint[0]!r}?)' if hint else '')
                              + f'; known keys: {", ".join(allowed)}',
                              key_path=[*path, str(key)])
+
+
+@contextlib.contextmanager
+def written_at(cfg: Any, path: Path):
+    """Errors about ``cfg`` (parsed as ``path``, relative to the model config) name the place
+    the user wrote it: a config moved from the top level of the file (MMDetection 1.x's
+    ``train_cfg``) keeps its original path in ``ConfigDict._path``, and the error is then
+    rooted there (no ``model.`` prefix)."""
+    try:
+        yield
+    except BuildError as e:
+        origin = getattr(cfg, '_path', '') or ''
+        if origin and not origin.startswith('model.') and not e.rooted \
+                and e.key_path[:len(path)] == list(path):
+            e.key_path = origin.split('.') + e.key_path[len(path):]
+            e.rooted = True
+        raise
 
 
 def _build_part(registry, cfg, path: Path):
@@ -353,4 +371,4 @@ def parse_for_head(head: Any, cfg: Any, path: Path, kind: str):
     return cfg if parser is None else parser(cfg, path)
 
 
-__all__ += ['parse_for_head']
+__all__ += ['parse_for_head', 'written_at']

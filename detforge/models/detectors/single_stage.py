@@ -8,7 +8,7 @@ from torch import Tensor
 
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
 from detforge.structures import bbox2result
-from detforge.models.train_test_cfg import parse_for_head
+from detforge.models.train_test_cfg import parse_for_head, written_at
 
 from .base import BaseDetector
 
@@ -48,8 +48,10 @@ class SingleStageDetector(BaseDetector):
         if bbox_head is None:
             raise BuildError(f'{type(self).__name__} needs a bbox_head', key_path=['bbox_head'])
         # the records are parsed here, where the path the user wrote is known
-        self.train_cfg = parse_for_head(bbox_head, train_cfg, ['train_cfg'], 'train')
-        self.test_cfg = parse_for_head(bbox_head, test_cfg, ['test_cfg'], 'test')
+        with written_at(train_cfg, ['train_cfg']):
+            self.train_cfg = parse_for_head(bbox_head, train_cfg, ['train_cfg'], 'train')
+        with written_at(test_cfg, ['test_cfg']):
+            self.test_cfg = parse_for_head(bbox_head, test_cfg, ['test_cfg'], 'test')
         bbox_head = dict(bbox_head)
         bbox_head.update(train_cfg=self.train_cfg, test_cfg=self.test_cfg)
         self.bbox_head = _build(HEADS, bbox_head, 'bbox_head')

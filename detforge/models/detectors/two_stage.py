@@ -6,7 +6,7 @@ import copy
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
 from detforge.models.train_test_cfg import (DenseTestConfig, TwoStageTestConfig,
                                             TwoStageTrainConfig, parse_for_head,
-                                            parse_stage_cfgs)
+                                            parse_stage_cfgs, written_at)
 
 from .base import BaseDetector
 
@@ -20,9 +20,16 @@ def parse_two_stage_cfgs(rpn_head, roi_head, train_cfg, test_cfg,
     (:class:`TwoStageTrainConfig`, :class:`TwoStageTestConfig`; None stays None), each
     stage parsed by the head it configures; unknown stage names or keys fail with their
     path (``train_cfg.rcnn.assigner...``)."""
+    with written_at(train_cfg, ['train_cfg']):
+        train_rec = _parse_train(rpn_head, roi_head, train_cfg, train_stages)
+    with written_at(test_cfg, ['test_cfg']):
+        test_rec = _parse_test(rpn_head, roi_head, test_cfg, test_stages)
+    return train_rec, test_rec
+
+
+def _parse_train(rpn_head, roi_head, train_cfg, train_stages):
     train = parse_stage_cfgs(train_cfg, train_stages, ['train_cfg'], 'train config')
-    test = parse_stage_cfgs(test_cfg, test_stages, ['test_cfg'], 'test config')
-    train_rec = test_rec = None
+    train_rec = None
     if train_cfg is not None:
         proposal = train.get('rpn_proposal')
         train_rec = TwoStageTrainConfig(
@@ -30,11 +37,17 @@ def parse_two_stage_cfgs(rpn_head, roi_head, train_cfg, test_cfg,
             rpn_proposal=DenseTestConfig.parse(proposal, ['train_cfg', 'rpn_proposal'],
                                                max_per_img=1000),
             rcnn=parse_for_head(roi_head, train.get('rcnn'), ['train_cfg', 'rcnn'], 'train'))
+    return train_rec
+
+
+def _parse_test(rpn_head, roi_head, test_cfg, test_stages):
+    test = parse_stage_cfgs(test_cfg, test_stages, ['test_cfg'], 'test config')
+    test_rec = None
     if test_cfg is not None:
         test_rec = TwoStageTestConfig(
             rpn=parse_for_head(rpn_head, test.get('rpn'), ['test_cfg', 'rpn'], 'test'),
             rcnn=parse_for_head(roi_head, test.get('rcnn'), ['test_cfg', 'rcnn'], 'test'))
-    return train_rec, test_rec
+    return test_rec
 
 
 def _build(registry, cfg, key):
