@@ -156,3 +156,23 @@ def test_top_level_1x_train_cfg_moved_by_compat_is_named_where_written(repo_root
         cfg = compat_cfg(Config.fromfile(str(config)))
     msg = _build_error(cfg.model)
     assert '(in train_cfg.rpn.allowed_boarder of my_config.py)' in msg, msg
+
+
+def test_a_detector_can_be_built_from_parts_given_as_objects(cfgs):
+    """Detectron2's way beside the config dicts: parts built in Python, passed in."""
+    from detforge.models.detectors import RetinaNet
+    from detforge.models.losses import FocalLoss
+    from detforge.registry import BACKBONES, NECKS, PRIOR_GENERATORS
+    model = cfgs['retina']
+    backbone = BACKBONES.build(dict(model.backbone, init_cfg=None))
+    neck = NECKS.build(model.neck)
+    anchors = PRIOR_GENERATORS.build(model.bbox_head.anchor_generator)
+    focal = FocalLoss(gamma=2.0, alpha=0.25)
+    head = dict(model.bbox_head, loss_cls=focal, anchor_generator=anchors)
+    det = RetinaNet(backbone=backbone, neck=neck, bbox_head=head, train_cfg=model.train_cfg,
+                    test_cfg=model.test_cfg)
+    assert det.backbone is backbone and det.neck is neck
+    assert det.bbox_head.loss_cls is focal and det.bbox_head.anchor_generator is anchors
+    assert det.bbox_head.use_sigmoid_cls and not det.bbox_head.sampling
+    reference = build_detector(model)
+    assert set(det.state_dict()) == set(reference.state_dict())

@@ -85,12 +85,15 @@ class AnchorHead(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_channels = feat_channels
-        self.use_sigmoid_cls = loss_cls.get('use_sigmoid', False)
-        self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
         self.reg_decoded_bbox = reg_decoded_bbox
-        self.sampling = loss_cls.get('type') not in _NO_SAMPLING_LOSSES
         self.bbox_coder = self._build(BBOX_CODERS, bbox_coder, 'bbox_coder')
         self.loss_cls = self._build(LOSSES, loss_cls, 'loss_cls')
+        # read from the config, or from the loss when a built one is given
+        cls_cfg = loss_cls if isinstance(loss_cls, dict) else \
+            dict(type=type(self.loss_cls).__name__, use_sigmoid=getattr(self.loss_cls, 'use_sigmoid', False))
+        self.use_sigmoid_cls = cls_cfg.get('use_sigmoid', False)
+        self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
+        self.sampling = cls_cfg.get('type') not in _NO_SAMPLING_LOSSES
         self.loss_bbox = self._build(LOSSES, loss_bbox, 'loss_bbox')
         self.anchor_generator = self._build(PRIOR_GENERATORS, anchor_generator, 'anchor_generator')
         self.prior_generator = self.anchor_generator
@@ -151,6 +154,9 @@ class AnchorHead(nn.Module):
 
     @staticmethod
     def _build(registry, cfg, *keys):
+        """A part from its config dict, or the part itself when given built."""
+        if not isinstance(cfg, dict):
+            return cfg
         try:
             return registry.build(cfg)
         except BuildError as e:

@@ -22,8 +22,8 @@ class RPN(BaseDetector):
     def __init__(self, backbone, neck, rpn_head, train_cfg, test_cfg, pretrained=None,
                  init_cfg=None, data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = copy.deepcopy(dict(backbone))
-        if pretrained is not None:
+        backbone = copy.deepcopy(dict(backbone)) if isinstance(backbone, dict) else backbone
+        if pretrained is not None and isinstance(backbone, dict):
             backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
         self.backbone = _build(BACKBONES, backbone, 'backbone')
         self.neck = _build(NECKS, neck, 'neck') if neck is not None else None

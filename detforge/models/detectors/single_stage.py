@@ -16,6 +16,9 @@ __all__ = ['SingleStageDetector']
 
 
 def _build(registry, cfg, *keys):
+    """A part from its config dict, or the part itself when given built."""
+    if not isinstance(cfg, dict):
+        return cfg
     try:
         return registry.build(cfg)
     except BuildError as e:
@@ -27,7 +30,8 @@ class SingleStageDetector(BaseDetector):
     """Backbone, optional neck, and one dense head that both classifies and regresses.
 
     Args:
-        backbone, neck, bbox_head: part configs.
+        backbone, neck, bbox_head: part configs (backbone and neck may also be built
+            modules).
         train_cfg, test_cfg: parsed into the head's typed records here (unknown keys fail
             with their path, ``train_cfg.<key>``), then handed to the head.
         pretrained: backbone checkpoint (deprecated; use ``backbone.init_cfg``).
@@ -38,8 +42,8 @@ class SingleStageDetector(BaseDetector):
                  train_cfg: dict | None = None, test_cfg: dict | None = None,
                  pretrained: str | None = None, init_cfg=None, data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = dict(backbone)
-        if pretrained:
+        backbone = dict(backbone) if isinstance(backbone, dict) else backbone
+        if pretrained and isinstance(backbone, dict):
             warnings.warn('model.pretrained is deprecated; use model.backbone.init_cfg='
                           "dict(type='Pretrained', checkpoint=...)", DeprecationWarning, stacklevel=2)
             backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)

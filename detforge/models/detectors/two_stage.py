@@ -51,6 +51,9 @@ def _parse_test(rpn_head, roi_head, test_cfg, test_stages):
 
 
 def _build(registry, cfg, key):
+    """A part from its config dict, or the part itself when given built."""
+    if not isinstance(cfg, dict):
+        return cfg
     try:
         return registry.build(cfg)
     except BuildError as e:
@@ -76,8 +79,8 @@ class TwoStageDetector(BaseDetector):
     def __init__(self, backbone, neck=None, rpn_head=None, roi_head=None, train_cfg=None,
                  test_cfg=None, pretrained=None, init_cfg=None, data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = copy.deepcopy(dict(backbone))
-        if pretrained is not None:
+        backbone = copy.deepcopy(dict(backbone)) if isinstance(backbone, dict) else backbone
+        if pretrained is not None and isinstance(backbone, dict):
             backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
         self.backbone = _build(BACKBONES, backbone, 'backbone')
         if neck is not None:
