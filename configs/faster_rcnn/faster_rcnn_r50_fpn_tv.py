@@ -9,8 +9,9 @@ _base_ = '../_base_/models/faster_rcnn_r50_fpn.py'
 model = dict(
     backbone=dict(init_cfg=None),
     rpn_head=dict(
-        # torchvision rounds its base anchors to whole pixels
-        anchor_generator=dict(round_base_anchors=True),
+        # torchvision rounds its base anchors to whole pixels and steps each level's grid by
+        # padded batch size // feature size (60 px on the 8-row P6 of a 480 px batch, not 64)
+        anchor_generator=dict(round_base_anchors=True, stride_rule='batch_shape'),
         loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0)),
     roi_head=dict(
         bbox_roi_extractor=dict(
@@ -25,8 +26,9 @@ model = dict(
             loss_bbox=dict(_delete_=True, type='SmoothL1Loss', beta=1.0 / 9.0,
                            loss_weight=1.0))),
     train_cfg=dict(
-        # torchvision's Matcher(0.7, 0.3, allow_low_quality_matches=True) has no floor
-        rpn=dict(assigner=dict(min_pos_iou=0.0)),
+        # torchvision's Matcher(0.7, 0.3, allow_low_quality_matches=True) has no floor, and an
+        # anchor claimed by a gt as its best keeps the gt it overlaps most
+        rpn=dict(assigner=dict(min_pos_iou=0.0, low_quality_gt='best')),
         rpn_proposal=dict(nms_pre=2000, max_per_img=2000, min_bbox_size=1e-3)),
     test_cfg=dict(
         rpn=dict(nms_pre=1000, max_per_img=1000, min_bbox_size=1e-3),

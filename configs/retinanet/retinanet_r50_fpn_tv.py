@@ -24,6 +24,12 @@ model = dict(
             strides=[8, 16, 32, 64, 128],
             ratios=[0.5, 1.0, 2.0],
             sizes=[[int(s * 2 ** (i / 3)) for i in range(3)] for s in (32, 64, 128, 256, 512)],
-            round_base_anchors=True)),
+            round_base_anchors=True,
+            stride_rule='batch_shape'),
+        # torchvision: each image's losses over its own positives, averaged over the images
+        loss_normalization='per_image'),
+    # torchvision's Matcher(0.5, 0.4, allow_low_quality_matches=True): an anchor claimed by a
+    # gt as its best keeps the gt it overlaps most
+    train_cfg=dict(assigner=dict(low_quality_gt='best')),
     test_cfg=dict(nms_pre=1000, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5),
                   max_per_img=300))
