@@ -42,6 +42,7 @@ from detforge.config import Config
 from detforge.converters.torchvision_fasterrcnn import convert_state_dict as convert_fasterrcnn
 from detforge.converters.torchvision_retinanet import convert_state_dict as convert_retinanet
 from detforge.models.builder import build_detector
+from detforge.models.task_modules import MaxIoUAssigner
 from detforge.registry import HEADS
 
 torchvision_detection = pytest.importorskip('torchvision.models.detection')
@@ -51,6 +52,7 @@ MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
 BCCD_CLASSES = ('RBC', 'WBC', 'Platelets')
 BOX_ATOL, SCORE_ATOL = 1e-2, 1e-4          # the issue's tolerances (px, score)
+LOSS_RTOL = 1e-4
 MEASURED = {}                               # max differences, printed at the end (pytest -s)
 
 
@@ -99,12 +101,17 @@ def inputs(bccd_voc_root):
     b, b_boxes = tv_resize(x1, b1, 300)
     assert tuple(big.shape[1:]) == (800, 1066) and tuple(a.shape[1:]) == (416, 554)
     assert tuple(b.shape[1:]) == (300, 400)
-    # ground truths where the rules differ: a duplicate of a box with another label (a tie: both
-    # gts claim the same best anchors) and a small box inside a large one (its best anchor
-    # overlaps the large box more)
-    b_boxes = torch.cat([b_boxes[:1], b_boxes[:1], torch.tensor([[150., 100., 290., 240.],
-                                                                 [200., 150., 216., 166.]])])
-    b_labels = torch.tensor([0, 2, 1, 2])
+    # ground truths where MMDetection's and torchvision's rules differ: in the second image,
+    # boxes each followed by a copy shifted by 2 px and a copy cut to 3/4 of its width, with
+    # other labels (a gt's best anchor is also the best, or a better match, of its copy), and 3
+    # objects against the first image's 20 (per-image positives counts far apart)
+    base = torch.tensor([[20., 20., 120., 90.], [150., 30., 230., 150.], [260., 40., 380., 120.],
+                         [30., 160., 90., 280.], [120., 180., 250., 290.], [290., 170., 330., 250.]])
+    shifted = base + 2
+    cut = base.clone()
+    cut[:, 2] = base[:, 0] + 0.75 * (base[:, 2] - base[:, 0])
+    b_boxes = torch.stack([base, shifted, cut], 1).reshape(-1, 4)
+    b_labels = torch.tensor([0, 2, 1]).repeat(len(base))
     return dict(full=[x0], tv800=[big], batch2=[a, b],
                 train=([a, b], [a_boxes, b_boxes], [l0, b_labels]))
 
@@ -137,7 +144,7 @@ class StandInBody(nn.Module):
         for (name, n), conv in zip(self.levels, self.convs):
             y = conv(F.avg_pool2d(x, 2 ** n, ceil_mode=True))
             pattern = torch.randn(y.shape[1:], generator=torch.Generator().manual_seed(n))
-            out[name] = (y + pattern).relu()
+            out[name] = 3 * (y + pattern).relu()  # about the spread of ResNet features
         return out
 
 
@@ -193,7 +200,7 @@ def retinanet(repo_root):
                 nn.init.normal_(m.weight, std=0.02)
         nn.init.normal_(tv.head.classification_head.cls_logits.weight, std=0.002)
         nn.init.normal_(tv.head.regression_head.bbox_reg.weight, std=0.002)
-        tv.head.classification_head.cls_logits.bias.fill_(-4.0)
+        tv.head.classification_head.cls_logits.bias.fill_(-3.0)
     cfg = Config.fromfile(str(repo_root / 'configs/retinanet/retinanet_r50_fpn_tv.py'))
     cfg.model.backbone.norm_cfg.eps = 1e-5  # torchvision's BatchNorm2d when built without weights
     ours = build_detector(cfg.model)
@@ -278,8 +285,8 @@ def test_retinanet_losses_at_batch2_equal_torchvision_with_the_tv_options(retina
     MEASURED['retinanet losses batch2'] = (
         (losses['loss_cls'] - ref['classification']).abs().item() / ref['classification'].item(),
         (losses['loss_bbox'] - ref['bbox_regression']).abs().item() / ref['bbox_regression'].item())
-    torch.testing.assert_close(losses['loss_cls'], ref['classification'], rtol=1e-4, atol=0)
-    torch.testing.assert_close(losses['loss_bbox'], ref['bbox_regression'], rtol=1e-4, atol=0)
+    torch.testing.assert_close(losses['loss_cls'], ref['classification'], rtol=LOSS_RTOL, atol=0)
+    torch.testing.assert_close(losses['loss_bbox'], ref['bbox_regression'], rtol=LOSS_RTOL, atol=0)
 
 
 @pytest.mark.parametrize('option', [dict(loss_normalization='batch'), dict(low_quality_gt='last')],
@@ -290,7 +297,30 @@ def test_retinanet_losses_at_batch2_differ_with_mmdetection_rules(retinanet, ret
     losses, ref = _retinanet_losses(retinanet, retinanet_train_ref, inputs, **option)
     rel = max(abs(losses[k].item() / ref[r].item() - 1)
               for k, r in (('loss_cls', 'classification'), ('loss_bbox', 'bbox_regression')))
-    assert rel > 1e-3, f'{option}: losses equal torchvision\'s (rel. diff {rel:.1e})'
+    # beyond the tolerance of the parity test above (whose measured difference is ~1e-7)
+    assert rel > LOSS_RTOL, f'{option}: losses equal torchvision\'s (rel. diff {rel:.1e})'
+
+
+def test_low_quality_gt_rules_on_a_tie():
+    """Candidate 0 is the best of gt 0 (IoU 0.6) and of gt 1 (IoU 0.3); candidate 1 is the best
+    of gt 2 (0.2) but overlaps gt 1 more (0.25)."""
+    overlaps = torch.tensor([[0.6, 0.1, 0.0],
+                             [0.3, 0.25, 0.0],
+                             [0.0, 0.2, 0.1]])
+    last = MaxIoUAssigner(0.5, 0.4, low_quality_gt='last')
+    best = MaxIoUAssigner(0.5, 0.4, low_quality_gt='best')
+    assert last.assign_wrt_overlaps(overlaps).gt_inds.tolist() == [2, 3, 0]
+    assert best.assign_wrt_overlaps(overlaps).gt_inds.tolist() == [1, 2, 0]
+    # the batched path (two images, the second with one gt fewer) says the same
+    priors = torch.tensor([[0., 0., 10., 10.], [20., 0., 30., 10.], [40., 0., 50., 10.]])
+    gts = torch.tensor([[0., 0., 10., 10.], [0., 0., 10., 12.], [0., 0., 30., 10.]])
+    for assigner in (last, best):
+        single = assigner.assign(priors, gts).gt_inds
+        batched, _ = assigner.assign_batch(priors, torch.ones(2, 3, dtype=torch.bool), [gts, gts[:2]])
+        assert torch.equal(batched[0], single)
+        assert torch.equal(batched[1], assigner.assign(priors, gts[:2]).gt_inds)
+    with pytest.raises(ValueError, match='low_quality_gt'):
+        MaxIoUAssigner(0.5, 0.4, low_quality_gt='first')
 
 
 # ---------------------------------------------------------------------------- Faster R-CNN
@@ -356,7 +386,7 @@ def test_faster_rcnn_losses_at_batch2_equal_torchvision(faster_rcnn, inputs):
     for tv_name, name in pairs.items():
         MEASURED[f'faster_rcnn losses batch2 {name} (rel)'] = (
             abs(losses[name].item() / ref[tv_name].item() - 1), float('nan'))
-        torch.testing.assert_close(losses[name], ref[tv_name], rtol=1e-4, atol=0,
+        torch.testing.assert_close(losses[name], ref[tv_name], rtol=LOSS_RTOL, atol=0,
                                    msg=f'{name} vs {tv_name}')
 
 
