@@ -42,8 +42,8 @@ from detforge.config import Config
 from detforge.converters.torchvision_fasterrcnn import convert_state_dict as convert_fasterrcnn
 from detforge.converters.torchvision_retinanet import convert_state_dict as convert_retinanet
 from detforge.models.builder import build_detector
-from detforge.models.task_modules import MaxIoUAssigner
-from detforge.registry import HEADS
+from detforge.models.task_modules import AnchorGenerator, MaxIoUAssigner
+from detforge.registry import HEADS, BuildError
 
 torchvision_detection = pytest.importorskip('torchvision.models.detection')
 from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
@@ -299,6 +299,31 @@ def test_retinanet_losses_at_batch2_differ_with_mmdetection_rules(retinanet, ret
               for k, r in (('loss_cls', 'classification'), ('loss_bbox', 'bbox_regression')))
     # beyond the tolerance of the parity test above (whose measured difference is ~1e-7)
     assert rel > LOSS_RTOL, f'{option}: losses equal torchvision\'s (rel. diff {rel:.1e})'
+
+
+def test_batch_shape_stride_rule_steps_as_torchvision():
+    """480x640 batch, P2..P6 maps of a stride-4..64 FPN: torchvision steps P6 by 480 // 8 = 60
+    rows and 640 // 10 = 64 columns; the fixed rule by 64 in both."""
+    kwargs = dict(strides=[4, 8, 16, 32, 64], ratios=[1.0], scales=[8], round_base_anchors=True)
+    tv_rule = AnchorGenerator(stride_rule='batch_shape', **kwargs)
+    fixed = AnchorGenerator(**kwargs)
+    sizes = [(120, 160), (60, 80), (30, 40), (15, 20), (8, 10)]
+    assert tv_rule.level_strides(sizes, (480, 640)) == [(4, 4), (8, 8), (16, 16), (32, 32), (64, 60)]
+    p6 = tv_rule.grid_priors(sizes, batch_input_shape=(480, 640))[-1]
+    # the last row of P6 anchors is centred at y = 7 * 60 = 420 (fixed: 448)
+    assert p6[-1].tolist() == [9 * 64 - 256, 420 - 256, 9 * 64 + 256, 420 + 256]
+    assert fixed.grid_priors(sizes)[-1][-1, 1].item() == 448 - 256
+    with pytest.raises(ValueError, match='batch_input_shape'):
+        tv_rule.grid_priors(sizes)
+    with pytest.raises(ValueError, match='stride_rule'):
+        AnchorGenerator(stride_rule='torchvision', **kwargs)
+
+
+def test_per_image_loss_normalization_needs_an_unsampled_loss():
+    with pytest.raises(BuildError, match='per_image'):
+        HEADS.build(dict(type='AnchorHead', num_classes=2, in_channels=8, loss_normalization='per_image'))
+    with pytest.raises(BuildError, match='loss_normalization'):
+        HEADS.build(dict(type='RetinaHead', num_classes=2, in_channels=8, loss_normalization='image'))
 
 
 def test_low_quality_gt_rules_on_a_tie():

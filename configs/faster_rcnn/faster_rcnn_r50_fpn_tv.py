@@ -1,7 +1,16 @@
 # Faster R-CNN R50-FPN with torchvision's conventions, so that torchvision's
 # `fasterrcnn_resnet50_fpn` weights, converted with
 #   detforge convert torchvision-fasterrcnn SRC DST
-# give the same proposals and detections as torchvision (tests/test_models_two_stage_parity.py).
+# give the same proposals and detections as torchvision when both get the same pixels
+# (tests/test_models_two_stage_parity.py, tests/test_models_torchvision_parity.py: seeded random
+# models at 480x640, 800x1066 and a batch of 416x554 + 300x400; measured max difference 0 px /
+# 0 score, 2026-12-04), and the same training losses at batch 2 when every candidate is sampled.
+# Pixels: torchvision resizes the normalised float image (bilinear, recompute_scale_factor)
+# and pads to a multiple of 32; this config has no pipeline, and detforge's Resize (OpenCV on
+# uint8) makes other pixels: resize as torchvision does for bit-comparable output and use
+# Pad(size_divisor=32). Still different: random sampling draws other samples, and a proposal
+# made of a gt box is assigned to that gt (MMDetection) rather than matched by IoU (torchvision),
+# which differs only for exactly duplicated gt boxes. See docs/torchvision.md.
 # 91 class slots as torchvision's checkpoints: 90 foreground classes (our class k is
 # torchvision's label k + 1, i.e. the COCO category id) plus background.
 _base_ = '../_base_/models/faster_rcnn_r50_fpn.py'
