@@ -42,10 +42,11 @@ from detforge.config import Config
 from detforge.converters.torchvision_fasterrcnn import convert_state_dict as convert_fasterrcnn
 from detforge.converters.torchvision_retinanet import convert_state_dict as convert_retinanet
 from detforge.models.builder import build_detector
-from detforge.models.task_modules import AnchorGenerator, MaxIoUAssigner
+from detforge.models.task_modules import AnchorGenerator, MaxIoUAssigner, padded_batch_shape
 from detforge.registry import HEADS, BuildError
 
 torchvision_detection = pytest.importorskip('torchvision.models.detection')
+from torchvision.models.detection.image_list import ImageList  # noqa: E402
 from torchvision.models.detection.transform import GeneralizedRCNNTransform  # noqa: E402
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
@@ -171,6 +172,17 @@ def capture(module):
     return store
 
 
+def assert_same_anchors(tv, images, feats, ours_anchors):
+    """torchvision's anchors for this batch (its AnchorGenerator on the padded batch) equal
+    ours: the detections alone may not show it (the shifted anchors of the coarse levels can
+    all lose to others in top-k or NMS)."""
+    batch, _ = batch_and_metas(images)
+    image_list = ImageList(batch, [tuple(x.shape[1:]) for x in images])
+    tv_anchors = tv.anchor_generator(image_list, feats)[0]
+    assert ours_anchors.shape == tv_anchors.shape
+    assert torch.equal(ours_anchors, tv_anchors)
+
+
 def compare(name, ours_boxes, ours_scores, ours_labels, ref):
     """Same detections (sorted by score): count, labels, boxes within 1e-2 px, scores 1e-4."""
     assert len(ours_scores) == len(ref['scores']) > 20, f'{name}: {len(ours_scores)} vs {len(ref["scores"])}'
@@ -217,6 +229,9 @@ def test_retinanet_detections_equal_torchvision(retinanet, inputs, size):
     with stand_in_body(tv) if size != 'full' else contextlib.nullcontext():
         ref = tv(images)
     batch, metas = batch_and_metas(images)
+    featmap_sizes = [f.shape[-2:] for f in feats['out'].values()]
+    assert_same_anchors(tv, images, list(feats['out'].values()),
+                        ours.bbox_head.get_anchors(featmap_sizes, metas)[0])
     if size == 'full':  # end to end once: preprocessing of float input, backbone, neck, head
         results = ours(img=[batch], img_metas=[metas], return_loss=False, rescale=False)
         dets = []
@@ -372,6 +387,8 @@ def test_faster_rcnn_proposals_and_detections_equal_torchvision(faster_rcnn, inp
         ref = tv(images)
     _, metas = batch_and_metas(images)
     x = list(feats['out'].values())
+    assert_same_anchors(tv.rpn, images, x, torch.cat(ours.rpn_head.prior_generator.grid_priors(
+        [f.shape[-2:] for f in x], batch_input_shape=padded_batch_shape(metas))))
     props = ours.rpn_head.simple_test_rpn(x, metas)
     for i, (p, tv_p) in enumerate(zip(props, rpn['out'][0])):
         # the same set (proposals of equal scores may come in either order)
