@@ -191,6 +191,17 @@ def test_a_subclass_calling_super_gets_the_same_step_as_the_runner():
         assert torch.equal(a, b)
 
 
+def test_configuring_the_step_again_replaces_a_users_hook():
+    model = ToyModel()
+    runner = EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                              logger=LOGGER, max_epochs=1)
+    runner.configure_step(dict(type='CountingOptimizerHook'))
+    assert [type(h).__name__ for h in runner.hooks] == ['CountingOptimizerHook']
+    assert runner.hooks[0].priority == 40  # MMCV's ABOVE_NORMAL: before EMA (49), checkpoints
+    runner.configure_step(dict(grad_clip=None))
+    assert runner.hooks == [] and runner.optimizer_hook is None
+
+
 def test_fp16_with_a_users_non_amp_hook_is_refused(user_hook):
     cfg = user_hook_cfg(user_hook, type='AccumulateTwiceOptimizerHook')
     cfg.fp16 = dict(loss_scale=512.)

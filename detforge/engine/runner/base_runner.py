@@ -245,6 +245,8 @@ class BaseRunner:
             optimizer_config: a ``dict``, a built hook, or ``None`` (the runner does no
                 backward: MMCV's convention for a model whose ``train_step`` steps itself).
         """
+        if self.optimizer_hook in self._hooks:  # configured again: the new config replaces it
+            self._hooks.remove(self.optimizer_hook)
         self.optim_step, self.optimizer_hook = None, None
         self.autocast = contextlib.nullcontext
         if optimizer_config is None:
@@ -292,7 +294,7 @@ class BaseRunner:
         with self.autocast():
             outputs = self.model.train_step(data_batch, self.optimizer, **kwargs)
         self.outputs = self._checked_outputs(outputs)
-        self.log_buffer.update(outputs['log_vars'], outputs['num_samples'])
+        self.log_buffer.update(outputs.get('log_vars', {}), outputs['num_samples'])
         step = self.optim_step
         if step is None or self.optimizer_hook is not None:
             return outputs  # the model (no optimizer_config) or the user's hook steps
@@ -324,12 +326,12 @@ class BaseRunner:
             return self.run_step(data_batch, **kwargs)
         outputs = self._checked_outputs(self.model.val_step(data_batch, self.optimizer,
                                                             **kwargs))
-        self.log_buffer.update(outputs['log_vars'], outputs['num_samples'])
+        self.log_buffer.update(outputs.get('log_vars', {}), outputs['num_samples'])
         self.outputs = outputs
         return outputs
 
     def _checked_outputs(self, outputs) -> dict:
-        if not isinstance(outputs, dict) or 'log_vars' not in outputs:
+        if not isinstance(outputs, dict):
             raise TypeError(f'{self.model_name}.train_step()/val_step() must return a dict '
                             f'with "loss", "log_vars" and "num_samples", got '
                             f'{type(outputs).__name__}')
