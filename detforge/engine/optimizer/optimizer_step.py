@@ -110,7 +110,13 @@ class OptimizerStep:
 
     def warn_about(self, model: nn.Module, start_iter: int, logger: logging.Logger) -> None:
         """Say when accumulation is not what the user may think (BatchNorm, a resume in the
-        middle of a group)."""
+        middle of a group).
+
+        Args:
+            model: the model being trained.
+            start_iter: the iteration the run starts (or resumes) at.
+            logger: where the warnings go.
+        """
         if self.cumulative_iters == 1:
             return
         if start_iter % self.cumulative_iters != 0:
@@ -122,24 +128,49 @@ class OptimizerStep:
 
     # ---------------------------------------------------------------- one iteration
     def autocast(self):
-        """The context the forward pass runs in: ``torch.autocast`` under AMP, else none."""
+        """The context the forward pass runs in.
+
+        Returns:
+            ``torch.autocast(device_type, dtype)`` under AMP, else a null context.
+        """
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type or 'cpu', dtype=self.dtype)
 
     def starts_group(self, it: int) -> bool:
-        """Whether iteration ``it`` (0-based) begins a new accumulation group (always, without
-        accumulation): the gradients are zeroed before its backward."""
+        """Whether the gradients are zeroed before the backward of iteration ``it``.
+
+        Args:
+            it: the 0-based iteration.
+
+        Returns:
+            ``True`` when ``it`` begins an accumulation group (always, without accumulation).
+        """
         return it % self.cumulative_iters == 0
 
     def ends_group(self, it: int, max_iters: int | None) -> bool:
-        """Whether the optimizer steps after iteration ``it``: at the end of each group and at
-        the last iteration of the run."""
+        """Whether the optimizer steps after iteration ``it``.
+
+        Args:
+            it: the 0-based iteration.
+            max_iters: the run's length, or ``None`` when unknown.
+
+        Returns:
+            ``True`` at the end of each accumulation group and at the run's last iteration.
+        """
         return (it + 1) % self.cumulative_iters == 0 or (
             max_iters is not None and it + 1 == max_iters)
 
     def group_size(self, it: int, max_iters: int | None) -> int:
-        """Iterations in the group of ``it``: ``cumulative_iters`` except in a shorter last one."""
+        """The number of iterations whose gradients add up with those of ``it``.
+
+        Args:
+            it: the 0-based iteration.
+            max_iters: the run's length, or ``None`` when unknown.
+
+        Returns:
+            ``cumulative_iters``, or fewer in the run's last, shorter group.
+        """
         n = self.cumulative_iters
         if max_iters is None or it < max_iters // n * n:
             return n
@@ -161,7 +192,12 @@ class OptimizerStep:
         loss.backward()
 
     def unscale_(self, optimizer: torch.optim.Optimizer) -> None:
-        """Divide the gradients by the loss scale in place (before clipping looks at them)."""
+        """Divide the gradients by the loss scale in place (before clipping looks at them);
+        nothing without a scaler.
+
+        Args:
+            optimizer: the optimizer whose parameters' gradients are unscaled.
+        """
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
@@ -185,7 +221,11 @@ class OptimizerStep:
     def step(self, optimizer: torch.optim.Optimizer) -> None:
         """``optimizer.step()``; with a scaler the step is skipped when a gradient overflowed,
         and the scale is updated (halved on overflow, grown after stable steps; a fixed
-        ``loss_scale`` stays)."""
+        ``loss_scale`` stays).
+
+        Args:
+            optimizer: the optimizer to step.
+        """
         if self.scaler is None:
             optimizer.step()
             return
@@ -193,7 +233,14 @@ class OptimizerStep:
         self.scaler.update(self._fixed_scale)
 
     def log_vars(self, grad_norm: float | None) -> dict[str, float]:
-        """What the step adds to the log: ``grad_norm`` (when clipping) and ``loss_scale``."""
+        """What the step adds to the log.
+
+        Args:
+            grad_norm: the norm :meth:`clip_` returned, or ``None``.
+
+        Returns:
+            ``{'grad_norm': ...}`` when clipping, and ``{'loss_scale': ...}`` with a scaler.
+        """
         out = {}
         if grad_norm is not None:
             out['grad_norm'] = grad_norm
@@ -204,7 +251,13 @@ class OptimizerStep:
     @staticmethod
     def log_params_outside_graph(loss: torch.Tensor, model: nn.Module,
                                  logger: logging.Logger) -> None:
-        """Log every trainable parameter of ``model`` that ``loss`` does not depend on."""
+        """Log every trainable parameter of ``model`` that ``loss`` does not depend on.
+
+        Args:
+            loss: the scalar loss, with its graph.
+            model: the model (possibly DDP-wrapped).
+            logger: where the names go (as errors).
+        """
         visited, stack, reached = set(), [loss.grad_fn], set()
         while stack:
             fn = stack.pop()
@@ -221,11 +274,19 @@ class OptimizerStep:
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
-        """``{'scaler': GradScaler state or None}`` (saved as the checkpoint's ``scaler``)."""
+        """The state to checkpoint.
+
+        Returns:
+            ``{'scaler': GradScaler state or None}``.
+        """
         return {'scaler': self.scaler.state_dict() if self.scaler is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore the scaler (kept until :meth:`setup` creates it, if not yet created)."""
+        """Restore the scaler (kept until :meth:`setup` creates it, if not yet created).
+
+        Args:
+            state: what :meth:`state_dict` returned (``None`` or no scaler: nothing to do).
+        """
         if not state or state.get('scaler') is None:
             return
         if self.scaler is not None:
