@@ -343,3 +343,32 @@ def test_detforge_train_iter_runner_with_a_users_optimizer_hook(repo_root, bccd_
     order = [r['iter'] if r['mode'] == 'train' else 'val' for r in records if 'mode' in r]
     assert order == [1, 2, 'val', 3, 4, 'val']
     assert all('bbox_mAP' in r for r in records if r.get('mode') == 'val')
+
+
+@pytest.mark.parametrize('optimizer_config', [
+    dict(type='GradientCumulativeOptimizerHook', cumulative_iters=2, grad_clip=dict(max_norm=5)),
+    dict(type='AmpOptimizerHook', dtype='float16', loss_scale=dict(init_scale=2. ** 10,
+                                                                   growth_interval=2)),
+], ids=['accumulation', 'fp16-scaler'])
+def test_resume_is_exact_with_the_steps_settings(tmp_path, optimizer_config):
+    """Accumulation (resumed at a group boundary) and the fp16 scaler's state survive a
+    resume: the resumed run ends bitwise equal to the uninterrupted one."""
+    from test_engine_runner import Stop, StopAfter, assert_bitwise_equal, make_runner, weights
+    straight = make_runner(tmp_path / 'straight', 'IterBasedRunner', length=10,
+                           optimizer_config=dict(optimizer_config))
+    straight.run([toy_loader()], [('train', 1)])
+    interrupted = make_runner(tmp_path / 'resumed', 'IterBasedRunner', length=10,
+                              checkpoint_config=dict(interval=4),
+                              optimizer_config=dict(optimizer_config))
+    interrupted.register_hook(StopAfter(iteration=5), priority='LOWEST')
+    with pytest.raises(Stop):
+        interrupted.run([toy_loader()], [('train', 1)])
+    resumed = make_runner(tmp_path / 'resumed', 'IterBasedRunner', length=10, seed=5,
+                          checkpoint_config=dict(interval=4),
+                          optimizer_config=dict(optimizer_config))
+    resumed.resume(str(tmp_path / 'resumed' / 'iter_4.pth'))
+    resumed.run([toy_loader()], [('train', 1)])
+    assert_bitwise_equal(weights(straight), weights(resumed))
+    if straight.optim_step.scaler is not None:
+        assert straight.optim_step.scaler.get_scale() != 2. ** 10  # it did change
+        assert resumed.optim_step.scaler.get_scale() == straight.optim_step.scaler.get_scale()
