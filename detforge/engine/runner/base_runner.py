@@ -324,8 +324,9 @@ class BaseRunner:
         """
         if train_mode:
             return self.run_step(data_batch, **kwargs)
-        outputs = self._checked_outputs(self.model.val_step(data_batch, self.optimizer,
-                                                            **kwargs))
+        with self.autocast():  # the same precision as the training forward
+            outputs = self.model.val_step(data_batch, self.optimizer, **kwargs)
+        outputs = self._checked_outputs(outputs)
         self.log_buffer.update(outputs.get('log_vars', {}), outputs['num_samples'])
         self.outputs = outputs
         return outputs
