@@ -372,3 +372,32 @@ def test_resume_is_exact_with_the_steps_settings(tmp_path, optimizer_config):
     if straight.optim_step.scaler is not None:
         assert straight.optim_step.scaler.get_scale() != 2. ** 10  # it did change
         assert resumed.optim_step.scaler.get_scale() == straight.optim_step.scaler.get_scale()
+
+
+@pytest.mark.slow
+def test_detforge_train_translates_amp_and_accumulation_into_the_step(repo_root, bccd_subset,
+                                                                     tmp_path):
+    """``amp`` + ``GradientCumulativeOptimizerHook`` + ``grad_clip`` from the command line:
+    bfloat16 forward, one optimizer step per 2 iterations (``grad_norm`` is logged when the
+    step clips), no optimizer hook among the hooks."""
+    from test_train_cli import cli
+    from conftest import data_options
+    work_dir = tmp_path / 'work'
+    rc = cli(['train', str(repo_root / 'tests/configs/retinanet_r18_tiny_bccd.py'),
+              '--work-dir', str(work_dir), '--seed', '0', '--no-validate',
+              '--cfg-options', *data_options(repo_root, bccd_subset(2)),
+              'data.samples_per_gpu=1', 'amp.dtype=bfloat16',
+              'optimizer_config.type=GradientCumulativeOptimizerHook',
+              'optimizer_config.cumulative_iters=2'])
+    assert rc == 0
+    text = next(work_dir.glob('*.log')).read_text()
+    assert "training step: OptimizerStep(grad_clip={'max_norm': 35, 'norm_type': 2}, " \
+           "dtype=bfloat16, loss_scale=None, cumulative_iters=2)" in text
+    assert 'OptimizerHook' not in text.split('Hooks will be executed')[1].split('workflow')[0]
+    records = [json.loads(line) for line in next(work_dir.glob('*.log.json')).read_text()
+               .splitlines()]
+    train = [r for r in records if r.get('mode') == 'train']
+    assert [('grad_norm' in r) for r in train] == [False, True]
+    assert all(torch.isfinite(v).all() for v in torch.load(
+        work_dir / 'latest.pth', weights_only=True)['state_dict'].values()
+        if v.is_floating_point())
