@@ -401,3 +401,27 @@ def test_detforge_train_translates_amp_and_accumulation_into_the_step(repo_root,
     assert all(torch.isfinite(v).all() for v in torch.load(
         work_dir / 'latest.pth', weights_only=True)['state_dict'].values()
         if v.is_floating_point())
+
+
+def test_every_schedule_logger_and_checkpoint_hook_accepts_by_epoch():
+    """IterBasedRunner gives each of them ``by_epoch=False``; one that refused the argument
+    would fail to build under it (WarmupCosineLR did)."""
+    import inspect
+    kinds = ('LrUpdaterHook', 'MomentumUpdaterHook', 'LoggerHook', 'CheckpointHook', 'LR')
+    checked = []
+    for name in HOOKS.keys():
+        cls = HOOKS.get(name)
+        if not name.endswith(kinds) or cls in (Hook,):
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        assert 'by_epoch' in params or any(p.kind is p.VAR_KEYWORD for p in params.values()), \
+            name
+        checked.append(name)
+    assert {'WarmupCosineLR', 'StepLrUpdaterHook', 'TextLoggerHook', 'CheckpointHook'} <= \
+        set(checked)
+    model = ToyModel()
+    runner = IterBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+                             logger=LOGGER, max_iters=4)
+    runner.register_training_hooks(dict(policy='WarmupCosineLR', warmup_iters=2), dict())
+    runner.run([toy_loader()], [('train', 1)])
+    assert runner.current_lr()[0] < 0.01
