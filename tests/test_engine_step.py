@@ -223,6 +223,10 @@ def test_fp16_and_accumulation_translate_into_one_step():
     assert [type(h).__name__ for h in runner.hooks] == ['IterTimerHook']
     assert step.dtype == torch.float16 and step.cumulative_iters == 2
     assert step.grad_clip == dict(max_norm=3) and step.scaler.get_scale() == 256.
+    # MMDetection's hook name in optimizer_config, without an fp16 key
+    runner.register_training_hooks(None, dict(type='Fp16OptimizerHook', loss_scale=512.))
+    assert runner.optimizer_hook is None and runner.optim_step.dtype == torch.float16
+    assert runner.optim_step.scaler.get_scale() == 512.
 
 
 def test_bad_step_settings_name_the_config_key():
