@@ -49,6 +49,16 @@ class AccumulateTwiceOptimizerHook(OptimizerHook):
 '''
 
 
+@pytest.fixture(scope='module', autouse=True)
+def unregister_test_hooks():
+    """The hooks this module registers leave HOOKS when it is done (they would otherwise
+    appear in other modules' did-you-mean suggestions)."""
+    yield
+    for name in ('CountingOptimizerHook', 'AccumulateTwiceOptimizerHook'):
+        HOOKS.module_dict.pop(name, None)
+    sys.modules.pop('df_user_optimizer_hook', None)
+
+
 @pytest.fixture(scope='module')
 def user_hook(tmp_path_factory):
     """The user's hook module, importable as ``df_user_optimizer_hook``."""

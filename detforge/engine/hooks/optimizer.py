@@ -128,7 +128,8 @@ class GradientCumulativeOptimizerHook(OptimizerHook):
 
     def __init__(self, cumulative_iters: int = 1, grad_clip: dict | None = None,
                  detect_anomalous_params: bool = False):
-        super().__init__(grad_clip=grad_clip, detect_anomalous_params=detect_anomalous_params)
+        self.grad_clip = grad_clip
+        self.detect_anomalous_params = detect_anomalous_params
         self.cumulative_iters = cumulative_iters
         self.optim_step = OptimizerStep(grad_clip=grad_clip, cumulative_iters=cumulative_iters,
                                         detect_anomalous_params=detect_anomalous_params)
