@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import tempfile
 
 from detforge.commands._analysis_common import add_cfg_options
 from detforge.registry import DetforgeError
@@ -107,15 +109,19 @@ def main(args) -> int:
         shape = default_shape(model.cfg)
     else:
         shape = tuple(args.shape) * (2 if len(args.shape) == 1 else 1)
-    onnx_file = args.out[:-4] + '.onnx' if args.backend == 'openvino' else args.out
+    # OpenVINO IR is converted from an ONNX export made in a temporary folder
+    tmp = tempfile.mkdtemp(prefix='detforge-export-') if args.backend == 'openvino' else None
+    onnx_file = os.path.join(tmp, 'model.onnx') if tmp else args.out
     meta = export_onnx(model, onnx_file, input_shape=shape, dynamic=args.dynamic,
                        opset=args.opset, simplify=args.simplify,
                        norm_cfg=norm_cfg_from_config(model.cfg), batch_size=args.batch_size,
                        class_names=model.CLASSES)
     if args.backend == 'openvino':
         from detforge.deployment.openvino_backend import convert_to_openvino
-        convert_to_openvino(onnx_file, args.out)
-        os.remove(onnx_file)
+        try:
+            convert_to_openvino(onnx_file, args.out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     size = os.path.getsize(args.out) / 2 ** 20
     if args.backend == 'openvino':
         size += os.path.getsize(args.out[:-4] + '.bin') / 2 ** 20
