@@ -143,7 +143,6 @@ def test_fuse_needs_eval_mode(retinanet):
 
 
 def test_openvino_runs_the_exported_onnx_and_its_ir_with_the_same_detections(retinanet, tmp_path):
-    pytest.importorskip('openvino', reason='the openvino extra is not installed')
     from detforge.apis.inference import inference_detector, init_detector
     from detforge.cli import main
     from detforge.deployment import build_backend_model
@@ -162,7 +161,6 @@ def test_openvino_runs_the_exported_onnx_and_its_ir_with_the_same_detections(ret
 
 
 def test_infer_with_openvino_writes_the_same_json_as_pytorch(retinanet, tmp_path):
-    pytest.importorskip('openvino', reason='the openvino extra is not installed')
     from detforge.cli import main
     cfg, ckpt, _, images = retinanet
     xml = tmp_path / 'm.xml'
@@ -215,8 +213,7 @@ def test_int8_quantization_keeps_the_head_float_and_the_float_score_profile(reti
     float_model = init_detector(str(cfg), str(ckpt))
     for runtime in ('onnxruntime', 'openvino'):
         if runtime == 'openvino':
-            pytest.importorskip('openvino', reason='the openvino extra is not installed')
-        int8 = build_backend_model(str(cfg), str(out), backend=runtime, num_threads=1)
+                int8 = build_backend_model(str(cfg), str(out), backend=runtime, num_threads=1)
         for path in images[:2]:
             exp = np.concatenate(inference_detector(float_model, str(path)))
             act = np.concatenate(inference_detector(int8, str(path)))
