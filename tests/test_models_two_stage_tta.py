@@ -35,7 +35,7 @@ def _narrow(model_cfg, channels=32):
         head.update(in_channels=channels, fc_out_channels=64)
     # the proposal merge adds one NMS; at IoU 1 it removes nothing, so that one flipped view
     # must give exactly what simple_test gives on the flipped image
-    model.test_cfg.rpn.update(nms=dict(type='nms', iou_threshold=1.0), max_per_img=300)
+    model.test_cfg.rpn.update(nms=dict(type='nms', iou_threshold=1.0), max_per_img=100)
     return model
 
 
@@ -64,9 +64,7 @@ def _views(repo_root, bccd_subset, img_scale, flip):
 def _by_hand_unflipped(model, img, metas):
     """simple_test on one flipped view, its boxes flipped back and divided by the scale."""
     meta = metas[0]
-    dets = np.vstack(model.simple_test(img, metas, rescale=False)[0])
-    labels = np.repeat(np.arange(3), [len(d) for d in model.simple_test(img, metas,
-                                                                          rescale=False)[0]])
+    dets, labels = _flat(model.simple_test(img, metas, rescale=False)[0])
     w = meta['img_shape'][1]
     out = dets.copy()
     out[:, 0], out[:, 2] = w - dets[:, 2], w - dets[:, 0]
@@ -91,20 +89,20 @@ def _assert_same(a, la, b, lb, atol=1e-3):
 
 def test_flip_only_tta_maps_detections_back(detector, repo_root, bccd_subset):
     """One flipped view through aug_test = simple_test on that view, un-flipped by hand."""
-    batch = _views(repo_root, bccd_subset, (427, 320), flip=True)
+    batch = _views(repo_root, bccd_subset, (320, 240), flip=True)
     assert [m[0]['flip'] for m in batch['img_metas']] == [False, True]
     img, metas = batch['img'][1], batch['img_metas'][1]
     with torch.no_grad():
         expected, labels = _by_hand_unflipped(detector, img, metas)
         got, got_labels = _flat(detector.aug_test([img], [metas])[0])
     _assert_same(got, got_labels, expected, labels)
-    assert got[:, 2].max() > 427  # original 640x480 pixels, not the 427x320 view's
+    assert got[:, 2].max() > 320  # original 640x480 pixels, not the 320x240 view's
 
 
 def test_tta_merges_plain_and_flipped_views(detector, repo_root, bccd_subset):
     """Two views: runs through forward (the test loop's entry), boxes inside the original
     image, and the merge differs from either view alone (both views count)."""
-    batch = _views(repo_root, bccd_subset, (427, 320), flip=True)
+    batch = _views(repo_root, bccd_subset, (320, 240), flip=True)
     with torch.no_grad():
         merged, labels = _flat(detector(return_loss=False, **batch)[0])
         plain, _ = _flat(detector.simple_test(batch['img'][0], batch['img_metas'][0])[0])
@@ -117,16 +115,16 @@ def test_tta_merges_plain_and_flipped_views(detector, repo_root, bccd_subset):
 
 
 def test_multi_scale_flip_tta_runs_through_the_pipeline(detector, repo_root, bccd_subset):
-    batch = _views(repo_root, bccd_subset, [(427, 320), (533, 400)], flip=True)
-    assert [tuple(i.shape[-2:]) for i in batch['img']] == [(320, 448), (320, 448),
-                                                           (416, 544), (416, 544)]
+    batch = _views(repo_root, bccd_subset, [(213, 160), (320, 240)], flip=True)
+    assert [tuple(i.shape[-2:]) for i in batch['img']] == [(160, 224), (160, 224),
+                                                           (256, 320), (256, 320)]
     with torch.no_grad():
         rescaled = detector(return_loss=False, **batch)
         raw = detector(return_loss=False, rescale=False, **copy.deepcopy(batch))
     dets, _ = _flat(rescaled[0])
     assert len(rescaled) == 1 and len(rescaled[0]) == 3 and len(dets) > 0
     assert dets[:, [0, 2]].max() <= 640 + 1e-3
-    # rescale=False: in the first view's scale (427/640), as MMDetection 2.x
+    # rescale=False: in the first view's scale (213/640), as MMDetection 2.x
     scale = batch['img_metas'][0][0]['scale_factor']
     np.testing.assert_allclose(_flat(raw[0])[0][:, :4], dets[:, :4] * scale, rtol=1e-5,
                                atol=1e-3)
@@ -161,15 +159,20 @@ def test_merge_aug_bboxes_averages_boxes_and_scores_in_original_pixels():
 
 
 def test_detforge_test_with_a_tta_config(repo_root, bccd_subset, tmp_path, capsys):
-    """``detforge test`` of the shipped TTA config (2 scales x flip) evaluates a checkpoint."""
+    """``detforge test`` of the shipped TTA config (2 scales x flip; here a narrow model and
+    smaller scales, to be quick) evaluates a checkpoint."""
     cfg = Config.fromfile(str(repo_root / TTA_CONFIG))
+    cfg.model = _narrow(cfg.model)
+    cfg.data.test.pipeline[1].img_scale = [(213, 160), (320, 240)]
+    cfg_file = tmp_path / 'tta.py'
+    cfg.dump(str(cfg_file))
+    model_cfg = cfg.model
     torch.manual_seed(0)
-    model = build_detector(cfg.model)
     ckpt = tmp_path / 'model.pth'
-    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    torch.save({'state_dict': build_detector(model_cfg).state_dict(), 'meta': {}}, ckpt)
     ann, prefix = bccd_subset(2), str(repo_root / 'data' / 'bccd') + '/'
     out = tmp_path / 'results.pkl'
-    assert cli_main(['test', str(repo_root / TTA_CONFIG), str(ckpt), '--eval', 'bbox',
+    assert cli_main(['test', str(cfg_file), str(ckpt), '--eval', 'bbox',
                      '--out', str(out), '--cfg-options', f'data.test.ann_file={ann}',
                      f'data.test.img_prefix={prefix}', 'data.workers_per_gpu=0']) == 0
     assert 'bbox_mAP' in capsys.readouterr().out
