@@ -57,18 +57,9 @@ def argparse_suppress():
 
 
 def load_config(path: str, cfg_options: dict | None):
-    from detforge.config import Config
-    if not osp.isfile(path):
-        raise DetforgeError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    try:
-        from detforge.compat import compat_cfg
-        cfg = compat_cfg(cfg)
-    except ImportError:
-        pass
-    return cfg
+    """See :func:`detforge.compat.load_config` (every entry point loads configs with it)."""
+    from detforge.compat import load_config as load
+    return load(path, cfg_options)
 
 
 def setup_multi_processes(cfg) -> None:
