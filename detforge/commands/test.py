@@ -34,7 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
                         help='metrics, e.g. bbox (COCO) or mAP (VOC)')
     parser.add_argument('--format-only', action='store_true',
-                        help='only format the results (dataset.format_results), no metrics')
+                        help='only write the results as COCO JSON (PREFIX.bbox.json; needs '
+                        '--eval-options jsonfile_prefix=PREFIX), no metrics')
     parser.add_argument('--show-dir', help='draw the detections into this folder')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold for drawing (default 0.3)')
@@ -88,6 +89,9 @@ def main(args) -> int:
     if args.out is None and not args.eval and not args.format_only and not args.show_dir:
         raise DetforgeError('say what to do with the results: --out FILE, --eval bbox, '
                             '--format-only or --show-dir DIR')
+    if args.format_only and not (args.eval_options or {}).get('jsonfile_prefix'):
+        raise DetforgeError('--format-only writes PREFIX.bbox.json: give the prefix with '
+                            '--eval-options jsonfile_prefix=PATH')
     if args.out is not None:
         if osp.splitext(args.out)[1].lower() not in ('.pkl', '.pickle', '.json'):
             raise DetforgeError(f'--out must end in .pkl or .json, got {args.out}')
@@ -155,7 +159,11 @@ def main(args) -> int:
         print(f'detections written to {args.out}')
     kwargs = dict(args.eval_options or {})
     if args.format_only:
-        dataset.format_results(outputs, **kwargs)
+        if not hasattr(dataset, 'format_results'):
+            raise DetforgeError(f'--format-only: {type(dataset).__name__} has no result format '
+                                '(COCO-style data sets write PREFIX.bbox.json)')
+        result_files, _ = dataset.format_results(outputs, **kwargs)
+        print('results written to ' + ', '.join(sorted(set(result_files.values()))))
     if args.eval:
         eval_kwargs = dict(cfg.get('evaluation', {}) or {})
         for key in ('interval', 'tmpdir', 'start', 'gpu_collect', 'save_best', 'rule',
