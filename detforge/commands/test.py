@@ -82,7 +82,8 @@ def main(args) -> int:
     import torch
     from detforge.apis.test import multi_gpu_test, single_gpu_test
     from detforge.apis.train import _build_loader
-    from detforge.commands.train import init_launcher, load_config, setup_multi_processes
+    from detforge.commands.train import (check_gpu_request, init_launcher, load_config,
+                                         setup_multi_processes)
     from detforge.engine import get_dist_info, load_checkpoint, wrap_distributed
     from detforge.utils.setup_env import model_to_device, setup_speed_switches
 
@@ -108,7 +109,8 @@ def main(args) -> int:
     if isinstance(cfg.model.get('backbone', None), dict):
         cfg.model.backbone['init_cfg'] = None
     distributed = init_launcher(args.launcher, cfg)
-    rank, _ = get_dist_info()
+    rank, world_size = get_dist_info()
+    check_gpu_request(cfg, world_size)
 
     from detforge.data import build_dataset
     from detforge.models import build_detector
