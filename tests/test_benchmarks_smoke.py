@@ -135,3 +135,38 @@ def test_scripts_print_their_help(script, option):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert option in out.stdout
+
+
+def test_bench_models_channels_last_times_both_layouts_side_by_side(monkeypatch):
+    """``--channels-last`` runs NCHW and NHWC copies (same weights) of each model alternating
+    in one process; tiny stand-in models here (no timing is judged)."""
+    import argparse
+    bench = _load('bench_models')
+    seen = []
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+
+    def train(model, opt, samples):
+        seen.append(('train', model[0].weight.is_contiguous(memory_format=torch.channels_last),
+                     model[0].weight.detach().clone()))
+        opt.zero_grad()
+        model(torch.zeros(1, 3, 8, 8)).sum().backward()
+
+    def infer(model, samples):
+        seen.append(('infer', model.training, None))
+
+    monkeypatch.setitem(bench.BUILDERS, 'retinanet', (build, train, infer, build, train, infer))
+    monkeypatch.setattr(bench, 'load_images', lambda n: [None] * n)
+    monkeypatch.setattr(bench, 'make_optimizer',
+                        lambda m: torch.optim.SGD(m.parameters(), lr=0.0))
+    result = bench.run_layouts(argparse.Namespace(model='retinanet', warmup=1, iters=2))
+    assert set(result['median_s']) == {f'{w}_{l}_{p}' for w in ('ours', 'base')
+                                       for l in ('nchw', 'nhwc') for p in ('train', 'infer')}
+    assert set(result['nhwc_over_nchw']) == {'ours_train', 'ours_infer', 'base_train',
+                                             'base_infer'}
+    trains = [s for s in seen if s[0] == 'train']
+    assert len(trains) == 4 * 3 and sum(s[1] for s in trains) == 2 * 3  # half in NHWC
+    assert all(torch.equal(s[2], trains[0][2]) for s in trains)         # same weights
+    assert not any(s[1] for s in seen if s[0] == 'infer')               # eval mode
