@@ -101,10 +101,13 @@ def test_report_parses_the_summary_lines_of_data_and_eval(run_all):
     assert data == [dict(workers=0, ours_img_s=224.3, base_img_s=33.0),
                     dict(workers=2, ours_img_s=90.0, base_img_s=100.5)]
     ev = run_all.parse_eval_output(
-        'max |difference| = 1.50e-07\nmedian time: pycocotools 4.30s, detforge '
-        '(faster_coco_eval) 0.67s -> 6.4x faster\n')
-    assert ev == dict(base_s=4.30, backend='faster_coco_eval', ours_s=0.67,
-                      max_ap_difference=1.5e-7)
+        'AP/AP50/AP75/APs/APm/APl detforge/pycocotools    0.1 0.2  (max |difference| 0.00e+00)\n'
+        'AP/AP50/AP75/APs/APm/APl detforge/faster_coco_eval 0.1 0.2  (max |difference| 1.50e-07)\n'
+        'median time: plain pycocotools 4.30s, detforge/pycocotools 4.50s -> ratio 1.05\n'
+        'median time: plain pycocotools 4.30s, detforge/faster_coco_eval 0.67s -> ratio 0.16\n')
+    assert ev == dict(base_s=4.30, backends=dict(
+        pycocotools=dict(ours_s=4.50, max_ap_difference=0.0),
+        faster_coco_eval=dict(ours_s=0.67, max_ap_difference=1.5e-7)))
     with pytest.raises(run_all.BenchFailed, match='median time'):
         run_all.parse_eval_output('Traceback ...')
 
