@@ -34,6 +34,7 @@ from torch import nn
 
 from detforge.registry import DetforgeError
 
+from .checkpoint_formats import is_safetensors, load_weights_file, save_safetensors
 from .dist_utils import unwrap_model
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'load_state_dict', 'find_latest_checkpoint',
@@ -114,6 +115,8 @@ def save_checkpoint(model: nn.Module, filename: str | os.PathLike, optimizer=Non
                     meta: dict | None = None, **extra_states) -> None:
     """Write ``{'meta', 'state_dict', 'optimizer', **extra_states}`` atomically.
 
+    A ``filename`` ending in ``.safetensors`` gets the weights and ``meta`` only, in the
+    safetensors format (see :mod:`detforge.engine.checkpoint_formats`).
     ``optimizer`` is an optimizer or a dict of them. ``extra_states`` are stored under their
     own keys (e.g. ``rng_state=...``) after conversion to weights-only types.
     """
@@ -125,6 +128,9 @@ def save_checkpoint(model: nn.Module, filename: str | os.PathLike, optimizer=Non
     meta.setdefault('torch_version', str(torch.__version__))
     import time
     meta.setdefault('time', time.asctime())
+    if is_safetensors(filename):  # weights and meta only: a file to share, not to resume
+        save_safetensors(get_state_dict(model), filename, meta)
+        return
     checkpoint: dict[str, Any] = {'meta': to_weights_only(meta),
                                   'state_dict': get_state_dict(model)}
     if isinstance(optimizer, torch.optim.Optimizer):
@@ -147,7 +153,9 @@ def read_checkpoint(filename: str | os.PathLike, map_location: str | torch.devic
     if not osp.isfile(filename):
         raise DetforgeError(f'checkpoint {filename} does not exist')
     try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=weights_only)
+        checkpoint = load_weights_file(filename, map_location, weights_only)
+    except DetforgeError:
+        raise
     except Exception as e:  # noqa: BLE001 - the message must name the file and the cause
         text = str(e)
         if weights_only and 'Unsupported global' in text:
