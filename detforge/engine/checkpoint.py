@@ -147,7 +147,7 @@ def read_checkpoint(filename: str | os.PathLike, map_location: str | torch.devic
                     weights_only: bool = True) -> dict:
     """Load a checkpoint file or URI (``torchvision://``, ``http(s)://``) as a dict."""
     filename = os.fspath(filename)
-    if re.match(r'^[a-z0-9+]+://', filename):
+    if re.match(r'^[a-z0-9+-]+://', filename):
         from detforge.models.pretrained import load_pretrained_state_dict
         return {'state_dict': load_pretrained_state_dict(filename, map_location=map_location)}
     if not osp.isfile(filename):
