@@ -40,7 +40,7 @@ from .dist_utils import unwrap_model
 __all__ = ['save_checkpoint', 'load_checkpoint', 'load_state_dict', 'find_latest_checkpoint',
            'atomic_torch_save', 'get_state_dict', 'weights_to_cpu', 'get_rng_state',
            'set_rng_state', 'preserve_rng', 'to_weights_only', 'read_checkpoint',
-           'LoadReport']
+           'LoadReport', 'summarize_load_from']
 
 _log = logging.getLogger('detforge.engine')
 
@@ -206,7 +206,7 @@ class LoadReport:
 
 
 def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
-                    logger: logging.Logger | None = None) -> LoadReport:
+                    logger: logging.Logger | None = None, log_report: bool = True) -> LoadReport:
     """Copy matching tensors into ``module``; skip and report the rest.
 
     Tensors whose shape differs from the model's (e.g. a classifier for another number of
@@ -227,7 +227,7 @@ def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
     report = LoadReport(list(usable), missing, unexpected, mismatched)
     if strict and not report.ok:
         raise DetforgeError(f'the weights do not fit the model exactly: {report}')
-    if not report.ok:
+    if not report.ok and log_report:
         (logger or _log).warning('load_state_dict: %s', report)
     return report
 
@@ -235,7 +235,8 @@ def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
 def load_checkpoint(model: nn.Module, filename: str | os.PathLike,
                     map_location: str | torch.device = 'cpu', strict: bool = False,
                     logger: logging.Logger | None = None,
-                    revise_keys=((r'^module\.', ''),), weights_only: bool = True) -> dict:
+                    revise_keys=((r'^module\.', ''),), weights_only: bool = True,
+                    log_report: bool = True) -> dict:
     """Load the weights of a checkpoint into ``model`` and return the checkpoint dict.
 
     Accepts files written by detforge and MMDetection (``state_dict``), Detectron2
@@ -259,9 +260,41 @@ def load_checkpoint(model: nn.Module, filename: str | os.PathLike,
             f'checkpoint {os.fspath(filename)} does not fit this model: none of its '
             f'{len(state_dict)} tensors (e.g. {example!r}) has a name the model knows '
             f'(e.g. {sorted(model_keys)[0]!r}); is it a checkpoint of another architecture?')
-    report = load_state_dict(model, state_dict, strict=strict, logger=logger)
+    report = load_state_dict(model, state_dict, strict=strict, logger=logger,
+                             log_report=log_report)
     checkpoint['load_report'] = report
     return checkpoint
+
+
+def summarize_load_from(filename: str, checkpoint: dict) -> tuple[int, str]:
+    """``(log level, one line)`` saying what ``load_from`` kept, for fine-tuning a zoo model.
+
+    Tensors skipped for a shape that differs only in its first dimension are the
+    class-specific layers (classifier outputs: ``num_classes`` or ``num_classes + 1`` rows,
+    times anchors); they keep the model's fresh initialisation. That case is reported at
+    INFO; keys missing from, or unknown to, the model at WARNING.
+    """
+    report: LoadReport = checkpoint['load_report']
+    total = len(report.loaded) + len(report.mismatched)
+    parts = [f'load_from {filename}: kept {len(report.loaded)} of {total} tensors']
+    per_class = [(k, a, b) for k, a, b in report.mismatched
+                 if len(a) == len(b) and a[1:] == b[1:]]
+    other = [m for m in report.mismatched if m not in per_class]
+    if per_class:
+        classes = (checkpoint.get('meta') or {}).get('CLASSES')
+        where = f' (the checkpoint has {len(classes)} classes)' if classes else ''
+        parts.append('re-initialised the class-specific layers for this model\'s classes'
+                     + where + ': ' + ', '.join(f'{k} {a[0]}->{b[0]}' for k, a, b in per_class))
+    if other:
+        parts.append('skipped for shape: ' + ', '.join(f'{k} {a}->{b}' for k, a, b in other[:4]))
+    missing = [k for k in report.missing if k not in {m[0] for m in report.mismatched}]
+    if missing:
+        parts.append(f'{len(missing)} missing (e.g. {", ".join(missing[:3])})')
+    if report.unexpected:
+        parts.append(f'{len(report.unexpected)} unexpected (e.g. '
+                     f'{", ".join(report.unexpected[:3])})')
+    level = logging.WARNING if (missing or report.unexpected or other) else logging.INFO
+    return level, '; '.join(parts)
 
 
 _CKPT_RE = re.compile(r'^(epoch|iter)_(\d+)\.pth$')
