@@ -15,6 +15,7 @@ import os.path as osp
 import pickle
 import time
 
+from detforge.commands._analysis_common import add_backend_arguments, check_backend_arguments
 from detforge.registry import DetforgeError, build_context
 
 NAME = 'test'
@@ -25,10 +26,8 @@ def add_arguments(parser) -> None:
     from detforge.config import DictAction
     parser.add_argument('config', help='test config file')
     parser.add_argument('checkpoint', help='checkpoint file (.pth), or the exported model '
-                        'with --backend onnxruntime (.onnx)')
-    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
-                        help='evaluate the PyTorch checkpoint (default) or an ONNX file '
-                        'exported by `detforge export`, run by onnxruntime on the CPU')
+                        'with --backend onnxruntime|openvino (.onnx, .xml)')
+    add_backend_arguments(parser)
     parser.add_argument('--work-dir', help='where to write the metrics as JSON')
     parser.add_argument('--out', help='write the detections to this .pkl or .json file')
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
@@ -131,10 +130,14 @@ def main(args) -> int:
         if device == 'cuda' and not torch.cuda.is_available():
             raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
         model = model_to_device(model, device, cfg)
+        if args.fuse:
+            from detforge.models.fuse_conv_bn import fuse_detector
+            fuse_detector(model.eval())
     else:
         from detforge.deployment import build_backend_model
+        check_backend_arguments(args)
         model = build_backend_model(cfg, args.checkpoint, device=args.device or 'cpu',
-                                    backend=args.backend)
+                                    backend=args.backend, num_threads=args.threads)
         model.CLASSES = model.CLASSES or dataset.CLASSES
 
     start = time.time()
