@@ -45,6 +45,10 @@ class DenseTargets:
     pos: Tensor
     neg: Tensor
 
+    def num_pos_per_image(self) -> Tensor:
+        """``(B,)``: each image's ``max(positives, 1)``."""
+        return self.pos.sum(dim=1).clamp(min=1).to(self.label_weights.dtype)
+
     def num_pos_per_image_clamped(self) -> Tensor:
         """Scalar: the sum over images of ``max(positives, 1)`` (MMDetection's count)."""
         return self.pos.sum(dim=1).clamp(min=1).sum().to(self.label_weights.dtype)

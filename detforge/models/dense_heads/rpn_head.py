@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.ops import batched_nms
 
 from detforge.models.postprocess import filter_min_size, nms_from_cfg
+from detforge.models.task_modules import padded_batch_shape
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NMSConfig
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
 
@@ -176,7 +177,8 @@ class RPNHead(nn.Module):
         """
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
-        anchors = torch.cat(self.prior_generator.grid_priors(featmap_sizes, device=device))
+        anchors = torch.cat(self.prior_generator.grid_priors(
+            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas)))
         valid = self.valid_anchor_flags(anchors, featmap_sizes, img_metas)
         t = self.get_targets(anchors, valid, gt_bboxes, gt_bboxes_ignore, img_metas)
         labels, label_weights, bbox_targets, bbox_weights = \
@@ -221,7 +223,8 @@ class RPNHead(nn.Module):
 
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
-        level_anchors = self.prior_generator.grid_priors(featmap_sizes, device=device)
+        level_anchors = self.prior_generator.grid_priors(
+            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas))
         B = cls_scores[0].size(0)
         scores, deltas, anchors, levels = [], [], [], []
         for lvl, (s, d, a) in enumerate(zip(cls_scores, bbox_preds, level_anchors)):

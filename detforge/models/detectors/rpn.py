@@ -38,6 +38,14 @@ class RPN(BaseDetector):
                         test_cfg=self.test_cfg and self.test_cfg.rpn)
         self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
 
+    @property
+    def with_rpn(self) -> bool:
+        return True
+
+    @property
+    def with_roi_head(self) -> bool:
+        return False
+
     def extract_feat(self, img):
         x = self.backbone(img)
         if self.with_neck:

@@ -75,6 +75,8 @@ class SingleStageDetector(BaseDetector):
                       gt_labels: list[Tensor], gt_bboxes_ignore: list[Tensor] | None = None,
                       **kwargs) -> dict:
         """Preprocess → features → head losses (``loss_cls``, ``loss_bbox``)."""
+        for meta in img_metas:  # the anchors' stride_rule='batch_shape' reads it
+            meta.setdefault('batch_input_shape', tuple(img.shape[-2:]))
         x = self.extract_feat(self.preprocess(img, img_metas))
         return self.bbox_head.forward_train(x, img_metas, gt_bboxes, gt_labels, gt_bboxes_ignore)
 

@@ -8,13 +8,13 @@ one, e.g. :meth:`MaxIoUAssigner.assign_batch`, else its ``assign`` image by imag
 A new module here must be imported below: importing this package is what registers its
 classes.
 """
-from .anchor_generator import AnchorGenerator
+from .anchor_generator import AnchorGenerator, padded_batch_shape
 from .assign_result import AssignResult, assign_batch, gather_assigned
 from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from .iou_calculator import BboxOverlaps2D
 from .max_iou_assigner import MaxIoUAssigner
 from .samplers import PseudoSampler, RandomSampler, SamplingResult, sample_batch
 
-__all__ = ['AnchorGenerator', 'AssignResult', 'assign_batch', 'gather_assigned',
+__all__ = ['AnchorGenerator', 'padded_batch_shape', 'AssignResult', 'assign_batch', 'gather_assigned',
            'DeltaXYWHBBoxCoder', 'BboxOverlaps2D', 'MaxIoUAssigner', 'PseudoSampler',
            'RandomSampler', 'SamplingResult', 'sample_batch']
