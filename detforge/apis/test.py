@@ -1,6 +1,7 @@
 """Run a detector over a data loader: one process, or all ranks with ordered gathering."""
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 import pickle
@@ -11,6 +12,8 @@ import tempfile
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from detforge.registry import DetforgeError
 
 __all__ = ['single_gpu_test', 'multi_gpu_test', 'collect_results_cpu', 'collect_results_gpu']
 
@@ -44,8 +47,15 @@ def _save_visualisations(data, result, dataset, out_dir, show, score_thr) -> Non
         labels = np.concatenate([np.full(len(r), i, dtype=np.int64) for i, r in enumerate(res)]) \
             if len(res) else np.zeros(0, np.int64)
         out_file = osp.join(out_dir, meta['ori_filename']) if out_dir else None
-        imshow_det_bboxes(picture, bboxes, labels, class_names=getattr(dataset, 'CLASSES', None),
-                          score_thr=score_thr, out_file=out_file)
+        try:
+            imshow_det_bboxes(picture, bboxes, labels,
+                              class_names=getattr(dataset, 'CLASSES', None),
+                              score_thr=score_thr, out_file=out_file)
+        except (OSError, DetforgeError, cv2.error) as e:  # a drawing never costs the results
+            from detforge.visualization.draw import display_path
+            logging.getLogger('detforge').warning('could not draw %s: %s',
+                                                  display_path(out_file or ''),
+                                                  display_path(str(e)))
 
 
 def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None = None,
