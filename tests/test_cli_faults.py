@@ -147,3 +147,20 @@ def test_undecodable_validation_image_stops_with_how_to_resume(repo_root, tmp_pa
     assert broken in line and f'the checkpoint {work_dir / "epoch_1.pth"} is safe' in line
     assert 'data.val.ann_file' in line and '--auto-resume' in line
     assert torch.load(work_dir / 'epoch_1.pth', weights_only=True)['meta']['epoch'] == 1
+
+
+def test_drawing_to_a_name_that_is_not_utf8_writes_the_file(tmp_path):
+    # what `detforge test --show-dir` does per image; in a child process, since
+    # cv2.imwrite crashed the process (exit 139) on such a name
+    target = os.fsencode(tmp_path) + b'/caf\xe9.png'
+    code = ('import os, sys, numpy as np\n'
+            'from detforge.visualization.draw import imshow_det_bboxes\n'
+            'imshow_det_bboxes(np.zeros((40, 60, 3), np.uint8), [[5, 5, 30, 30, 0.9]], [0],\n'
+            '                  out_file=os.fsdecode(sys.argv[1].encode("utf-8", "surrogateescape")))\n')
+    proc = subprocess.run([sys.executable, '-c', code, os.fsdecode(target)], capture_output=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors='replace')[-2000:]
+    import cv2
+    import numpy as np
+    img = cv2.imdecode(np.fromfile(target, np.uint8), cv2.IMREAD_COLOR)
+    assert img.shape == (40, 60, 3) and img.max() > 0
