@@ -138,10 +138,9 @@ def test_undecodable_validation_image_stops_with_how_to_resume(repo_root, tmp_pa
               *_split_options('val', val_ann, val_prefix), 'data.samples_per_gpu=1'])
     err = capsys.readouterr().err
     assert rc == 2
-    # (the unfinished progress bar of the evaluation may precede it on the same line)
     lines = [line for line in err.splitlines() if 'error:' in line]
     assert len(lines) == 1
-    line = lines[0][lines[0].index('detforge train: error:'):]
+    line = lines[0]  # on a line of its own, not after the evaluation's progress bar
     assert line.startswith('detforge train: error: evaluation stopped the training: cannot '
                            'decode image ')
     assert broken in line and f'the checkpoint {work_dir / "epoch_1.pth"} is safe' in line

@@ -66,14 +66,14 @@ def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None 
     model.eval()
     dataset = data_loader.dataset
     results = []
-    bar = _progress(len(dataset), 'test')
-    for data in data_loader:
-        result = _inference(model, data)
-        if show or out_dir:
-            _save_visualisations(data, result, dataset, out_dir, show, show_score_thr)
-        results.extend(result)
-        bar.update(len(result))
-    bar.close()
+    # closed on an exception too, so that an error message starts on a line of its own
+    with _progress(len(dataset), 'test') as bar:
+        for data in data_loader:
+            result = _inference(model, data)
+            if show or out_dir:
+                _save_visualisations(data, result, dataset, out_dir, show, show_score_thr)
+            results.extend(result)
+            bar.update(len(result))
     return results
 
 
@@ -91,12 +91,11 @@ def multi_gpu_test(model, data_loader, tmpdir: str | None = None,
     dataset = data_loader.dataset
     rank, world_size = get_dist_info()
     results = []
-    bar = _progress(len(dataset), 'test', enabled=rank == 0)
-    for data in data_loader:
-        result = _inference(model, data)
-        results.extend(result)
-        bar.update(min(len(result) * world_size, len(dataset) - bar.n))
-    bar.close()
+    with _progress(len(dataset), 'test', enabled=rank == 0) as bar:
+        for data in data_loader:
+            result = _inference(model, data)
+            results.extend(result)
+            bar.update(min(len(result) * world_size, len(dataset) - bar.n))
     if gpu_collect:
         return collect_results_gpu(results, len(dataset))
     return collect_results_cpu(results, len(dataset), tmpdir)
