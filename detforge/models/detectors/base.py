@@ -178,8 +178,19 @@ class BaseDetector(nn.Module):
 
     @staticmethod
     def _parse_losses(losses: dict) -> tuple[Tensor, OrderedDict]:
-        """Sum every entry whose key contains ``loss`` (tensors or lists of tensors) into the
-        total ``loss``; every entry is also logged as a float (averaged over processes)."""
+        """Sum every entry whose key contains ``loss`` into the total loss, and make the log.
+
+        Under DDP the log values are averaged over processes here, in one all-reduce (the
+        runner does not reduce them again); the returned loss stays this process's own.
+
+        Args:
+            losses: ``{name: Tensor | list[Tensor] | number}`` from ``forward_train``; a list
+                (one entry per feature level, say) counts as the sum of its means.
+
+        Returns:
+            ``(loss, log_vars)``: the scalar total loss (with its graph) and an
+            ``OrderedDict[str, float]`` of every entry and ``loss``.
+        """
         log_vars = OrderedDict()
         for name, value in losses.items():
             if isinstance(value, Tensor):
@@ -202,14 +213,31 @@ class BaseDetector(nn.Module):
         return loss, log_vars
 
     def train_step(self, data: dict, optimizer=None) -> dict:
-        """One training forward: ``dict(loss, log_vars, num_samples)`` (backward is the
-        optimizer hook's job)."""
+        """The model's part of a training step: forward, losses, parse. Backward and the
+        optimizer step follow in the runner's ``run_step`` (``detforge/engine/runner``).
+
+        Args:
+            data: a collated batch: ``img`` uint8 ``(B, 3, H, W)``, ``img_metas`` (B dicts),
+                ``gt_bboxes`` (B float32 ``(n_i, 4)``), ``gt_labels`` (B int64 ``(n_i,)``), ...
+            optimizer: unused (MMCV's signature; a model that steps itself may use it).
+
+        Returns:
+            ``dict(loss=Tensor, log_vars=OrderedDict[str, float], num_samples=B)``.
+        """
         losses = self(**data)
         loss, log_vars = self._parse_losses(losses)
         return dict(loss=loss, log_vars=log_vars, num_samples=len(data['img_metas']))
 
     def val_step(self, data: dict, optimizer=None) -> dict:
-        """Like :meth:`train_step` (losses on validation data), without backward."""
+        """Like :meth:`train_step`, on validation data (the runner does no backward).
+
+        Args:
+            data: a collated batch with ground truth, as for :meth:`train_step`.
+            optimizer: unused.
+
+        Returns:
+            ``dict(loss=Tensor, log_vars=OrderedDict[str, float], num_samples=B)``.
+        """
         losses = self(**data)
         loss, log_vars = self._parse_losses(losses)
         return dict(loss=loss, log_vars=log_vars, num_samples=len(data['img_metas']))
