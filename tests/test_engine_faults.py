@@ -163,3 +163,23 @@ def test_evaluation_killed_after_the_last_epoch_runs_on_resume(tmp_path):
     resumed.resume(str(tmp_path / 'epoch_1.pth'))
     resumed.run([toy_loader()], [('train', 1)])
     assert len(calls) == 1 and _val_epochs(tmp_path) == [1]
+
+
+def test_evaluation_killed_midway_is_run_again_on_resume_by_iteration(tmp_path):
+    def hook(calls, stop_at=None):
+        evaluation = _eval_hook(calls, stop_at)
+        evaluation.by_epoch, evaluation.interval = False, 2
+        return evaluation
+    calls = []
+    first = make_runner(tmp_path, runner_type='IterBasedRunner', length=4)
+    first.register_hook(hook(calls, stop_at=1), priority='LOW')
+    with pytest.raises(Stop):
+        first.run([toy_loader()], [('train', 4)])
+    assert torch.load(tmp_path / 'iter_2.pth', weights_only=True)['hooks']['EvalHook'] == \
+        {'eval_due': 2}
+    calls = []
+    resumed = make_runner(tmp_path, runner_type='IterBasedRunner', length=4)
+    resumed.register_hook(hook(calls), priority='LOW')
+    resumed.resume(str(tmp_path / 'iter_2.pth'))
+    resumed.run([toy_loader()], [('train', 4)])
+    assert len(calls) == 2  # iteration 2 again, then iteration 4
