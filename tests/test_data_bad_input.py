@@ -25,7 +25,7 @@ def _coco(repo_root, tmp_path, edit):
 
 
 def test_training_set_with_no_box_at_all_stops_and_says_why(repo_root, tmp_path):
-    coco, path = _coco(repo_root, tmp_path, lambda c: c.update(annotations=[]))
+    _, path = _coco(repo_root, tmp_path, lambda c: c.update(annotations=[]))
     with pytest.raises(DatasetError, match=r'no image is left to train on: all 72 images were '
                                            r'left out \(72 without a box .*filter_empty_gt'):
         CocoDataset(path, [], classes=BCCD_CLASSES)
@@ -95,7 +95,7 @@ def test_string_box_coordinates_are_converted_with_a_warning(repo_root, tmp_path
     with caplog.at_level(logging.WARNING, logger='detforge.data'):
         ds = CocoDataset(path, [], classes=BCCD_CLASSES, test_mode=True)
     assert ds.skipped.count('string_coords') == 1
-    assert any(f'1 boxes given as strings converted to numbers in 1 image' in r.getMessage()
+    assert any('1 boxes given as strings converted to numbers in 1 image' in r.getMessage()
                and f'annotation id {first["id"]}' in r.getMessage() for r in caplog.records)
     x, y, w, h = (float(v) for v in first['bbox'])
     boxes = np.concatenate([ds.get_ann_info(i)['bboxes'] for i in range(len(ds))])
@@ -122,7 +122,8 @@ def test_wrong_image_size_in_annotations_names_the_file(repo_root, tmp_path):
                      img_prefix=str(repo_root / 'data' / 'bccd'), test_mode=True)
     name = coco['images'][0]['file_name'].split('/')[-1]
     with pytest.raises(AnnotationError, match=rf'{name}: the annotations give its size as '
-                                              r'800x480 \(width x height\) but the image is 640x480'):
+                                              r'800x480 \(width x height\) but the image is '
+                                              r'640x480'):
         ds[0]
     assert ds[1]['img'].shape == (480, 640, 3)  # the others load
 

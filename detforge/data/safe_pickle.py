@@ -16,8 +16,15 @@ from .errors import DatasetError
 
 __all__ = ['load_data_pickle', 'UnsafePickleError']
 
+
 class UnsafePickleError(DatasetError):
     """A pickle names a global that would run code when the file is loaded."""
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 class _DataUnpickler(pickle.Unpickler):
@@ -26,7 +33,7 @@ class _DataUnpickler(pickle.Unpickler):
         from detforge.evaluation.results_io import _ALLOWED_GLOBALS
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f'{module}.{name}')
+        raise _RefusedGlobal(f'{module}.{name}')
 
 
 def load_data_pickle(path: str, allow_pickle: bool = False):
@@ -38,12 +45,9 @@ def load_data_pickle(path: str, allow_pickle: bool = False):
         return pickle.loads(data)
     try:
         return _DataUnpickler(io.BytesIO(data)).load()
-    except pickle.UnpicklingError as e:
-        text = str(e)
-        if '.' in text and ' ' not in text:  # a global our find_class refused
-            raise UnsafePickleError(
-                f'{path}: this pickle holds objects that would run code when unpickled '
-                f'(global {text}), so it was not loaded; annotation files are read as data. '
-                f'If you made the file or trust it, build the dataset with allow_pickle=True '
-                f'(e.g. --cfg-options data.train.allow_pickle=True), or convert it to JSON') from None
-        raise
+    except _RefusedGlobal as e:
+        raise UnsafePickleError(
+            f'{path}: this pickle holds objects that would run code when unpickled '
+            f'(global {e.name}), so it was not loaded; annotation files are read as data. '
+            f'If you made the file or trust it, build the dataset with allow_pickle=True '
+            f'(e.g. --cfg-options data.train.allow_pickle=True), or convert it to JSON') from None
