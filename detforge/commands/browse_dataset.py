@@ -83,6 +83,7 @@ def _draw(img, boxes, labels, class_names):
 def main(args) -> int:
     from detforge.data import build_dataset
     from detforge.registry import build_context
+    from detforge.visualization.draw import imwrite
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -102,8 +103,6 @@ def main(args) -> int:
         drawn = _draw(img, boxes, labels, class_names)
         stem = osp.splitext(osp.basename(item.get('filename', f'image_{i}')))[0]
         out = osp.join(args.output_dir, f'{i:04d}_{stem}.png')
-        if not cv2.imwrite(out, drawn):
-            from detforge.registry import DetforgeError
-            raise DetforgeError(f'could not write {out}')
+        imwrite(drawn, out)  # any file name (cv2.imwrite crashes on non-UTF-8 ones)
     print(f'{n} images with their boxes written to {args.output_dir}')
     return 0
