@@ -201,7 +201,10 @@ class EvalHook(Hook):
         if self._pending is None:
             return
         pending, self._pending = self._pending, None
-        if self._finished_before(pending):
+        done = [self._finished_before(pending)]
+        if get_dist_info()[1] > 1 and dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list(done, src=0)  # rank 0's work dir decides for all ranks
+        if done[0]:
             return
         unit = 'epoch' if self.by_epoch else 'iteration'
         runner.logger.info('evaluating %s %d again: its evaluation did not finish before the '
