@@ -91,20 +91,8 @@ class LoadImageFromArray:
 
 
 def _load_config(config, cfg_options=None):
-    from detforge.config import Config
-    if isinstance(config, (str, os.PathLike)):
-        if not os.path.isfile(config):
-            raise DetforgeError(f'config file not found: {config}')
-        config = Config.fromfile(config)
-    elif isinstance(config, dict) and not isinstance(config, Config):
-        config = Config(config)
-    elif not isinstance(config, Config):
-        raise DetforgeError(f'config must be a file path or a Config, got {type(config).__name__}')
-    else:
-        config = copy.deepcopy(config)
-    if cfg_options:
-        config.merge_from_dict(cfg_options)
-    return config
+    from detforge.compat import load_config
+    return load_config(config, cfg_options)
 
 
 def _build_detector(model_cfg, cfg):

@@ -46,13 +46,9 @@ def check_backend_arguments(args) -> None:
 
 
 def load_config(path: str, cfg_options=None):
-    from detforge.config import Config
-    if not os.path.isfile(path):
-        raise DetforgeError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+    """See :func:`detforge.compat.load_config` (every entry point loads configs with it)."""
+    from detforge.compat import load_config as load
+    return load(path, cfg_options)
 
 
 def build_test_dataset(cfg):

@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
                         help='metrics, e.g. bbox (COCO) or mAP (VOC)')
     parser.add_argument('--format-only', action='store_true',
-                        help='only format the results (dataset.format_results), no metrics')
+                        help='only write the results as COCO JSON (PREFIX.bbox.json; needs '
+                        '--eval-options jsonfile_prefix=PREFIX), no metrics')
     parser.add_argument('--show-dir', help='draw the detections into this folder')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold for drawing (default 0.3)')
@@ -80,13 +81,17 @@ def main(args) -> int:
     import torch
     from detforge.apis.test import multi_gpu_test, single_gpu_test
     from detforge.apis.train import _build_loader
-    from detforge.commands.train import init_launcher, load_config, setup_multi_processes
+    from detforge.commands.train import (check_gpu_request, init_launcher, load_config,
+                                         setup_multi_processes)
     from detforge.engine import get_dist_info, load_checkpoint, wrap_distributed
     from detforge.utils.setup_env import model_to_device, setup_speed_switches
 
     if args.out is None and not args.eval and not args.format_only and not args.show_dir:
         raise DetforgeError('say what to do with the results: --out FILE, --eval bbox, '
                             '--format-only or --show-dir DIR')
+    if args.format_only and not (args.eval_options or {}).get('jsonfile_prefix'):
+        raise DetforgeError('--format-only writes PREFIX.bbox.json: give the prefix with '
+                            '--eval-options jsonfile_prefix=PATH')
     if args.out is not None:
         if osp.splitext(args.out)[1].lower() not in ('.pkl', '.pickle', '.json'):
             raise DetforgeError(f'--out must end in .pkl or .json, got {args.out}')
@@ -103,7 +108,8 @@ def main(args) -> int:
     if isinstance(cfg.model.get('backbone', None), dict):
         cfg.model.backbone['init_cfg'] = None
     distributed = init_launcher(args.launcher, cfg)
-    rank, _ = get_dist_info()
+    rank, world_size = get_dist_info()
+    check_gpu_request(cfg, world_size)
 
     from detforge.data import build_dataset
     from detforge.models import build_detector
@@ -158,7 +164,11 @@ def main(args) -> int:
         print(f'detections written to {args.out}')
     kwargs = dict(args.eval_options or {})
     if args.format_only:
-        dataset.format_results(outputs, **kwargs)
+        if not hasattr(dataset, 'format_results'):
+            raise DetforgeError(f'--format-only: {type(dataset).__name__} has no result format '
+                                '(COCO-style data sets write PREFIX.bbox.json)')
+        result_files, _ = dataset.format_results(outputs, **kwargs)
+        print('results written to ' + ', '.join(sorted(set(result_files.values()))))
     if args.eval:
         eval_kwargs = dict(cfg.get('evaluation', {}) or {})
         for key in ('interval', 'tmpdir', 'start', 'gpu_collect', 'save_best', 'rule',
