@@ -93,6 +93,8 @@ class TwoStageDetector(BaseDetector):
                       proposals=None, **kwargs):
         """img: uint8 (B, 3, H, W) (or normalised float); gt_bboxes: per image (n, 4) xyxy
         px; gt_labels: per image (n,) 0-based. Returns a dict of losses."""
+        for meta in img_metas:
+            meta.setdefault('batch_input_shape', tuple(img.shape[-2:]))
         x = self.extract_feat(self.preprocess(img, img_metas))
         losses = {}
         if self.with_rpn:
