@@ -45,8 +45,8 @@ def check_backend_arguments(args) -> None:
     if args.threads < 0:
         raise DetforgeError(f'--threads must be >= 0, got {args.threads}')
     if not os.path.isfile(args.checkpoint):
-        kind = 'ONNX' if str(args.checkpoint).endswith('.onnx') else 'exported model'
-        raise DetforgeError(f'{kind} file not found: {args.checkpoint}')
+        kind = 'ONNX' if str(args.checkpoint).endswith('.onnx') else 'exported'
+        raise DetforgeError(f'{kind} model file not found: {args.checkpoint}')
 
 
 def load_config(path: str, cfg_options=None):
