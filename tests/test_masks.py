@@ -258,3 +258,50 @@ def test_segm_ap_of_ground_truth_is_one(shared_data, tmp_path):
     shifted = [(b, [[np.roll(m, 15, axis=1) for m in s[0]]]) for b, s in results]
     out = ds.evaluate(shifted, metric=['bbox', 'segm'])
     assert out['bbox_mAP'] == pytest.approx(1.0) and out['segm_mAP'] < 0.9
+
+
+def _tiny_roi_head(base):
+    from detforge.config import Config
+    from detforge.registry import HEADS
+    model = Config.fromfile(base).model
+    roi = model.roi_head
+    roi.bbox_roi_extractor.out_channels = 16
+    roi.mask_roi_extractor.out_channels = 16
+    heads = roi.bbox_head if isinstance(roi.bbox_head, list) else [roi.bbox_head]
+    for head in heads:
+        head.update(num_classes=2, in_channels=16, fc_out_channels=32)
+    roi.mask_head.update(num_classes=2, in_channels=16, conv_out_channels=16, num_convs=1)
+    return HEADS.build(dict(roi, train_cfg=model.train_cfg.rcnn, test_cfg=model.test_cfg.rcnn))
+
+
+@pytest.mark.parametrize('base', ['configs/_base_/models/mask_rcnn_r50_fpn.py',
+                                  'configs/_base_/models/cascade_mask_rcnn_r50_fpn.py'])
+def test_roi_heads_with_masks_train_and_test(base):
+    torch.manual_seed(0)
+    head = _tiny_roi_head(base)
+    x = tuple(torch.randn(1, 16, 64 // s, 64 // s) for s in (4, 8, 16, 32))
+    gt_boxes = [torch.tensor([[4., 4., 30., 40.], [30., 10., 60., 30.]])]
+    gt_labels = [torch.tensor([0, 1])]
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[0, 4:40, 4:30] = 1
+    masks[1, 10:30, 30:60] = 1
+    proposals = [torch.cat([gt_boxes[0] + 1, torch.tensor([[0., 0., 20., 20.]])])]
+    metas = [dict(img_shape=(64, 64, 3), ori_shape=(32, 32, 3), scale_factor=np.full(4, 2.))]
+    losses = head.forward_train(x, metas, proposals, gt_boxes, gt_labels,
+                                gt_masks=[BitmapMasks(masks, 64, 64)])
+    mask_losses = {k: v for k, v in losses.items() if 'loss_mask' in k}
+    if 'cascade' in base:
+        assert set(mask_losses) == {'s0.loss_mask', 's1.loss_mask', 's2.loss_mask'}
+    else:
+        assert set(mask_losses) == {'loss_mask'}
+    assert all(v > 0 for v in mask_losses.values())
+    with pytest.raises(Exception, match='gt_masks'):
+        head.forward_train(x, metas, proposals, gt_boxes, gt_labels)
+    head.eval()
+    head.test_cfg.score_thr = 0.0
+    with torch.no_grad():
+        bbox_result, segm_result = head.simple_test(x, proposals, metas, rescale=True)[0]
+    assert len(bbox_result) == len(segm_result) == 2
+    for boxes, cls_masks in zip(bbox_result, segm_result):
+        assert len(boxes) == len(cls_masks)
+        assert all(m.shape == (32, 32) and m.dtype == bool for m in cls_masks)  # original size

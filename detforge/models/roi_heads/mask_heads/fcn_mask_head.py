@@ -227,6 +227,13 @@ class FCNMaskHead(nn.Module):
             det_bboxes: ``(n, 4+)`` boxes in network-input pixels (where the RoIs were).
             scale_factor: ``[w, h, w, h]`` input / original.
         """
+        return self.paste_seg_masks(self.mask_probs(mask_pred, det_labels), det_bboxes,
+                                    det_labels, rcnn_test_cfg, ori_shape, scale_factor, rescale)
+
+    def paste_seg_masks(self, probs: Tensor, det_bboxes: Tensor, det_labels: Tensor,
+                        rcnn_test_cfg, ori_shape, scale_factor, rescale: bool) -> list[list]:
+        """:meth:`get_seg_masks` from ``(n, m, m)`` probabilities (e.g. averaged over the
+        stages of a cascade)."""
         threshold = _cfg_get(rcnn_test_cfg, 'mask_thr_binary', 0.5)
         segms = [[] for _ in range(self.num_classes)]
         if len(det_bboxes) == 0:
@@ -240,7 +247,6 @@ class FCNMaskHead(nn.Module):
         else:
             img_h = int(np.round(ori_shape[0] * float(sf[1 % len(sf)])))
             img_w = int(np.round(ori_shape[1] * float(sf[0])))
-        probs = self.mask_probs(mask_pred, det_labels)
         masks = paste_masks(probs, boxes, img_h, img_w, threshold, self.paste_mode)
         masks = masks.cpu().numpy()
         for m, label in zip(masks, det_labels.tolist()):
