@@ -75,3 +75,26 @@ def test_test_and_infer_with_masks(repo_root, shared_data, tmp_path, capsys, mon
                                  counts=records[0]['segmentation']['counts'].encode()))
     assert mask.shape == (h, w) and np.isin(mask, (0, 1)).all()
     assert (tmp_path / 'inf' / images[0]['file_name']).is_file()
+
+
+def test_browse_dataset_blends_masks(repo_root, tmp_path, monkeypatch):
+    import cv2
+    monkeypatch.chdir(repo_root)
+    cfg = 'configs/_base_/datasets/pennfudan_instance.py'
+    args = ['browse-dataset', cfg, '--num', '1', '--cfg-options',
+            'data.train.pipeline.3.flip_ratio=0.0']
+    assert main(args + ['--output-dir', str(tmp_path / 'masks')]) == 0
+    with_masks = cv2.imread(str(next((tmp_path / 'masks').glob('*.png'))))
+    args.append('data.train.pipeline.1.with_mask=False')
+    assert main(args + ['--output-dir', str(tmp_path / 'boxes')]) == 0
+    boxes_only = cv2.imread(str(next((tmp_path / 'boxes').glob('*.png'))))
+    assert with_masks.shape == boxes_only.shape
+    assert (np.abs(with_masks.astype(int) - boxes_only).sum(2) > 0).mean() > 0.05
+
+
+def test_onnx_export_names_the_mask_branch():
+    import pytest
+    from detforge.deployment.onnx_export import check_exportable
+    model = build_detector(Config.fromfile('configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py').model)
+    with pytest.raises(Exception, match=r'mask branch \(roi_head.mask_head'):
+        check_exportable(model)
