@@ -204,9 +204,21 @@ def _rank_main(rank: int, world_size: int, port: int, out_dir: str) -> None:
     runner = EpochBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.),
                               work_dir=os.path.join(out_dir, f'runner{rank}'),
                               logger=logging.getLogger('detforge.test'), max_epochs=1)
-    runner.run_iter(tiny_batch([rank]), train_mode=True)
+    runner.configure_step(dict())  # a whole step: forward, log, backward (DDP), step
+    calls = []
+    all_reduce = dist.all_reduce
+
+    def counting_all_reduce(*args, **kwargs):
+        calls.append(args[0].numel())
+        return all_reduce(*args, **kwargs)
+    dist.all_reduce = counting_all_reduce  # DDP's gradient buckets do not go through it
+    try:
+        runner.run_iter(tiny_batch([rank]), train_mode=True)
+    finally:
+        dist.all_reduce = all_reduce
     report['log'] = dict(local=runner.outputs['loss'].item(),
-                         logged=runner.log_buffer.val_history['loss'][-1])
+                         logged=runner.log_buffer.val_history['loss'][-1],
+                         all_reduce_calls=calls)
 
     # bfloat16 autocast through AmpOptimizerHook, DDP over gloo
     model = wrap_distributed(build_tiny('frozen_bn'))
@@ -250,6 +262,9 @@ def test_logged_losses_are_averaged_over_ranks(two_ranks):
     assert local[0] != pytest.approx(local[1])  # the ranks saw different images
     for report in reports:
         assert report['log']['logged'] == pytest.approx(sum(local) / 2, rel=1e-6)
+        # once per iteration: all the log values in one reduction (_parse_losses), not
+        # again in the runner
+        assert len(report['log']['all_reduce_calls']) == 1, report['log']['all_reduce_calls']
 
 
 def test_syncbn_layers_become_torch_syncbn_for_cuda_sharing_weights_and_keys():

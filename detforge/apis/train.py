@@ -113,26 +113,53 @@ def resolve_runner_cfg(cfg) -> dict:
 
 
 def build_train_hooks_cfg(cfg, distributed: bool):
-    """The optimizer hook config: ``fp16`` / ``amp`` turn it into a mixed-precision hook."""
+    """MMDetection 2.x's ``optimizer_config``, ``fp16`` and ``amp`` as one optimizer config,
+    which the runner translates into its training step (``Runner.configure_step``).
+
+    ``fp16=dict(loss_scale=...)`` means float16 autocast with a ``GradScaler``,
+    ``amp=dict(dtype='bfloat16')`` bfloat16 autocast; both keep ``grad_clip`` and gradient
+    accumulation (``type='GradientCumulativeOptimizerHook'``). A user's own optimizer hook
+    class (``type='MyHook'``) is kept; with ``fp16``/``amp`` it must accept the
+    mixed-precision arguments, i.e. subclass ``Fp16OptimizerHook``/``AmpOptimizerHook``.
+
+    Args:
+        cfg: the training config (``optimizer_config``, ``fp16``, ``amp`` are read).
+        distributed: unused (DDP averages the gradients); kept for MMDetection's signature.
+
+    Returns:
+        a ``dict(type=..., ...)`` for :meth:`BaseRunner.register_training_hooks`.
+    """
     optimizer_config = cfg.get('optimizer_config', None)
     optimizer_config = dict(optimizer_config) if optimizer_config is not None else {}
     fp16_cfg = cfg.get('fp16', None)
     amp_cfg = cfg.get('amp', None)
     if fp16_cfg is not None and amp_cfg is not None:
         raise BuildError("give either 'fp16' or 'amp' in the config, not both")
-    cumulative = optimizer_config.get('type') in ('GradientCumulativeOptimizerHook',
-                                                  'GradientCumulativeFp16OptimizerHook')
-    if fp16_cfg is not None or amp_cfg is not None:
-        mp = dict(fp16_cfg if fp16_cfg is not None else amp_cfg)
-        if fp16_cfg is not None:
-            mp.setdefault('dtype', 'float16')
-        else:
-            mp.setdefault('dtype', 'bfloat16')
-            mp.setdefault('loss_scale', 'dynamic' if mp['dtype'] in ('float16', 'fp16')
-                          else None)
-        optimizer_config.update(mp)
-        optimizer_config['type'] = 'GradientCumulativeFp16OptimizerHook' if cumulative \
-            else 'AmpOptimizerHook'
+    if fp16_cfg is None and amp_cfg is None:
+        return optimizer_config
+    mp = dict(fp16_cfg if fp16_cfg is not None else amp_cfg)
+    if fp16_cfg is not None:
+        mp.setdefault('dtype', 'float16')
+    else:
+        mp.setdefault('dtype', 'bfloat16')
+        mp.setdefault('loss_scale', 'dynamic' if mp['dtype'] in ('float16', 'fp16') else None)
+    hook_type = optimizer_config.get('type', 'OptimizerHook')
+    if hook_type in ('OptimizerHook', 'AmpOptimizerHook', 'Fp16OptimizerHook'):
+        hook_type = 'AmpOptimizerHook'
+    elif hook_type in ('GradientCumulativeOptimizerHook', 'GradientCumulativeFp16OptimizerHook'):
+        hook_type = 'GradientCumulativeFp16OptimizerHook'
+    else:
+        from detforge.engine.hooks import AmpOptimizerHook
+        from detforge.registry import HOOKS
+        hook_cls = HOOKS.get(hook_type)
+        if hook_cls is not None and not (isinstance(hook_cls, type)
+                                         and issubclass(hook_cls, AmpOptimizerHook)):
+            key = 'fp16' if fp16_cfg is not None else 'amp'
+            raise BuildError(f'optimizer_config.type {hook_type!r} is not a mixed-precision '
+                             f'optimizer hook, so {key!r} cannot apply to it; subclass '
+                             f'Fp16OptimizerHook (or remove {key!r})')
+    optimizer_config.update(mp)
+    optimizer_config['type'] = hook_type
     return optimizer_config
 
 

@@ -100,6 +100,12 @@ class EvalHook(Hook):
 
     def after_train_iter(self, runner):
         if not self.by_epoch and self._should_evaluate(runner):
+            # the loggers run after this hook: let them write this iteration's training
+            # line now, before the buffer is cleared for the metrics (as MMCV does)
+            from .logger import LoggerHook
+            for hook in runner.hooks:
+                if isinstance(hook, LoggerHook):
+                    hook.after_train_iter(runner)
             runner.log_buffer.clear()
             self._do_evaluate(runner)
 

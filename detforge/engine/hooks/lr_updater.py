@@ -474,7 +474,10 @@ class WarmupCosineLrUpdaterHook(WarmupMultiStepLrUpdaterHook):
     """
 
     def __init__(self, warmup_factor: float = 0.001, warmup_iters: int = 1000,
-                 warmup_method: str = 'linear', max_iters: int | None = None):
+                 warmup_method: str = 'linear', max_iters: int | None = None,
+                 by_epoch: bool = False):
+        if by_epoch:
+            raise BuildError('WarmupCosineLR is an iteration schedule; by_epoch must be False')
         super().__init__(steps=[], warmup_factor=warmup_factor, warmup_iters=warmup_iters,
                          warmup_method=warmup_method)
         self.cos_max_iters = max_iters

@@ -1,4 +1,5 @@
-"""The runner: owns the model, optimizer and loop state, and calls the hooks in order."""
+"""The runner: owns the model, optimizer and loop state, runs the training step, and calls
+the hooks around it in order."""
 from __future__ import annotations
 
 import contextlib
@@ -12,8 +13,11 @@ from torch import nn
 from detforge.registry import HOOKS, DetforgeError, build_context, build_from_cfg
 
 from ..checkpoint import (get_rng_state, link_or_copy, load_checkpoint, save_checkpoint,
-                          set_rng_state)
+                          set_rng_state, summarize_load_from)
 from ..dist_utils import get_dist_info, master_only, unwrap_model
+from ..hooks.hook import Hook
+from ..hooks.optimizer import is_translated_optimizer_hook
+from ..optimizer.optimizer_step import OptimizerStep
 from .log_buffer import LogBuffer
 from .priority import get_priority
 
@@ -21,7 +25,12 @@ __all__ = ['BaseRunner']
 
 
 class BaseRunner:
-    """State and hooks shared by :class:`EpochBasedRunner` and :class:`IterBasedRunner`.
+    """State, hooks and the training step shared by :class:`EpochBasedRunner` and
+    :class:`IterBasedRunner`.
+
+    One training iteration is :meth:`run_step`, read top to bottom (forward, losses, log,
+    zero_grad, backward, clip, step); the loops call the hooks around it for the side
+    concerns (lr and momentum schedules, logging, checkpoints, evaluation, EMA).
 
     Args:
         model: the detector (optionally DDP-wrapped); must define ``train_step(batch,
@@ -67,7 +76,12 @@ class BaseRunner:
         self.data_loader = None
         self.data_batch = None
         self.outputs: dict = {}
-        # set by an AMP optimizer hook: a context manager factory wrapping the forward pass
+        # how run_step turns the loss into a step (configure_step, from optimizer_config /
+        # fp16 / amp); None: the runner does no backward (the model's train_step steps itself)
+        self.optim_step: OptimizerStep | None = None
+        # a user's OptimizerHook subclass that does backward and step in after_train_iter
+        self.optimizer_hook: Hook | None = None
+        # a context manager factory wrapping the forward pass (torch.autocast under AMP)
         self.autocast = contextlib.nullcontext
         self._resume_loader_state: dict | None = None
 
@@ -165,10 +179,19 @@ class BaseRunner:
                                 log_config=None, momentum_config=None,
                                 timer_config=dict(type='IterTimerHook'),
                                 custom_hooks_config=None) -> None:
-        """Register the default hooks, in mmcv's priorities:
+        """Configure the step from ``optimizer_config`` (:meth:`configure_step`) and register
+        the default hooks, in mmcv's priorities:
 
-        lr (VERY_HIGH), momentum (HIGH), optimizer (ABOVE_NORMAL), checkpoint (NORMAL),
-        timer (LOW), loggers (VERY_LOW), custom hooks (their ``priority``, default NORMAL).
+        lr (VERY_HIGH), momentum (HIGH), checkpoint (NORMAL), timer (LOW), loggers
+        (VERY_LOW), custom hooks (their ``priority``, default NORMAL); a user's own optimizer
+        hook (ABOVE_NORMAL).
+
+        Args:
+            lr_config, momentum_config: ``dict(policy=..., ...)`` or ``None``.
+            optimizer_config: ``dict(grad_clip=..., type=...)``, a built hook, or ``None``.
+            checkpoint_config, timer_config: hook configs (``dict``) or built hooks, or ``None``.
+            log_config: ``dict(interval=N, hooks=[dict(type='TextLoggerHook'), ...])``.
+            custom_hooks_config: a list of ``dict(type=..., priority=...)``.
         """
         from ..hooks.lr_updater import build_lr_hook
         from ..hooks.momentum_updater import build_momentum_hook
@@ -179,7 +202,7 @@ class BaseRunner:
             if momentum_config is not None:
                 self.register_hook(build_momentum_hook(momentum_config), priority='HIGH')
         with build_context('optimizer_config'):
-            self.register_optimizer_hook(optimizer_config)
+            self.configure_step(optimizer_config)
         with build_context('checkpoint_config'):
             if checkpoint_config is not None:
                 if isinstance(checkpoint_config, dict):
@@ -208,36 +231,117 @@ class BaseRunner:
                                             f'got {cfg!r}')
                     self.register_hook_from_cfg(cfg)
 
-    def register_optimizer_hook(self, optimizer_config) -> None:
+    def configure_step(self, optimizer_config) -> None:
+        """Translate MMDetection 2.x's ``optimizer_config`` into :meth:`run_step`'s settings.
+
+        ``optimizer_config`` (with ``fp16`` / ``amp`` merged in by ``train_detector``) is built
+        as the hook it names (``OptimizerHook`` when no ``type``). detforge's own optimizer
+        hooks become :attr:`optim_step` and are not registered. Any other hook, such as a
+        user's ``OptimizerHook`` subclass, is registered at ``ABOVE_NORMAL`` (MMCV's place) and
+        becomes :attr:`optimizer_hook`: its ``after_train_iter`` does backward and step, and
+        :meth:`run_step` stops after the forward and the log.
+
+        Args:
+            optimizer_config: a ``dict``, a built hook, or ``None`` (the runner does no
+                backward: MMCV's convention for a model whose ``train_step`` steps itself).
+        """
+        if self.optimizer_hook in self._hooks:  # configured again: the new config replaces it
+            self._hooks.remove(self.optimizer_hook)
+        self.optim_step, self.optimizer_hook = None, None
+        self.autocast = contextlib.nullcontext
         if optimizer_config is None:
             return
         if isinstance(optimizer_config, dict):
-            optimizer_config = {'type': 'OptimizerHook', **optimizer_config}
-            hook = build_from_cfg(optimizer_config, HOOKS)
+            hook = build_from_cfg({'type': 'OptimizerHook', **optimizer_config}, HOOKS)
         else:
             hook = optimizer_config
-        self.register_hook(hook, priority='ABOVE_NORMAL')
+        if is_translated_optimizer_hook(hook):
+            self.optim_step = hook.optim_step
+        else:
+            self.optimizer_hook = hook
+            self.optim_step = getattr(hook, 'optim_step', None) or OptimizerStep()
+            self.register_hook(hook, priority='ABOVE_NORMAL')
+        self.optim_step.setup(self.model)
+        self.autocast = self.optim_step.autocast
+        self.logger.info('training step: %r%s', self.optim_step,
+                         f'; backward and step by {type(hook).__name__}.after_train_iter'
+                         if self.optimizer_hook is not None else '')
+
+    def register_optimizer_hook(self, optimizer_config) -> None:
+        """MMCV's name for :meth:`configure_step`."""
+        self.configure_step(optimizer_config)
 
     # ----------------------------------------------------------------- one step
-    def run_iter(self, data_batch, train_mode: bool, **kwargs) -> None:
+    def run_step(self, data_batch, **kwargs) -> dict:
+        """One training iteration, in order: forward, losses, log, zero_grad, backward
+        (through the AMP scaler), unscale, clip, optimizer step.
+
+        The settings come from :meth:`configure_step`; the hooks run before (lr, momentum)
+        and after (EMA, checkpoint, log, evaluation) this function.
+
+        Args:
+            data_batch: the collated batch the loop drew (for a detector
+                ``dict(img, img_metas, gt_bboxes, gt_labels, ...)``).
+            kwargs: passed on to the model's ``train_step`` (MMCV's ``runner.run(...,
+                **kwargs)``).
+
+        Returns:
+            the model's ``dict(loss, log_vars, num_samples)``, also kept as :attr:`outputs`.
+        """
+        # forward -> losses -> parse, in the model's train_step (for a detector:
+        # forward_train, then _parse_losses sums the `loss*` entries and averages the log
+        # values over processes); under AMP the forward runs in float16 / bfloat16
         with self.autocast():
-            if train_mode:
-                outputs = self.model.train_step(data_batch, self.optimizer, **kwargs)
-            else:
-                outputs = self.model.val_step(data_batch, self.optimizer, **kwargs)
+            outputs = self.model.train_step(data_batch, self.optimizer, **kwargs)
+        self.outputs = self._checked_outputs(outputs)
+        self.log_buffer.update(outputs.get('log_vars', {}), outputs['num_samples'])
+        step = self.optim_step
+        if step is None or self.optimizer_hook is not None:
+            return outputs  # the model (no optimizer_config) or the user's hook steps
+        if step.starts_group(self.iter):  # every iteration, unless accumulating gradients
+            self.optimizer.zero_grad()
+        if step.detect_anomalous_params:
+            step.log_params_outside_graph(outputs['loss'], self.model, self.logger)
+        # loss / accumulation group size, x loss scale under float16, then backward
+        step.backward(outputs['loss'], self.iter, self.max_iters)
+        if step.ends_group(self.iter, self.max_iters):
+            step.unscale_(self.optimizer)  # true gradients before clipping
+            grad_norm = step.clip_(self.model.parameters())
+            step.step(self.optimizer)  # the scaler skips it when a gradient overflowed
+            self.log_buffer.update(step.log_vars(grad_norm), outputs['num_samples'])
+        return outputs
+
+    def run_iter(self, data_batch, train_mode: bool, **kwargs) -> dict:
+        """A training step (:meth:`run_step`) or, with ``train_mode=False``, the model's
+        ``val_step`` (losses on validation data, no backward) logged the same way.
+
+        Args:
+            data_batch: a collated batch.
+            train_mode: train (``True``) or validation losses.
+
+        Returns:
+            the model's outputs ``dict(loss, log_vars, num_samples)``.
+        """
+        if train_mode:
+            return self.run_step(data_batch, **kwargs)
+        with self.autocast():  # the same precision as the training forward
+            outputs = self.model.val_step(data_batch, self.optimizer, **kwargs)
+        outputs = self._checked_outputs(outputs)
+        self.log_buffer.update(outputs.get('log_vars', {}), outputs['num_samples'])
+        self.outputs = outputs
+        return outputs
+
+    def _checked_outputs(self, outputs) -> dict:
         if not isinstance(outputs, dict):
             raise TypeError(f'{self.model_name}.train_step()/val_step() must return a dict '
                             f'with "loss", "log_vars" and "num_samples", got '
                             f'{type(outputs).__name__}')
-        if 'log_vars' in outputs:
-            log_vars = outputs['log_vars']
-            if self.world_size > 1:
-                from ..dist_utils import all_reduce_dict
-                device = next(unwrap_model(self.model).parameters()).device
-                log_vars = all_reduce_dict(log_vars, device=device if device.type == 'cuda'
-                                           else 'cpu')
-            self.log_buffer.update(log_vars, outputs.get('num_samples', 1))
-        self.outputs = outputs
+        outputs.setdefault('num_samples', 1)
+        return outputs
+
+    def _warn_about_step(self) -> None:
+        if self.optim_step is not None:
+            self.optim_step.warn_about(self.model, self.iter, self.logger)
 
     # ----------------------------------------------------------------- checkpoints
     def _loader_state(self) -> dict:
@@ -249,8 +353,11 @@ class BaseRunner:
         for hook in self._hooks:
             if hasattr(hook, 'state_dict'):
                 hook_states[type(hook).__name__] = hook.state_dict()
-        return {'rng_state': get_rng_state(), 'loader_state': self._loader_state(),
-                'hooks': hook_states}
+        state = {'rng_state': get_rng_state(), 'loader_state': self._loader_state(),
+                 'hooks': hook_states}
+        if self.optim_step is not None and self.optim_step.scaler is not None:
+            state['scaler'] = self.optim_step.scaler.state_dict()
+        return state
 
     def _checkpoint_meta(self) -> dict:
         raise NotImplementedError
@@ -276,13 +383,12 @@ class BaseRunner:
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=((r'^module\.', ''),)) -> dict:
-        """Load weights only (``load_from``); the report of missing, unexpected and
-        shape-mismatched keys goes to the log."""
-        self.logger.info('load checkpoint from %s', filename)
+        """Load weights only (``load_from``); what was kept, re-initialised (the
+        class-specific layers of a model for other classes), missing or unexpected goes to the
+        log in one line (:func:`summarize_load_from`)."""
         checkpoint = load_checkpoint(self.model, filename, map_location, strict, self.logger,
-                                     revise_keys=revise_keys)
-        report = checkpoint['load_report']
-        self.logger.info('load_from %s: %s', filename, report)
+                                     revise_keys=revise_keys, log_report=False)
+        self.logger.log(*summarize_load_from(filename, checkpoint))
         return checkpoint
 
     def resume(self, checkpoint: str | dict, resume_optimizer: bool = True,
@@ -314,6 +420,8 @@ class BaseRunner:
                 for name, optim in self.optimizer.items():
                     optim.load_state_dict(checkpoint['optimizer'][name])
         hook_states = checkpoint.get('hooks', {})
+        if self.optim_step is not None:
+            self.optim_step.load_state_dict({'scaler': _saved_scaler(checkpoint)})
         for hook in self._hooks:
             name = type(hook).__name__
             if name in hook_states and hasattr(hook, 'load_state_dict'):
@@ -327,6 +435,18 @@ class BaseRunner:
 
     def _apply_resumed_state(self, meta: dict) -> None:
         pass
+
+
+def _saved_scaler(checkpoint: dict) -> dict | None:
+    """The AMP scaler state of a checkpoint: ``scaler``, or where detforge kept it before the
+    step moved into the runner (the optimizer hook's state)."""
+    if checkpoint.get('scaler') is not None:
+        return checkpoint['scaler']
+    for name in ('AmpOptimizerHook', 'Fp16OptimizerHook', 'GradientCumulativeFp16OptimizerHook'):
+        state = checkpoint.get('hooks', {}).get(name) or {}
+        if state.get('scaler') is not None:
+            return state['scaler']
+    return None
 
 
 def _ensure_writable(path: str) -> None:

@@ -36,7 +36,7 @@ class EpochBasedRunner(BaseRunner):
             self._inner_iter = i
             self._in_train_iter = True
             self.call_hook('before_train_iter')
-            self.run_iter(data_batch, train_mode=True, **kwargs)
+            self.run_step(data_batch, **kwargs)
             self.call_hook('after_train_iter')
             self._in_train_iter = False
             del self.data_batch
@@ -88,6 +88,7 @@ class EpochBasedRunner(BaseRunner):
         self.logger.info('Hooks will be executed in the following order:\n%s',
                          self.get_hook_info())
         self.logger.info('workflow: %s, max: %d epochs', workflow, self._max_epochs)
+        self._warn_about_step()
         self.call_hook('before_run')
         while self.epoch < self._max_epochs:
             for i, (mode, epochs) in enumerate(workflow):

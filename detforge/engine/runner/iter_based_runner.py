@@ -82,6 +82,23 @@ class IterBasedRunner(BaseRunner):
     """``runner=dict(type='IterBasedRunner', max_iters=...)``; ``runner.epoch`` is the
     train loader's epoch."""
 
+    def register_training_hooks(self, lr_config, optimizer_config=None, checkpoint_config=None,
+                                log_config=None, momentum_config=None,
+                                timer_config=dict(type='IterTimerHook'),
+                                custom_hooks_config=None) -> None:
+        """As :meth:`BaseRunner.register_training_hooks`, but the checkpoint, lr, momentum and
+        logger hooks count iterations unless their config says ``by_epoch=True`` (as MMCV's
+        ``IterBasedRunner``; MMCV leaves momentum by epoch). Without this, a plain
+        ``checkpoint_config=dict(interval=N)`` would wait for epochs that never end.
+
+        Args:
+            see :meth:`BaseRunner.register_training_hooks`.
+        """
+        super().register_training_hooks(
+            _by_iter(lr_config), optimizer_config, _by_iter(checkpoint_config),
+            _by_iter_log(log_config), _by_iter(momentum_config), timer_config,
+            custom_hooks_config)
+
     def train(self, data_loader: IterLoader, **kwargs) -> None:
         self.model.train()
         self.mode = 'train'
@@ -91,7 +108,7 @@ class IterBasedRunner(BaseRunner):
         self._epoch = data_loader.epoch
         self.data_batch = data_batch
         self.call_hook('before_train_iter')
-        self.run_iter(data_batch, train_mode=True, **kwargs)
+        self.run_step(data_batch, **kwargs)
         self.call_hook('after_train_iter')
         del self.data_batch
         self._inner_iter += 1
@@ -129,6 +146,7 @@ class IterBasedRunner(BaseRunner):
         self.logger.info('Hooks will be executed in the following order:\n%s',
                          self.get_hook_info())
         self.logger.info('workflow: %s, max: %d iters', workflow, self._max_iters)
+        self._warn_about_step()
         self.call_hook('before_run')
         self.call_hook('before_epoch')
         while self.iter < self._max_iters:
@@ -155,3 +173,17 @@ class IterBasedRunner(BaseRunner):
         self._inner_iter = self._iter
         if self._resume_loader_state:
             self._epoch = int(self._resume_loader_state['epoch'])
+
+
+def _by_iter(hook_cfg):
+    """A copy of a hook config dict with ``by_epoch=False`` unless it says otherwise (a built
+    hook or ``None`` is left as it is)."""
+    if not isinstance(hook_cfg, dict):
+        return hook_cfg
+    return {'by_epoch': False, **hook_cfg}
+
+
+def _by_iter_log(log_config):
+    if not isinstance(log_config, dict):
+        return log_config
+    return {**log_config, 'hooks': [_by_iter(h) for h in log_config.get('hooks', [])]}

@@ -77,11 +77,18 @@ class BaseDetector(nn.Module):
     def init_weights(self) -> None:
         """Initialise the parts (each part's ``init_weights``, e.g. loading pretrained backbone
         weights). Call it once after building, before training."""
+        from detforge.models.weight_init import INITIALIZERS, initialize
         for module in self.children():
             if hasattr(module, 'init_weights'):
                 module.init_weights()
+        # the parts' init_cfg (Normal, Xavier, ...; see models/weight_init.py) win over their
+        # default initialisation, outermost first (recorded by build_detector)
+        for part, init_cfg in getattr(self, '_init_cfgs', ()):
+            initialize(part, init_cfg)
         cfg = self.init_cfg
-        if cfg:
+        if isinstance(cfg, (list, tuple)):
+            cfg = next((c for c in cfg if c.get('type') == 'Pretrained'), None)
+        if cfg and cfg.get('type') not in INITIALIZERS:
             if cfg.get('type') != 'Pretrained' or 'checkpoint' not in cfg:
                 raise DetforgeError(f"model.init_cfg must be dict(type='Pretrained', checkpoint=...), got {cfg!r}")
             from detforge.models.pretrained import load_pretrained_state_dict
@@ -178,8 +185,19 @@ class BaseDetector(nn.Module):
 
     @staticmethod
     def _parse_losses(losses: dict) -> tuple[Tensor, OrderedDict]:
-        """Sum every entry whose key contains ``loss`` (tensors or lists of tensors) into the
-        total ``loss``; every entry is also logged as a float (averaged over processes)."""
+        """Sum every entry whose key contains ``loss`` into the total loss, and make the log.
+
+        Under DDP the log values are averaged over processes here, in one all-reduce (the
+        runner does not reduce them again); the returned loss stays this process's own.
+
+        Args:
+            losses: ``{name: Tensor | list[Tensor] | number}`` from ``forward_train``; a list
+                (one entry per feature level, say) counts as the sum of its means.
+
+        Returns:
+            ``(loss, log_vars)``: the scalar total loss (with its graph) and an
+            ``OrderedDict[str, float]`` of every entry and ``loss``.
+        """
         log_vars = OrderedDict()
         for name, value in losses.items():
             if isinstance(value, Tensor):
@@ -202,14 +220,31 @@ class BaseDetector(nn.Module):
         return loss, log_vars
 
     def train_step(self, data: dict, optimizer=None) -> dict:
-        """One training forward: ``dict(loss, log_vars, num_samples)`` (backward is the
-        optimizer hook's job)."""
+        """The model's part of a training step: forward, losses, parse. Backward and the
+        optimizer step follow in the runner's ``run_step`` (``detforge/engine/runner``).
+
+        Args:
+            data: a collated batch: ``img`` uint8 ``(B, 3, H, W)``, ``img_metas`` (B dicts),
+                ``gt_bboxes`` (B float32 ``(n_i, 4)``), ``gt_labels`` (B int64 ``(n_i,)``), ...
+            optimizer: unused (MMCV's signature; a model that steps itself may use it).
+
+        Returns:
+            ``dict(loss=Tensor, log_vars=OrderedDict[str, float], num_samples=B)``.
+        """
         losses = self(**data)
         loss, log_vars = self._parse_losses(losses)
         return dict(loss=loss, log_vars=log_vars, num_samples=len(data['img_metas']))
 
     def val_step(self, data: dict, optimizer=None) -> dict:
-        """Like :meth:`train_step` (losses on validation data), without backward."""
+        """Like :meth:`train_step`, on validation data (the runner does no backward).
+
+        Args:
+            data: a collated batch with ground truth, as for :meth:`train_step`.
+            optimizer: unused.
+
+        Returns:
+            ``dict(loss=Tensor, log_vars=OrderedDict[str, float], num_samples=B)``.
+        """
         losses = self(**data)
         loss, log_vars = self._parse_losses(losses)
         return dict(loss=loss, log_vars=log_vars, num_samples=len(data['img_metas']))

@@ -6,12 +6,13 @@ import torch
 from detforge.registry import HEADS, ROI_EXTRACTORS, BuildError
 
 from .base_roi_head import BaseRoIHead, cfg_get
+from .test_mixins import BBoxAugTestMixin, empty_predictions, rois_of
 
 __all__ = ['StandardRoIHead']
 
 
 @HEADS.register_module()
-class StandardRoIHead(BaseRoIHead):
+class StandardRoIHead(BBoxAugTestMixin, BaseRoIHead):
     """Pool features for proposals, classify them and refine their boxes.
 
     Training, per image: assign proposals (+ GT boxes) to GT with ``train_cfg.assigner``
@@ -24,6 +25,7 @@ class StandardRoIHead(BaseRoIHead):
     ``gt_masks`` inside each RoI, ``train_cfg.mask_size``), and at test time the detections'
     masks are predicted and pasted into the image: ``simple_test`` then returns per image
     ``(bbox_result, segm_result)``. ``mask_roi_extractor=None`` shares the box extractor.
+    Test-time augmentation: :class:`~.test_mixins.BBoxAugTestMixin` (boxes only).
     """
 
     def init_bbox_head(self, bbox_roi_extractor, bbox_head):
@@ -146,3 +148,19 @@ class StandardRoIHead(BaseRoIHead):
         return [self.mask_head.get_seg_masks(pred, b, labels, self.test_cfg, meta['ori_shape'],
                                              meta.get('scale_factor', 1.0), rescale)
                 for pred, b, labels, meta in zip(mask_preds, boxes, det_labels, img_metas)]
+
+    # ------------------------------------------------------------ test-time augmentation
+    @property
+    def last_bbox_head(self):
+        return self.bbox_head
+
+    def aug_boxes_and_scores(self, x, boxes, img_meta):
+        """RoIs (n, 4) in one augmentation's pixels -> per-class boxes (n, 4 * k) clipped to
+        its ``img_shape`` and softmax scores (n, C + 1), without NMS."""
+        if boxes.size(0) == 0:
+            return empty_predictions(boxes, self.bbox_head)
+        rois = rois_of(boxes)
+        out = self._bbox_forward(x, rois)
+        return self.bbox_head.get_bboxes(rois, out['cls_score'], out['bbox_pred'],
+                                         img_meta['img_shape'], img_meta.get('scale_factor', 1.0),
+                                         rescale=False, cfg=None)
