@@ -186,7 +186,10 @@ def test_results_from_another_dataset_are_rejected(hand_built):
 
 def test_unknown_metric_and_backend_are_clear_errors(hand_built):
     dataset, results = hand_built
-    with pytest.raises(DetforgeError, match="metric 'segm' is not supported"):
+    with pytest.raises(DetforgeError, match="metric 'keypoints' is not supported"):
+        evaluate_coco(dataset, results, metric='keypoints')
+    # segm is supported (issue 20), but box-only results are refused clearly
+    with pytest.raises(DetforgeError, match="metric 'segm' needs mask results"):
         evaluate_coco(dataset, results, metric='segm')
     with pytest.raises(DetforgeError, match='unknown COCO evaluation backend'):
         evaluate_coco(dataset, results, backend='nope')

@@ -33,34 +33,51 @@ __all__ = ['init_detector', 'inference_detector', 'DetResult', 'result_to_struct
 @dataclass
 class DetResult:
     """One image's detections, flat: ``bboxes (n, 4)`` xyxy pixels of the original image,
-    ``scores (n,)``, ``labels (n,)`` 0-based, sorted by score (highest first)."""
+    ``scores (n,)``, ``labels (n,)`` 0-based, sorted by score (highest first); ``masks``
+    bool ``(n, H, W)`` for a mask detector (else None)."""
     bboxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     class_names: tuple = field(default=())
+    masks: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
 
     def to_list(self, score_thr: float = 0.0) -> list[dict]:
-        """JSON-ready: ``[{'bbox': [x1, y1, x2, y2], 'score': s, 'label': i, 'class': name}]``."""
+        """JSON-ready: ``[{'bbox': [x1, y1, x2, y2], 'score': s, 'label': i, 'class': name}]``,
+        plus ``'segmentation'`` (COCO compressed RLE ``{'size': [h, w], 'counts': str}``) for
+        a mask detector."""
         keep = self.scores >= score_thr
         names = self.class_names
-        return [dict(bbox=[round(v, 2) for v in b], score=round(s, 4), label=lab,
-                     **({'class': names[lab]} if lab < len(names) else {}))
-                for b, s, lab in zip(self.bboxes[keep].tolist(), self.scores[keep].tolist(),
-                                   self.labels[keep].tolist())]
+        out = [dict(bbox=[round(v, 2) for v in b], score=round(s, 4), label=lab,
+                    **({'class': names[lab]} if lab < len(names) else {}))
+               for b, s, lab in zip(self.bboxes[keep].tolist(), self.scores[keep].tolist(),
+                                  self.labels[keep].tolist())]
+        if self.masks is not None:
+            from detforge.structures.masks import mask2rle
+            for record, mask in zip(out, self.masks[keep]):
+                record['segmentation'] = mask2rle(mask)
+        return out
 
 
 def result_to_structured(result: Sequence[np.ndarray], class_names=()) -> DetResult:
-    """A list over classes of ``(n, 5)`` arrays -> :class:`DetResult`."""
+    """A list over classes of ``(n, 5)`` arrays (or ``(that, per class masks)``) ->
+    :class:`DetResult`."""
+    masks = None
     if isinstance(result, tuple):
-        result = result[0]
+        result, segm_result = result[0], result[1]
+        from detforge.structures.masks import rle2mask
+        masks = [rle2mask(m) if isinstance(m, dict) else np.asarray(m, bool)
+                 for per_class in segm_result for m in per_class]
     per_class = [np.asarray(r, dtype=np.float32).reshape(-1, 5) for r in result]
     dets = np.concatenate(per_class) if per_class else np.zeros((0, 5), np.float32)
     labels = np.repeat(np.arange(len(per_class), dtype=np.int64), [len(r) for r in per_class])
     order = np.argsort(-dets[:, 4], kind='stable')
-    return DetResult(dets[order, :4], dets[order, 4], labels[order], tuple(class_names or ()))
+    if masks is not None:
+        masks = np.stack(masks)[order] if masks else np.zeros((0, 0, 0), bool)
+    return DetResult(dets[order, :4], dets[order, 4], labels[order], tuple(class_names or ()),
+                     masks)
 
 
 class LoadImageFromArray:
@@ -214,7 +231,9 @@ def inference_detector(model, imgs, return_structured: bool = False):
 
     Returns:
         For one image, a list over classes of ``(n, 5)`` float32 arrays ``[x1, y1, x2, y2,
-        score]`` in the image's pixels (or a :class:`DetResult`); for a list, a list of those.
+        score]`` in the image's pixels (or a :class:`DetResult`); for a mask detector
+        ``(bbox_result, segm_result)`` with per class lists of bool ``(H, W)`` masks, as
+        MMDetection 2.x; for a list, a list of those.
     """
     single = not isinstance(imgs, (list, tuple))
     imgs = [imgs] if single else list(imgs)

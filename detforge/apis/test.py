@@ -30,9 +30,16 @@ def _inference(model, data):
         return unwrap_model(model)(return_loss=False, rescale=True, **data)
 
 
+def _encode_masks(result: list) -> list:
+    """Mask results ``(bbox_result, per class bool masks)`` -> ``(bbox_result, per class RLE
+    dicts)`` (MMDetection 2.x keeps them encoded: a few bytes instead of ``h x w`` each)."""
+    from detforge.structures.masks import encode_mask_results
+    return [(r[0], encode_mask_results(r[1])) if isinstance(r, tuple) else r for r in result]
+
+
 def _save_visualisations(data, result, dataset, out_dir, show, score_thr) -> None:
     import cv2
-    from detforge.visualization.draw import imshow_det_bboxes
+    from detforge.visualization.draw import draw_det_result
     imgs = data['img'][0] if isinstance(data['img'], (list, tuple)) else data['img']
     metas = data['img_metas'][0] if isinstance(data['img'], (list, tuple)) else data['img_metas']
     for img, meta, res in zip(imgs, metas, result):
@@ -41,16 +48,10 @@ def _save_visualisations(data, result, dataset, out_dir, show, score_thr) -> Non
         picture = np.ascontiguousarray(picture)
         ori_h, ori_w = meta['ori_shape'][:2]
         picture = cv2.resize(picture, (ori_w, ori_h))
-        if isinstance(res, tuple):
-            res = res[0]
-        bboxes = np.vstack(res) if len(res) else np.zeros((0, 5), np.float32)
-        labels = np.concatenate([np.full(len(r), i, dtype=np.int64) for i, r in enumerate(res)]) \
-            if len(res) else np.zeros(0, np.int64)
         out_file = osp.join(out_dir, meta['ori_filename']) if out_dir else None
         try:
-            imshow_det_bboxes(picture, bboxes, labels,
-                              class_names=getattr(dataset, 'CLASSES', None),
-                              score_thr=score_thr, out_file=out_file)
+            draw_det_result(picture, res, class_names=getattr(dataset, 'CLASSES', None),
+                            score_thr=score_thr, out_file=out_file)
         except (OSError, DetforgeError, cv2.error) as e:  # a drawing never costs the results
             from detforge.visualization.draw import display_path
             logging.getLogger('detforge').warning('could not draw %s: %s',
@@ -62,7 +63,7 @@ def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None 
                     show_score_thr: float = 0.3) -> list:
     """Detections for every image of ``data_loader.dataset``, in dataset order: per image
     a list (per class) of ``(n, 5)`` arrays ``[x1, y1, x2, y2, score]`` in original-image
-    pixels. A progress bar shows on stderr; ``out_dir`` saves drawn results."""
+    pixels; for a mask detector ``(that list, per class lists of RLE dicts)``. A progress bar shows on stderr; ``out_dir`` saves drawn results."""
     model.eval()
     dataset = data_loader.dataset
     results = []
@@ -72,7 +73,7 @@ def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None 
             result = _inference(model, data)
             if show or out_dir:
                 _save_visualisations(data, result, dataset, out_dir, show, show_score_thr)
-            results.extend(result)
+            results.extend(_encode_masks(result))
             bar.update(len(result))
     return results
 
@@ -94,7 +95,7 @@ def multi_gpu_test(model, data_loader, tmpdir: str | None = None,
     with _progress(len(dataset), 'test', enabled=rank == 0) as bar:
         for data in data_loader:
             result = _inference(model, data)
-            results.extend(result)
+            results.extend(_encode_masks(result))
             bar.update(min(len(result) * world_size, len(dataset) - bar.n))
     if gpu_collect:
         return collect_results_gpu(results, len(dataset))

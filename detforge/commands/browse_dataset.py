@@ -64,13 +64,13 @@ def retrieve_train_cfg(cfg, skip):
     return train
 
 
-def _draw(img, boxes, labels, class_names):
+def _draw(img, boxes, labels, class_names, segms=None):
     try:
         from detforge.visualization.draw import imshow_det_bboxes
     except ImportError:
         imshow_det_bboxes = None
     if imshow_det_bboxes is not None:
-        return imshow_det_bboxes(img, boxes, labels, class_names=class_names)
+        return imshow_det_bboxes(img, boxes, labels, class_names=class_names, segms=segms)
     img = np.ascontiguousarray(img)
     for box, label in zip(boxes.astype(int), labels):
         cv2.rectangle(img, tuple(box[:2]), tuple(box[2:4]), (0, 255, 0), 2)
@@ -99,7 +99,11 @@ def main(args) -> int:
         img = np.clip(img, 0, 255).astype(np.uint8) if img.dtype != np.uint8 else img
         boxes = np.asarray(item.get('gt_bboxes', np.zeros((0, 4))), dtype=np.float32)
         labels = np.asarray(item.get('gt_labels', np.zeros(0)), dtype=np.int64)
-        drawn = _draw(img, boxes, labels, class_names)
+        masks = item.get('gt_masks')  # instance masks (with_mask=True) are blended in
+        segms = masks.to_ndarray().astype(bool) if hasattr(masks, 'to_ndarray') else None
+        if segms is not None and segms.shape[1:] != img.shape[:2]:
+            segms = None  # a transform changed the image but not the masks: boxes only
+        drawn = _draw(img, boxes, labels, class_names, segms)
         stem = osp.splitext(osp.basename(item.get('filename', f'image_{i}')))[0]
         out = osp.join(args.output_dir, f'{i:04d}_{stem}.png')
         imwrite(drawn, out)  # any file name (cv2.imwrite crashes on non-UTF-8 ones)

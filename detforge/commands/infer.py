@@ -6,6 +6,9 @@ Writes into DIR (default ``infer_out``): each image drawn with boxes, class name
 scores (same file name), or for a video ``NAME.mp4`` with every frame drawn; and
 ``detections.json``: ``{"classes": [...], "detections": {file or frame: [{"bbox": [x1, y1,
 x2, y2], "score": s, "label": i, "class": name}, ...]}}`` (boxes above --score-thr, pixels).
+A mask detector (Mask R-CNN) also draws its masks and adds ``"segmentation"`` to each
+detection: COCO compressed RLE ``{"size": [h, w], "counts": "..."}`` (``pycocotools.mask.decode``
+reads it).
 """
 from __future__ import annotations
 

@@ -4,7 +4,8 @@
 
 Shows a progress bar, prints the COCO (or VOC) metrics and writes the raw detections with
 ``--out`` (``.pkl``, or ``.json``: per image, per class, a list of
-``[x1, y1, x2, y2, score]``). Distributed: ``torchrun ... -m detforge test ... --launcher
+``[x1, y1, x2, y2, score]``; for a mask detector per image ``[that, per class lists of COCO
+RLE masks]``). ``--eval bbox segm`` gives box and mask AP. Distributed: ``torchrun ... -m detforge test ... --launcher
 pytorch``.
 """
 from __future__ import annotations

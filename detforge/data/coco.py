@@ -6,7 +6,8 @@ annotations (``iscrowd=1``) become ignore boxes; annotations marked ``ignore`` a
 that do not overlap their image are dropped and counted (or raise with
 ``skip_invalid=False``). ``classes=`` selects categories by name, in the given order (a dict
 ``{category name: new name}`` also renames them); annotations of other categories are left
-out.
+out. ``masks`` holds the ``segmentation`` of each kept gt box (polygons or RLE, as in the
+file), for ``LoadAnnotations(with_mask=True)``.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class CocoDataset(CustomDataset):
 
     def _parse_ann_info(self, img_info: dict, anns: list[dict], cats: dict) -> dict:
         where = f'{self.ann_file} (image id {img_info["id"]}, {img_info["file_name"]})'
-        boxes, labels, ignore, ids, degenerate = [], [], [], [], []
+        boxes, labels, ignore, ids, degenerate, segms = [], [], [], [], [], []
         for ann in anns:
             if ann.get('ignore', False):  # MMDetection leaves these out entirely
                 continue
@@ -79,12 +80,19 @@ class CocoDataset(CustomDataset):
             ignore.append(bool(ann.get('iscrowd', False)))
             ids.append(f'annotation id {ann.get("id")}')
             degenerate.append(ann.get('area', w * h) <= 0)
+            segms.append(ann.get('segmentation'))
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         # MMDet also drops boxes whose recorded area is <= 0: make them degenerate here
         boxes[np.asarray(degenerate, bool), 2:] = boxes[np.asarray(degenerate, bool), :2]
-        return sanitize_boxes(boxes, labels, ignore, img_info.get('width'), img_info.get('height'),
-                              file=where, ann_ids=ids, counter=self.skipped,
-                              skip_invalid=self.skip_invalid, min_size=self.min_size)
+        out = sanitize_boxes(boxes, labels, ignore, img_info.get('width'), img_info.get('height'),
+                             file=where, ann_ids=ids, counter=self.skipped,
+                             skip_invalid=self.skip_invalid, min_size=self.min_size,
+                             return_inds=True)
+        # the segmentation of each kept gt box, in the same order (MMDet's ``masks``:
+        # polygons or RLE as in the file; LoadAnnotations(with_mask=True) decodes them)
+        out['masks'] = [segms[i] for i in out.pop('inds')]
+        out.pop('inds_ignore')
+        return out
 
     def _read_bbox(self, ann: dict, where: str, file_name: str) -> tuple[float, ...]:
         """``[x, y, w, h]`` of one annotation as floats. Strings of numbers (written by some

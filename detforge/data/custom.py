@@ -41,7 +41,8 @@ def _join(root: str | None, path: str | None) -> str | None:
 
 def sanitize_boxes(boxes, labels, ignore, width, height, *, file: str, ann_ids=None,
                    counter: SkipCounter | None = None, skip_invalid: bool = True,
-                   min_size: float | None = None) -> dict[str, np.ndarray]:
+                   min_size: float | None = None, return_inds: bool = False
+                   ) -> dict[str, np.ndarray]:
     """Check the boxes of one image and split them into ground truth and ignore boxes.
 
     Args:
@@ -52,6 +53,8 @@ def sanitize_boxes(boxes, labels, ignore, width, height, *, file: str, ann_ids=N
         file, ann_ids: named in errors and in the skip summary.
         skip_invalid: drop invalid boxes (counted in ``counter``) instead of raising.
         min_size: boxes with a side smaller than this become ignore boxes (MMDet's VOC rule).
+        return_inds: also return ``inds`` / ``inds_ignore``, the input positions kept as
+            ground truth / ignore (to keep per-annotation data such as masks in step).
 
     Degenerate boxes (width or height < 1 px, e.g. ``x2 <= x1``) and boxes that do not overlap
     the image at all are invalid.
@@ -88,8 +91,11 @@ def sanitize_boxes(boxes, labels, ignore, width, height, *, file: str, ann_ids=N
                 counter.add('small', osp.basename(file), str(ids[i]))
     gt = keep & ~ignore
     ign = keep & ignore
-    return dict(bboxes=boxes[gt].reshape(-1, 4), labels=labels[gt],
-                bboxes_ignore=boxes[ign].reshape(-1, 4), labels_ignore=labels[ign])
+    out = dict(bboxes=boxes[gt].reshape(-1, 4), labels=labels[gt],
+               bboxes_ignore=boxes[ign].reshape(-1, 4), labels_ignore=labels[ign])
+    if return_inds:
+        out.update(inds=np.flatnonzero(gt), inds_ignore=np.flatnonzero(ign))
+    return out
 
 
 @DATASETS.register_module()

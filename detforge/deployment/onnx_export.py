@@ -97,6 +97,12 @@ def check_exportable(detector: nn.Module) -> str:
             raise _unsupported('the rpn_head', detector.rpn_head, _RPN_HEADS)
         _check_anchor_parts(detector.rpn_head, 'rpn_head')
         roi_head = detector.roi_head
+        if roi_head.with_mask:
+            raise DetforgeError(f'ONNX export of {_name(detector)}: the mask branch '
+                                f'(roi_head.mask_head {_name(roi_head.mask_head)!r}: mask RoI '
+                                'pooling and pasting masks into the image) is not exported yet; '
+                                'export the box part by removing roi_head.mask_head and '
+                                'roi_head.mask_roi_extractor from the config')
         if _name(roi_head) not in _ROI_HEADS:
             raise _unsupported('the roi_head', roi_head, _ROI_HEADS)
         if roi_head.with_shared_head:

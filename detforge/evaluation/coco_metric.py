@@ -1,4 +1,4 @@
-"""COCO box AP and proposal AR, with MMDetection 2.x's interface and key names.
+"""COCO box AP, mask AP and proposal AR, with MMDetection 2.x's interface and key names.
 
 ``evaluate_coco(dataset, results)`` takes the detector's output for a whole dataset — per
 image (dataset order), a list over classes of ``(n, 5)`` float arrays ``[x1, y1, x2, y2,
@@ -13,6 +13,10 @@ pycocotools many times faster (``benchmarks/bench_eval.py``); ``backend='pycocot
 selects the reference implementation. As in MMDetection 2.x, ``params.maxDets`` is
 ``proposal_nums`` (so AP is over up to 1000 detections per image) and the values are
 returned unrounded.
+
+Mask detectors' results (per image ``(bbox_result, segm_result)``, see
+:mod:`detforge.evaluation.coco_segm`) also give ``segm_mAP, segm_mAP_50, ...`` with
+``metric='segm'``, in the same table.
 
 Detections are handed to the evaluator as numpy-built annotation lists, without the JSON
 round trip MMDetection made (``jsonfile_prefix`` still writes ``PREFIX.bbox.json``).
@@ -187,8 +191,19 @@ def proposal2json(dataset, results) -> list[dict]:
 
 def results2json(dataset, results, outfile_prefix: str) -> dict[str, str]:
     """Write results as COCO JSON: ``PREFIX.bbox.json`` for detections, ``PREFIX.proposal.json``
-    for proposals. Returns ``{'bbox': path, 'proposal': path}`` as MMDetection does."""
+    for proposals, and ``PREFIX.segm.json`` (RLE masks) for mask results. Returns
+    ``{'bbox': path, 'proposal': path[, 'segm': path]}`` as MMDetection does."""
     _check_results(dataset, results)
+    from detforge.evaluation.coco_segm import has_masks, segm2json
+    if has_masks(results):
+        files = {'bbox': f'{outfile_prefix}.bbox.json', 'proposal': f'{outfile_prefix}.bbox.json',
+                 'segm': f'{outfile_prefix}.segm.json'}
+        os.makedirs(os.path.dirname(os.path.abspath(outfile_prefix)), exist_ok=True)
+        with open(files['bbox'], 'w') as f:
+            json.dump(det2json(dataset, results), f)
+        with open(files['segm'], 'w') as f:
+            json.dump(segm2json(*_dataset_ids(dataset), results), f)
+        return files
     first = next((r for r in results if r is not None), None)
     proposals = isinstance(first, np.ndarray)
     records = proposal2json(dataset, results) if proposals else det2json(dataset, results)
@@ -242,6 +257,13 @@ def build_coco_gt(dataset) -> dict:
     return dict(images=images, annotations=annotations, categories=categories)
 
 
+def _dt_segm_coco(coco_cls, gt_data: dict, records: list[dict]):
+    """A COCO object of mask detections (``segm2json`` records)."""
+    anns = [dict(r, id=k + 1, iscrowd=0) for k, r in enumerate(records)]
+    data = dict(images=gt_data['images'], categories=gt_data['categories'], annotations=anns)
+    return _coco_from_dict(coco_cls, data)
+
+
 def _dt_coco(coco_cls, gt_data: dict, image_id, category_id, xywh, scores):
     """A COCO object of detections, as ``COCO.loadRes`` would build it, but from arrays."""
     area = (xywh[:, 2] * xywh[:, 3]).tolist()
@@ -253,9 +275,10 @@ def _dt_coco(coco_cls, gt_data: dict, image_id, category_id, xywh, scores):
 
 
 # ----------------------------------------------------------------------------- evaluation
-def _run_cocoeval(eval_cls, gt, dt, *, img_ids, cat_ids, max_dets, iou_thrs, use_cats):
+def _run_cocoeval(eval_cls, gt, dt, *, img_ids, cat_ids, max_dets, iou_thrs, use_cats,
+                  iou_type='bbox'):
     with contextlib.redirect_stdout(io.StringIO()):  # both backends print progress
-        coco_eval = eval_cls(gt, dt, 'bbox')
+        coco_eval = eval_cls(gt, dt, iou_type)
         coco_eval.params.catIds = list(cat_ids)
         coco_eval.params.imgIds = list(img_ids)
         coco_eval.params.maxDets = list(max_dets)
@@ -314,8 +337,10 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
             ``data_infos`` + ``get_ann_info`` (any other dataset, e.g. VOC).
         results: per image (dataset order), a list over classes of ``(n, 5)`` arrays
             ``[x1, y1, x2, y2, score]`` (pixels); for ``'proposal'`` also one ``(n, 5)`` array.
-        metric: ``'bbox'``, ``'proposal'``, ``'proposal_fast'`` or a list of them.
-        jsonfile_prefix: also write the results as ``PREFIX.bbox.json`` (COCO format).
+        metric: ``'bbox'``, ``'segm'``, ``'proposal'``, ``'proposal_fast'`` or a list of them
+            (``'segm'`` needs mask results and ground-truth segmentations).
+        jsonfile_prefix: also write the results as ``PREFIX.bbox.json`` (and
+            ``PREFIX.segm.json``) (COCO format).
         classwise: print a per-class AP table.
         proposal_nums: ``params.maxDets`` (AP uses the largest, as in MMDetection 2.x).
         iou_thrs: IoU thresholds; default 0.50:0.05:0.95.
@@ -328,7 +353,7 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
         ``AR@100, ...`` (floats, unrounded).
     """
     metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric]
-    allowed = ('bbox', 'proposal', 'proposal_fast')
+    allowed = ('bbox', 'segm', 'proposal', 'proposal_fast')
     for m in metrics:
         if m not in allowed:
             raise DetforgeError(f'metric {m!r} is not supported by the COCO evaluation; '
@@ -370,14 +395,20 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
         if not is_proposal and proposals_given:
             raise DetforgeError("metric 'bbox' needs per-class detections, got one array per "
                                 "image (proposals); use metric='proposal'")
-        records = _result_records(dataset, results, proposals=proposals_given)
-        if len(records[0]) == 0:
-            print_log('The testing results of the whole dataset is empty.', logger=logger)
-            break
-        dt = _dt_coco(coco_cls, gt_data, *records)
+        if m == 'segm':
+            dt = _segm_dt(coco_cls, dataset, gt_data, results)
+            if dt is None:
+                print_log('The testing results of the whole dataset is empty.', logger=logger)
+                break
+        else:
+            records = _result_records(dataset, results, proposals=proposals_given)
+            if len(records[0]) == 0:
+                print_log('The testing results of the whole dataset is empty.', logger=logger)
+                break
+            dt = _dt_coco(coco_cls, gt_data, *records)
         coco_eval = _run_cocoeval(
             eval_cls, gt, dt, img_ids=img_ids, cat_ids=cat_ids, max_dets=proposal_nums,
-            iou_thrs=iou_thrs, use_cats=not is_proposal)
+            iou_thrs=iou_thrs, use_cats=not is_proposal, iou_type=m if m == 'segm' else 'bbox')
         stats = np.asarray(coco_eval.stats, dtype=np.float64)
         print_log('\n' + _summary(stats, sorted(proposal_nums), list(iou_thrs)), logger=logger)
         if is_proposal:
@@ -394,6 +425,19 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
         ap = stats[:6]
         eval_results[f'{m}_mAP_copypaste'] = ' '.join(f'{v:.3f}' for v in ap)
     return eval_results
+
+
+def _segm_dt(coco_cls, dataset, gt_data: dict, results):
+    """The COCO object of the mask results, or None when there is no mask at all."""
+    from detforge.evaluation.coco_segm import has_masks, segm2json
+    if not has_masks(results):
+        raise DetforgeError("metric 'segm' needs mask results, per image (bbox_result, "
+                            'segm_result); these are box-only results (not a mask detector?)')
+    if not any('segmentation' in a for a in gt_data['annotations']):
+        raise DetforgeError("metric 'segm' needs ground-truth masks: the dataset's annotations "
+                            "have no 'segmentation' (a COCO JSON with masks is needed)")
+    records = segm2json(*_dataset_ids(dataset), results)
+    return _dt_segm_coco(coco_cls, gt_data, records) if records else None
 
 
 def _gt_boxes_per_image(gt_data: dict, img_ids) -> list[np.ndarray]:

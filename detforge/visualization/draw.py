@@ -68,8 +68,9 @@ def _as_color(color, default):
 def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = None,
                       score_thr: float = 0, bbox_color=None, text_color=None, thickness: int = 2,
                       font_scale: float = 0.5, show: bool = False, win_name: str = '',
-                      wait_time: int = 0, out_file: str | None = None) -> np.ndarray:
-    """Draw boxes with class names and scores.
+                      wait_time: int = 0, out_file: str | None = None,
+                      segms=None, mask_alpha: float = 0.5) -> np.ndarray:
+    """Draw boxes with class names and scores (and instance masks, blended in).
 
     Args:
         img: BGR uint8 ``(H, W, 3)`` array or an image path (not modified in place).
@@ -80,6 +81,8 @@ def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = N
         bbox_color, text_color: one colour (BGR tuple or name) for all; default: a fixed
             colour per class and black or white text, whichever reads on it.
         out_file: also write the drawing there (folders created).
+        segms: ``(n, H, W)`` bool masks, one per box (MMDetection 2.x), blended in the box's
+            colour with weight ``mask_alpha``.
 
     Returns:
         The drawn image, BGR uint8 ``(H, W, 3)``.
@@ -94,9 +97,14 @@ def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = N
     if bboxes.shape[1] not in (4, 5) or len(bboxes) != len(labels):
         raise DetforgeError(f'imshow_det_bboxes: expected (n, 4) or (n, 5) boxes and (n,) labels, '
                             f'got {bboxes.shape} and {labels.shape}')
+    if segms is not None:
+        segms = np.asarray(segms, dtype=bool).reshape(-1, *img.shape[:2])
+        if len(segms) != len(bboxes):
+            raise DetforgeError(f'imshow_det_bboxes: {len(segms)} masks for {len(bboxes)} boxes')
     if score_thr > 0 and bboxes.shape[1] == 5:
         keep = bboxes[:, 4] >= score_thr
         bboxes, labels = bboxes[keep], labels[keep]
+        segms = segms[keep] if segms is not None else None
     num_colors = max(len(class_names) if class_names is not None else 0,
                      int(labels.max()) + 1 if len(labels) else 0, 1)
     palette = get_palette(num_colors)
@@ -105,6 +113,9 @@ def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = N
     corners = np.round(bboxes[:, :4]).astype(np.int64)
     corners[:, 0::2] = np.clip(corners[:, 0::2], 0, w - 1)
     corners[:, 1::2] = np.clip(corners[:, 1::2], 0, h - 1)
+    for mask, label in zip(segms if segms is not None else [], labels.tolist()):
+        color = np.asarray(_as_color(bbox_color, palette[label]), dtype=np.float32)
+        img[mask] = (img[mask] * (1 - mask_alpha) + color * mask_alpha).astype(np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     text_thickness = max(1, int(round(font_scale * 2)))
     for (x1, y1, x2, y2), label, row in zip(corners.tolist(), labels.tolist(), bboxes):
@@ -131,9 +142,18 @@ def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = N
 
 
 def draw_det_result(img, result, class_names=None, score_thr: float = 0.3, **kwargs) -> np.ndarray:
-    """Draw one image's detector output (a list over classes of ``(n, 5)`` arrays)."""
+    """Draw one image's detector output (a list over classes of ``(n, 5)`` arrays, or
+    ``(that list, per class masks)`` of a mask detector: bool arrays or RLE dicts)."""
+    segms = None
+    if isinstance(result, tuple):
+        result, segm_result = result
+        from detforge.structures.masks import rle2mask
+        segms = [rle2mask(m) if isinstance(m, dict) else np.asarray(m, bool)
+                 for per_class in segm_result for m in per_class]
+        img = read_image(img) if isinstance(img, (str, os.PathLike)) else np.asarray(img)
+        segms = np.stack(segms) if segms else np.zeros((0,) + img.shape[:2], bool)
     per_class = [np.asarray(r, dtype=np.float32).reshape(-1, 5) for r in result]
     bboxes = np.concatenate(per_class) if per_class else np.zeros((0, 5), np.float32)
     labels = np.repeat(np.arange(len(per_class)), [len(r) for r in per_class])
     return imshow_det_bboxes(img, bboxes, labels, class_names=class_names, score_thr=score_thr,
-                             **kwargs)
+                             segms=segms, **kwargs)

@@ -209,23 +209,30 @@ class LoadImageFromFile:
 
 @PIPELINES.register_module()
 class LoadAnnotations:
-    """Copy boxes and labels of ``results['ann_info']`` into the results dict.
+    """Copy boxes, labels and instance masks of ``results['ann_info']`` into the results.
 
     Adds ``gt_bboxes`` float32 ``(n, 4)``, ``gt_labels`` int64 ``(n,)``, ``gt_bboxes_ignore``
     (when the annotation has ignore boxes) and appends the box keys to ``bbox_fields``.
-    Masks and segmentation maps are not supported (detection only).
+    With ``with_mask=True`` it adds ``gt_masks`` (one mask per gt box, from the COCO
+    ``segmentation`` in ``ann_info['masks']``) and appends it to ``mask_fields``:
+    ``BitmapMasks`` with ``poly2mask=True`` (polygons and RLE, compressed or not, decoded by
+    pycocotools), ``PolygonMasks`` with ``poly2mask=False`` (polygons kept as points; an
+    RLE annotation is an error then). Crowd regions are ignore boxes without masks, as in
+    MMDetection 2.x. Semantic segmentation maps (``with_seg``) are not supported.
     """
 
     def __init__(self, with_bbox: bool = True, with_label: bool = True, with_mask: bool = False,
                  with_seg: bool = False, poly2mask: bool = True, denorm_bbox: bool = False,
                  file_client_args: dict | None = None):
-        if with_mask or with_seg:
+        if with_seg:
             from detforge.registry import BuildError
-            raise BuildError('LoadAnnotations: masks and segmentation maps are not supported by '
-                             'detforge (detection only); set with_mask=False, with_seg=False')
+            raise BuildError('LoadAnnotations: semantic segmentation maps (with_seg=True) are not '
+                             'supported by detforge; set with_seg=False')
         check_file_client_args(file_client_args, 'LoadAnnotations')
         self.with_bbox = with_bbox
         self.with_label = with_label
+        self.with_mask = with_mask
+        self.poly2mask = poly2mask
         self.denorm_bbox = denorm_bbox
 
     def __call__(self, results: dict) -> dict:
@@ -244,7 +251,44 @@ class LoadAnnotations:
                 results['bbox_fields'].append('gt_bboxes_ignore')
         if self.with_label:
             results['gt_labels'] = np.array(ann['labels'], dtype=np.int64).reshape(-1)
+        if self.with_mask:
+            results['gt_masks'] = self._load_masks(results)
+            results.setdefault('mask_fields', []).append('gt_masks')
         return results
 
+    def _load_masks(self, results: dict):
+        from detforge.structures.masks import BitmapMasks, PolygonMasks, segm_to_bitmap
+        from ..errors import AnnotationError
+        info = results['img_info']
+        h, w = int(info['height']), int(info['width'])
+        segms = results['ann_info'].get('masks')
+        name = info.get('filename')
+        if segms is None:
+            raise AnnotationError(f'LoadAnnotations(with_mask=True): the annotations of {name} '
+                                  f'have no masks (a COCO "segmentation" per object is needed)')
+        if len(segms) != len(results['ann_info']['bboxes']):
+            raise AnnotationError(f'{name}: {len(segms)} masks for '
+                                  f'{len(results["ann_info"]["bboxes"])} boxes')
+        for k, segm in enumerate(segms):
+            if segm is None or (isinstance(segm, list) and not segm):
+                raise AnnotationError(f'{name}: object {k} has no "segmentation"; '
+                                      f'with_mask=True needs one per non-crowd object')
+        if self.poly2mask:
+            try:
+                return BitmapMasks([segm_to_bitmap(s, h, w) for s in segms], h, w)
+            except (ValueError, TypeError) as e:
+                raise AnnotationError(f'{name}: unreadable segmentation: {e}') from None
+        polys = []
+        for k, segm in enumerate(segms):
+            if not isinstance(segm, list):
+                raise AnnotationError(f'{name}: object {k} has an RLE segmentation, which '
+                                      f'PolygonMasks cannot hold; use '
+                                      f'LoadAnnotations(poly2mask=True)')
+            # as MMDetection: drop polygons with fewer than 3 points or an odd length
+            polys.append([np.asarray(p, np.float64) for p in segm
+                          if len(p) % 2 == 0 and len(p) >= 6])
+        return PolygonMasks(polys, h, w)
+
     def __repr__(self) -> str:
-        return f'{type(self).__name__}(with_bbox={self.with_bbox}, with_label={self.with_label})'
+        return (f'{type(self).__name__}(with_bbox={self.with_bbox}, with_label={self.with_label}, '
+                f'with_mask={self.with_mask}, poly2mask={self.poly2mask})')

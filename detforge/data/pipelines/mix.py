@@ -28,6 +28,14 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(img, (max(w, 1), max(h, 1)), interpolation=cv2.INTER_LINEAR)
 
 
+def _refuse_masks(name: str, results: dict) -> None:
+    """Mosaic and MixUp move boxes only: refuse instance masks rather than drop them."""
+    if results.get('mask_fields'):
+        from ..errors import DatasetError
+        raise DatasetError(f'{name} does not move instance masks; remove it from a pipeline '
+                           f'with LoadAnnotations(with_mask=True)')
+
+
 @PIPELINES.register_module()
 class Mosaic:
     """Four images around a random centre on a ``2h x 2w`` canvas (YOLOX / MMDet 2.x).
@@ -75,6 +83,7 @@ class Mosaic:
         return (x1, y1, x2, y2), crop
 
     def __call__(self, results: dict) -> dict:
+        _refuse_masks(type(self).__name__, results)
         if random.uniform(0, 1) > self.prob:
             return results
         if len(results.get('mix_results', ())) != 3:
@@ -166,6 +175,7 @@ class MixUp:
                 & (w2 * h2 / (w1 * h1 + eps) > self.min_area_ratio) & (ar < self.max_aspect_ratio))
 
     def __call__(self, results: dict) -> dict:
+        _refuse_masks(type(self).__name__, results)
         other = results['mix_results'][0]
         if len(other['gt_bboxes']) == 0:
             return results

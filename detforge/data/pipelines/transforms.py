@@ -1,7 +1,9 @@
 """Geometric and photometric transforms (MMDetection 2.x semantics, uint8 images).
 
 Every transform moves the boxes exactly with the image: the boxes in each key of
-``results['bbox_fields']`` are xyxy pixels, 0-based, float32 ``(n, 4)``.
+``results['bbox_fields']`` are xyxy pixels, 0-based, float32 ``(n, 4)``. The instance masks
+in ``results['mask_fields']`` (``BitmapMasks`` / ``PolygonMasks``) move with them; ``Pad``
+leaves them at the image size (collate pads images only; targets are cut inside RoIs).
 """
 from __future__ import annotations
 
@@ -40,6 +42,12 @@ def _resize_boxes(results: dict, scale_factor: np.ndarray, clip: bool) -> None:
             boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, w)
             boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, h)
         results[key] = boxes.astype(np.float32)
+
+
+def _resize_masks(results: dict) -> None:
+    """Masks follow the image to exactly its new size (nearest neighbour for bitmaps)."""
+    for key in results.get('mask_fields', []):
+        results[key] = results[key].resize(results['img_shape'][:2])
 
 
 def _set_resized_image(results: dict, img: np.ndarray, keep_ratio: bool) -> np.ndarray:
@@ -137,6 +145,7 @@ class Resize:
             img = cv2.resize(img, (new_w, new_h), interpolation=_INTERP[self.interpolation])
         scale_factor = _set_resized_image(results, img, self.keep_ratio)
         _resize_boxes(results, scale_factor, self.bbox_clip_border)
+        _resize_masks(results)
         return results
 
     def __repr__(self) -> str:
@@ -209,6 +218,7 @@ class ResizeShortestEdge:
         scale_factor = _set_resized_image(results, img, True)
         results['scale'] = (new_w, new_h)
         _resize_boxes(results, scale_factor, self.bbox_clip_border)
+        _resize_masks(results)
         return results
 
     def __repr__(self) -> str:
@@ -294,6 +304,8 @@ class RandomFlip:
                 results[key] = cv2.flip(results[key], _FLIP_CODE[direction])
             for key in results.get('bbox_fields', []):
                 results[key] = bbox_flip(results[key], results['img_shape'], direction)
+            for key in results.get('mask_fields', []):
+                results[key] = results[key].flip(direction)
         return results
 
     def __repr__(self) -> str:
@@ -383,6 +395,7 @@ class Pad:
 
 
 _BOX_TO_LABEL = {'gt_bboxes': 'gt_labels', 'gt_bboxes_ignore': 'gt_labels_ignore'}
+_BOX_TO_MASK = {'gt_bboxes': 'gt_masks'}
 
 
 @PIPELINES.register_module()
@@ -452,6 +465,10 @@ class RandomCrop:
             label_key = _BOX_TO_LABEL.get(key)
             if label_key in results:
                 results[label_key] = results[label_key][valid]
+            mask_key = _BOX_TO_MASK.get(key)
+            if mask_key in results.get('mask_fields', []):
+                window = np.array([off_w, off_h, off_w + shape[1], off_h + shape[0]])
+                results[mask_key] = results[mask_key][np.flatnonzero(valid)].crop(window)
         return results
 
     def __repr__(self) -> str:

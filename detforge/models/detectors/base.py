@@ -63,7 +63,7 @@ class BaseDetector(nn.Module):
 
     @property
     def with_mask(self) -> bool:
-        return False
+        return getattr(self, 'roi_head', None) is not None and getattr(self.roi_head, 'with_mask', False)
 
     @property
     def device(self) -> torch.device:

@@ -11,7 +11,7 @@ from detforge.registry import LOSSES
 
 from .utils import check_reduction, weight_reduce_loss
 
-__all__ = ['CrossEntropyLoss', 'cross_entropy', 'binary_cross_entropy']
+__all__ = ['CrossEntropyLoss', 'cross_entropy', 'binary_cross_entropy', 'mask_cross_entropy']
 
 
 def cross_entropy(pred: Tensor, label: Tensor, weight: Tensor | None = None, reduction: str = 'mean',
@@ -53,13 +53,33 @@ def binary_cross_entropy(pred: Tensor, label: Tensor, weight: Tensor | None = No
     return weight_reduce_loss(loss, weight, reduction, avg_factor)
 
 
+def mask_cross_entropy(pred: Tensor, target: Tensor, label: Tensor, weight=None,
+                       reduction: str = 'mean', avg_factor: float | None = None,
+                       class_weight=None, ignore_index=None, **kwargs) -> Tensor:
+    """Per-pixel sigmoid cross-entropy of the mask logits of each RoI's own class.
+
+    Args:
+        pred: ``(n, C, h, w)`` logits (``C = 1`` for a class-agnostic head).
+        target: ``(n, h, w)`` 0/1 targets.
+        label: ``(n,)`` class of each RoI (the channel of ``pred`` that is scored).
+    Only ``reduction='mean'`` over all pixels, as MMDetection 2.x.
+    """
+    if reduction != 'mean' or avg_factor is not None:
+        raise ValueError("mask_cross_entropy supports reduction='mean' without avg_factor only")
+    inds = torch.arange(pred.size(0), device=pred.device)
+    pred_slice = pred[inds, label.long()]
+    return F.binary_cross_entropy_with_logits(pred_slice, target.float(), weight=class_weight,
+                                              reduction='mean')
+
+
 @LOSSES.register_module()
 class CrossEntropyLoss(nn.Module):
     """Cross-entropy loss.
 
     Args:
         use_sigmoid: per-class binary cross-entropy instead of softmax.
-        use_mask: accepted for compatibility; mask losses are not provided.
+        use_mask: mask loss (:func:`mask_cross_entropy`): ``forward(mask_pred, mask_targets,
+            labels)``.
         reduction: ``'none'``, ``'mean'`` or ``'sum'``.
         class_weight: a weight per class.
         ignore_index: label value that contributes nothing.
@@ -71,15 +91,17 @@ class CrossEntropyLoss(nn.Module):
                  class_weight: Sequence[float] | None = None, ignore_index: int | None = None,
                  loss_weight: float = 1.0, avg_non_ignore: bool = False):
         super().__init__()
-        if use_mask:
-            raise ValueError('CrossEntropyLoss(use_mask=True) is not supported: detforge has no mask heads')
+        if use_mask and use_sigmoid:
+            raise ValueError('CrossEntropyLoss: use_sigmoid and use_mask exclude each other')
+        self.use_mask = use_mask
         self.use_sigmoid = use_sigmoid
         self.reduction = check_reduction(reduction)
         self.class_weight = list(class_weight) if class_weight is not None else None
         self.ignore_index = ignore_index
         self.loss_weight = loss_weight
         self.avg_non_ignore = avg_non_ignore
-        self.criterion = binary_cross_entropy if use_sigmoid else cross_entropy
+        self.criterion = (mask_cross_entropy if use_mask else
+                          binary_cross_entropy if use_sigmoid else cross_entropy)
 
     def forward(self, cls_score: Tensor, label: Tensor, weight: Tensor | None = None,
                 avg_factor: float | None = None, reduction_override: str | None = None,

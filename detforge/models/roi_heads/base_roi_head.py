@@ -19,10 +19,9 @@ class BaseRoIHead(nn.Module):
                  mask_head=None, shared_head=None, train_cfg=None, test_cfg=None,
                  pretrained=None, init_cfg=None):
         super().__init__()
-        if mask_head is not None or mask_roi_extractor is not None:
-            raise BuildError('mask heads are not supported by detforge yet; remove '
-                             'mask_roi_extractor and mask_head', mask_head,
-                             key_path=['mask_head'])
+        if mask_head is None and mask_roi_extractor is not None:
+            raise BuildError('mask_roi_extractor is given without a mask_head', mask_roi_extractor,
+                             key_path=['mask_roi_extractor'])
         if bbox_head is None:
             raise BuildError('an RoI head needs bbox_head=dict(type=...)', bbox_head,
                              key_path=['bbox_head'])
@@ -31,6 +30,8 @@ class BaseRoIHead(nn.Module):
         if shared_head is not None:
             self.shared_head = SHARED_HEADS.build(shared_head)
         self.init_bbox_head(bbox_roi_extractor, bbox_head)
+        if mask_head is not None:
+            self.init_mask_head(mask_roi_extractor, mask_head)
         if self.train_cfg is not None:
             self.init_assigner_sampler()
 
@@ -50,7 +51,7 @@ class BaseRoIHead(nn.Module):
 
     @property
     def with_mask(self) -> bool:
-        return False
+        return getattr(self, 'mask_head', None) is not None
 
     @property
     def with_shared_head(self) -> bool:
@@ -58,6 +59,11 @@ class BaseRoIHead(nn.Module):
 
     def init_bbox_head(self, bbox_roi_extractor, bbox_head):
         raise NotImplementedError
+
+    def init_mask_head(self, mask_roi_extractor, mask_head):
+        raise BuildError(f'{type(self).__name__} has no mask branch; remove mask_head and '
+                         'mask_roi_extractor (StandardRoIHead has one)', mask_head,
+                         key_path=['mask_head'])
 
     def init_assigner_sampler(self):
         self.bbox_assigner, self.bbox_sampler = _assigner_sampler(self.train_cfg)

@@ -29,6 +29,12 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
     Test-time augmentation: :class:`~.test_mixins.BBoxAugTestMixin` (each augmentation runs
     the whole cascade; its averaged scores and last-stage boxes are merged).
 
+    With ``mask_head`` (Cascade Mask R-CNN; one config copied to every stage, or a list)
+    each stage also gets a mask loss on its own positives (``s{i}.loss_mask``), and at test
+    time every stage predicts masks for the final detections; their probabilities are
+    averaged, then pasted (MMDetection 2.x). ``mask_roi_extractor=None`` shares each stage's
+    box extractor.
+
     Args:
         num_stages: number of heads.
         stage_loss_weights: loss weight per stage, e.g. ``[1, 0.5, 0.25]``.
@@ -116,8 +122,11 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             out = self._bbox_forward(i, x, rois)
             targets = head.get_targets(sampling_results, gt_bboxes, gt_labels,
                                        self.train_cfg[i])
-            for name, value in head.loss(out['cls_score'], out['bbox_pred'], rois,
-                                         *targets).items():
+            stage_losses = head.loss(out['cls_score'], out['bbox_pred'], rois, *targets)
+            if self.with_mask:
+                stage_losses.update(self._mask_forward_train(i, x, sampling_results,
+                                                             kwargs.get('gt_masks')))
+            for name, value in stage_losses.items():
                 losses[f's{i}.{name}'] = value * weight if 'loss' in name else value
 
             if i < self.num_stages - 1:
@@ -168,8 +177,76 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
         from detforge.structures.bbox import bbox2result
         det_bboxes, det_labels = self.simple_test_bboxes(x, img_metas, proposal_list,
                                                          self.test_cfg, rescale=rescale)
-        return [bbox2result(b, l, self.bbox_head[-1].num_classes)
-                for b, l in zip(det_bboxes, det_labels)]
+        bbox_results = [bbox2result(b, l, self.bbox_head[-1].num_classes)
+                        for b, l in zip(det_bboxes, det_labels)]
+        if not self.with_mask:
+            return bbox_results
+        segm_results = self.simple_test_mask(x, img_metas, det_bboxes, det_labels, rescale)
+        return list(zip(bbox_results, segm_results))
+
+    # ------------------------------------------------------------------ mask branch
+    def init_mask_head(self, mask_roi_extractor, mask_head):
+        heads = mask_head if isinstance(mask_head, (list, tuple)) else [mask_head] * self.num_stages
+        if len(heads) != self.num_stages:
+            raise BuildError(f'a CascadeRoIHead with num_stages={self.num_stages} needs as many '
+                             f'mask_head configs, got {len(heads)}', mask_head,
+                             key_path=['mask_head'])
+        self.mask_head = nn.ModuleList()
+        for i, head in enumerate(heads):
+            try:
+                self.mask_head.append(HEADS.build(head))
+            except BuildError as e:
+                raise e.prefix('mask_head', str(i))
+        self.share_roi_extractor = mask_roi_extractor is None
+        if not self.share_roi_extractor:
+            exts = mask_roi_extractor if isinstance(mask_roi_extractor, (list, tuple)) \
+                else [mask_roi_extractor] * self.num_stages
+            self.mask_roi_extractor = nn.ModuleList()
+            for i, ext in enumerate(exts):
+                try:
+                    self.mask_roi_extractor.append(ROI_EXTRACTORS.build(ext))
+                except BuildError as e:
+                    raise e.prefix('mask_roi_extractor', str(i))
+
+    def _mask_forward(self, stage, x, rois):
+        extractor = self.bbox_roi_extractor[stage] if self.share_roi_extractor \
+            else self.mask_roi_extractor[stage]
+        mask_feats = extractor(x[:extractor.num_inputs], rois)
+        if self.with_shared_head:
+            mask_feats = self.shared_head(mask_feats)
+        return self.mask_head[stage](mask_feats)
+
+    def _mask_forward_train(self, stage, x, sampling_results, gt_masks) -> dict:
+        """Stage ``stage``'s mask loss on its positive RoIs."""
+        from detforge.structures.bbox import bbox2roi
+        if gt_masks is None:
+            raise BuildError('this RoI head has a mask_head, so training needs gt_masks: use '
+                             "LoadAnnotations(with_mask=True) and 'gt_masks' in Collect's keys")
+        head = self.mask_head[stage]
+        pos_rois = bbox2roi([res.pos_bboxes for res in sampling_results])
+        mask_pred = self._mask_forward(stage, x, pos_rois)
+        targets = head.get_targets(sampling_results, gt_masks, self.train_cfg[stage])
+        labels = torch.cat([res.pos_gt_labels for res in sampling_results])
+        return head.loss(mask_pred, targets, labels)
+
+    def simple_test_mask(self, x, img_metas, det_bboxes, det_labels, rescale=False):
+        """Per image, per class bool masks: the stages' mask probabilities averaged."""
+        from detforge.structures.bbox import bbox2roi
+        last = self.mask_head[-1]
+        if all(len(b) == 0 for b in det_bboxes):
+            return [[[] for _ in range(last.num_classes)] for _ in det_bboxes]
+        boxes = []
+        for dets, meta in zip(det_bboxes, img_metas):
+            sf = dets.new_tensor(meta.get('scale_factor', 1.0)).reshape(-1)
+            boxes.append(dets[:, :4] * sf if rescale else dets[:, :4])
+        rois = bbox2roi(boxes)
+        labels = torch.cat(list(det_labels))
+        probs = sum(self.mask_head[i].mask_probs(self._mask_forward(i, x, rois), labels)
+                    for i in range(self.num_stages)) / self.num_stages
+        counts = [len(b) for b in boxes]
+        return [last.paste_seg_masks(p, b, lab, self.test_cfg, meta['ori_shape'],
+                                     meta.get('scale_factor', 1.0), rescale)
+                for p, b, lab, meta in zip(probs.split(counts), boxes, det_labels, img_metas)]
 
     # ------------------------------------------------------------ test-time augmentation
     @property

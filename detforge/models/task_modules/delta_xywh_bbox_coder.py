@@ -23,11 +23,14 @@ class DeltaXYWHBBoxCoder:
         clip_border: clip decoded boxes to ``max_shape``.
         add_ctr_clamp: clamp the decoded centre shift to ``ctr_clamp`` pixels.
         ctr_clamp: see above.
+        clamp_shrink: also clamp ``dw, dh`` from below (boxes shrink at most
+            ``1 / wh_ratio_clip`` times), as MMDetection 2.x; ``False`` clamps growth only, as
+            torchvision's ``BoxCoder`` (the ``*_tv`` configs).
     """
 
     def __init__(self, target_means: Sequence[float] = (0., 0., 0., 0.),
                  target_stds: Sequence[float] = (1., 1., 1., 1.), clip_border: bool = True,
-                 add_ctr_clamp: bool = False, ctr_clamp: int = 32):
+                 add_ctr_clamp: bool = False, ctr_clamp: int = 32, clamp_shrink: bool = True):
         if len(target_means) != 4 or len(target_stds) != 4:
             raise ValueError(f'target_means and target_stds need 4 values each, got '
                              f'{list(target_means)} and {list(target_stds)}')
@@ -36,6 +39,7 @@ class DeltaXYWHBBoxCoder:
         self.clip_border = clip_border
         self.add_ctr_clamp = add_ctr_clamp
         self.ctr_clamp = ctr_clamp
+        self.clamp_shrink = clamp_shrink
 
     def encode(self, bboxes: Tensor, gt_bboxes: Tensor) -> Tensor:
         """Deltas ``(..., 4)`` that turn ``bboxes (..., 4)`` into ``gt_bboxes (..., 4)``."""
@@ -71,9 +75,10 @@ class DeltaXYWHBBoxCoder:
         py = bboxes[..., 1] + 0.5 * ph
         max_ratio = abs(math.log(wh_ratio_clip))
         dx_pix, dy_pix = pw * dx, ph * dy
-        if self.add_ctr_clamp:
-            dx_pix = dx_pix.clamp(-self.ctr_clamp, self.ctr_clamp)
-            dy_pix = dy_pix.clamp(-self.ctr_clamp, self.ctr_clamp)
+        if self.add_ctr_clamp or not self.clamp_shrink:
+            if self.add_ctr_clamp:
+                dx_pix = dx_pix.clamp(-self.ctr_clamp, self.ctr_clamp)
+                dy_pix = dy_pix.clamp(-self.ctr_clamp, self.ctr_clamp)
             dw = dw.clamp(max=max_ratio)
             dh = dh.clamp(max=max_ratio)
         else:
