@@ -14,7 +14,7 @@ from detforge.registry import BuildError
 
 
 def boxes(*rows):
-    return torch.tensor(rows, dtype=torch.float32)
+    return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
 
 
 # ---------------------------------------------------------------------------- ATSSAssigner

@@ -67,6 +67,7 @@ def fcos_targets(points: Tensor, point_strides: Tensor, regress_ranges: Tensor,
     max_dist = dist.max(dim=-1).values
     in_range = (max_dist >= regress_ranges[None, :, 0, None]) & (max_dist <= regress_ranges[None, :, 1, None])
     areas = ((x2 - x1) * (y2 - y1)).expand(B, N, K)
+    # (the padding boxes are empty and contain no point; the mask says so explicitly)
     areas = torch.where(inside & in_range & present[:, None, :], areas, areas.new_tensor(INF))
     min_area, gt_idx = areas.min(dim=2)  # (B, N)
     labels = gt_labels.gather(1, gt_idx)
