@@ -169,3 +169,25 @@ def test_mmdetection_configs_build_with_its_parameter_names(repo_root, name, bia
     assert ('bbox_head.cls_convs.0.conv.bias' in keys) is biased
     head = model.bbox_head
     assert (head.center_sampling, head.norm_on_bbox, head.centerness_on_reg) == (biased,) * 3
+
+
+def test_test_time_augmentation_merges_and_maps_flips_back():
+    torch.manual_seed(0)
+    head = _head()
+    head.eval()
+    with torch.no_grad():
+        head.conv_cls.bias.zero_()  # scores above the threshold
+    feats = [torch.randn(1, 32, 8, 8), torch.randn(1, 32, 4, 4)]
+    meta = dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3), batch_input_shape=(64, 64), scale_factor=1.0,
+                flip=False)
+    flipped = dict(meta, flip=True, flip_direction='horizontal')
+    with torch.no_grad():
+        single, _ = head.simple_test(feats, [meta])[0]
+        merged, _ = head.aug_test([feats, feats], [[meta], [meta]])[0]  # duplicates merge by NMS
+        back, _ = head.aug_test([feats], [[flipped]])[0]
+    assert len(single) > 0
+    by_score = lambda d: d[d[:, 4].argsort(descending=True)]
+    torch.testing.assert_close(by_score(merged), by_score(single))
+    mirrored = single.clone()
+    mirrored[:, 0], mirrored[:, 2] = 64 - single[:, 2], 64 - single[:, 0]
+    torch.testing.assert_close(by_score(back), by_score(mirrored))
