@@ -33,6 +33,13 @@ trainable in both; inference keeps up to 1000 candidates per level above 0.2 on
 step's self CPU time spent outside convolutions (forward and backward) and outside
 convolutions + matrix multiplies, and the top non-convolution operators.
 
+``--channels-last``: the memory layouts side by side in one process. Our model and
+torchvision's are each built once, copied, and one copy converted to NHWC
+(``channels_last = True``: ours through its config switch, torchvision by hand); the four
+(model, layout) pairs are timed alternately, the order rotating each iteration, so that
+machine load hits every pair alike. Prints each model's NHWC/NCHW ratio of the median
+training step and inference.
+
 ``--targets`` (alone, no timing of the models): the target computation of our dense head
 (RetinaNet's head, or Faster R-CNN's RPN) on the batch of the train step: anchors' validity,
 assignment, sampling and box encoding. Prints its median wall time and how many of its ops
@@ -220,10 +227,6 @@ def run_timing(args):
     samples = load_images(2)
     torch.manual_seed(0)
     ours, base = build_o(), build_b()
-    if args.channels_last:  # both in NHWC: ours through its config switch, torchvision by hand
-        from detforge.utils.setup_env import model_to_device
-        ours = model_to_device(ours, 'cpu', dict(channels_last=True))
-        base = base.to(memory_format=torch.channels_last)
     opt_o, opt_b = make_optimizer(ours), make_optimizer(base)
     times = {k: [] for k in ('ours_train', 'base_train', 'ours_infer', 'base_infer')}
     for i in range(args.warmup + args.iters):
@@ -248,6 +251,56 @@ def run_timing(args):
     cpu = {k: statistics.median(v[args.warmup:]) for k, v in CPU_TIMES.items()}
     print('median process CPU time: ' + ', '.join(f'{k} {v:.2f}s' for k, v in cpu.items()))
     return med, times, cpu
+
+
+def run_layouts(args) -> dict:
+    """NCHW against NHWC (channels_last) for ours and torchvision, alternating in one process.
+
+    Returns ``{'median_s': {'ours_nchw_train': s, ...}, 'nhwc_over_nchw': {'ours_train':
+    ratio, ...}, 'times': {...}}``."""
+    import copy
+
+    from detforge.utils.setup_env import model_to_device
+    build_o, train_o, infer_o, build_b, train_b, infer_b = BUILDERS[args.model]
+    samples = load_images(2)
+    torch.manual_seed(0)
+    ours, base = build_o(), build_b()
+    # same weights in both layouts: the NHWC copy is converted from the NCHW model
+    models = {'ours_nchw': (ours, train_o, infer_o),
+              'ours_nhwc': (model_to_device(copy.deepcopy(ours), 'cpu', dict(channels_last=True)),
+                            train_o, infer_o),
+              'base_nchw': (base, train_b, infer_b),
+              'base_nhwc': (copy.deepcopy(base).to(memory_format=torch.channels_last),
+                            train_b, infer_b)}
+    runs = {name: (model, make_optimizer(model), train_fn, infer_fn)
+            for name, (model, train_fn, infer_fn) in models.items()}
+    names = list(runs)
+    times = {f'{n}_{phase}': [] for n in names for phase in ('train', 'infer')}
+    for i in range(args.warmup + args.iters):
+        order = names[i % len(names):] + names[:i % len(names)]  # rotate who goes first
+        t = {}
+        for name in order:
+            model, opt, train_fn, _ = runs[name]
+            model.train()
+            t[f'{name}_train'] = timed(train_fn, model, opt, samples)
+        for name in order:
+            model, _, _, infer_fn = runs[name]
+            model.eval()
+            t[f'{name}_infer'] = timed(infer_fn, model, samples[:1])
+        if i >= args.warmup:
+            for k, v in t.items():
+                times[k].append(v)
+        print(f'iter {i}{" (warm-up)" if i < args.warmup else ""}: ' +
+              ', '.join(f'{k} {v:.2f}s' for k, v in t.items()), flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratios = {f'{who}_{phase}': med[f'{who}_nhwc_{phase}'] / med[f'{who}_nchw_{phase}']
+              for who in ('ours', 'base') for phase in ('train', 'infer')}
+    for phase, label in (('train', 'train step (batch 2)'), ('infer', 'inference (1 image)')):
+        print(f'{label}: ours NCHW {med[f"ours_nchw_{phase}"]:.2f}s, NHWC '
+              f'{med[f"ours_nhwc_{phase}"]:.2f}s (x{ratios[f"ours_{phase}"]:.3f}); torchvision '
+              f'NCHW {med[f"base_nchw_{phase}"]:.2f}s, NHWC {med[f"base_nhwc_{phase}"]:.2f}s '
+              f'(x{ratios[f"base_{phase}"]:.3f})')
+    return dict(median_s=med, nhwc_over_nchw=ratios, times=times)
 
 
 def peak_rss_mib() -> float:
@@ -382,7 +435,8 @@ def main(argv=None):
     parser.add_argument('--targets', action='store_true',
                         help="only time our dense head's target computation and count its GPU syncs")
     parser.add_argument('--channels-last', action='store_true',
-                        help='time both models with channels_last weights (config channels_last=True)')
+                        help='time NCHW and NHWC (config channels_last=True) side by side, '
+                             'alternating in one process, for both models')
     parser.add_argument('--phase', help=argparse.SUPPRESS)
     parser.add_argument('--json', help='write the results to this file')
     args = parser.parse_args(argv)
@@ -396,9 +450,15 @@ def main(argv=None):
     print(f'torch {torch.__version__}, {args.threads} threads, model {args.model}'
           f'{", channels_last" if args.channels_last else ""}; machine load '
           f'{" ".join(f"{x:.1f}" for x in __import__("os").getloadavg())}', flush=True)
+    if args.channels_last:
+        result = dict(model=args.model, threads=args.threads, iters=args.iters,
+                      channels_last='side by side', **run_layouts(args))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        return result
     med, times, cpu = run_timing(args)
     result = dict(model=args.model, threads=args.threads, iters=args.iters, median_s=med,
-                  channels_last=args.channels_last,
+                  channels_last=False,
                   train_ratio=med['ours_train'] / med['base_train'],
                   infer_ratio=med['ours_infer'] / med['base_infer'], times=times,
                   median_cpu_s=cpu)

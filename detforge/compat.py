@@ -35,7 +35,7 @@ from typing import Any
 
 from detforge.config import Config, ConfigError
 
-__all__ = ['compat_cfg', 'ConfigDeprecationWarning']
+__all__ = ['compat_cfg', 'load_config', 'ConfigDeprecationWarning']
 
 
 class ConfigDeprecationWarning(DeprecationWarning):
@@ -84,6 +84,32 @@ class _Upgrade:
             where = ', '.join(paths[:4]) + (f' and {len(paths) - 4} more' if len(paths) > 4 else '')
             text = self.messages.get(old, f"'{old}' is an old key ({where}); use {new} instead")
             warnings.warn(f'config{source}: {text}', ConfigDeprecationWarning, stacklevel=3)
+
+
+def load_config(config, cfg_options: dict | None = None) -> Config:
+    """The one way every entry point (train, test, infer, export, benchmark, the analysis
+    tools, :func:`~detforge.apis.inference.init_detector`) loads a config: a path, a
+    :class:`Config` (copied) or a plain dict; then ``--cfg-options``; then the 1.x upgrade
+    (:func:`compat_cfg`, a no-op on a current config). So an old config builds the same
+    model everywhere (e.g. ``num_classes`` counting background is rewritten before the head
+    is built, and a checkpoint trained with the upgraded config loads into it)."""
+    import copy
+    import os
+
+    from detforge.registry import DetforgeError
+    if isinstance(config, (str, os.PathLike)):
+        if not os.path.isfile(config):
+            raise DetforgeError(f'config file not found: {config}')
+        config = Config.fromfile(str(config))
+    elif isinstance(config, Config):
+        config = copy.deepcopy(config)
+    elif isinstance(config, dict):
+        config = Config(config)
+    else:
+        raise DetforgeError(f'config must be a file path or a Config, got {type(config).__name__}')
+    if cfg_options:
+        config.merge_from_dict(cfg_options)
+    return compat_cfg(config)
 
 
 def compat_cfg(cfg: Config) -> Config:

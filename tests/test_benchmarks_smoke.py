@@ -101,10 +101,13 @@ def test_report_parses_the_summary_lines_of_data_and_eval(run_all):
     assert data == [dict(workers=0, ours_img_s=224.3, base_img_s=33.0),
                     dict(workers=2, ours_img_s=90.0, base_img_s=100.5)]
     ev = run_all.parse_eval_output(
-        'max |difference| = 1.50e-07\nmedian time: pycocotools 4.30s, detforge '
-        '(faster_coco_eval) 0.67s -> 6.4x faster\n')
-    assert ev == dict(base_s=4.30, backend='faster_coco_eval', ours_s=0.67,
-                      max_ap_difference=1.5e-7)
+        'AP/AP50/AP75/APs/APm/APl detforge/pycocotools    0.1 0.2  (max |difference| 0.00e+00)\n'
+        'AP/AP50/AP75/APs/APm/APl detforge/faster_coco_eval 0.1 0.2  (max |difference| 1.50e-07)\n'
+        'median time: plain pycocotools 4.30s, detforge/pycocotools 4.50s -> ratio 1.05\n'
+        'median time: plain pycocotools 4.30s, detforge/faster_coco_eval 0.67s -> ratio 0.16\n')
+    assert ev == dict(base_s=4.30, backends=dict(
+        pycocotools=dict(ours_s=4.50, max_ap_difference=0.0),
+        faster_coco_eval=dict(ours_s=0.67, max_ap_difference=1.5e-7)))
     with pytest.raises(run_all.BenchFailed, match='median time'):
         run_all.parse_eval_output('Traceback ...')
 
@@ -135,3 +138,38 @@ def test_scripts_print_their_help(script, option):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert option in out.stdout
+
+
+def test_bench_models_channels_last_times_both_layouts_side_by_side(monkeypatch):
+    """``--channels-last`` runs NCHW and NHWC copies (same weights) of each model alternating
+    in one process; tiny stand-in models here (no timing is judged)."""
+    import argparse
+    bench = _load('bench_models')
+    seen = []
+
+    def build():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+
+    def train(model, opt, samples):
+        seen.append(('train', model[0].weight.is_contiguous(memory_format=torch.channels_last),
+                     model[0].weight.detach().clone()))
+        opt.zero_grad()
+        model(torch.zeros(1, 3, 8, 8)).sum().backward()
+
+    def infer(model, samples):
+        seen.append(('infer', model.training, None))
+
+    monkeypatch.setitem(bench.BUILDERS, 'retinanet', (build, train, infer, build, train, infer))
+    monkeypatch.setattr(bench, 'load_images', lambda n: [None] * n)
+    monkeypatch.setattr(bench, 'make_optimizer',
+                        lambda m: torch.optim.SGD(m.parameters(), lr=0.0))
+    result = bench.run_layouts(argparse.Namespace(model='retinanet', warmup=1, iters=2))
+    assert set(result['median_s']) == {f'{w}_{l}_{p}' for w in ('ours', 'base')
+                                       for l in ('nchw', 'nhwc') for p in ('train', 'infer')}
+    assert set(result['nhwc_over_nchw']) == {'ours_train', 'ours_infer', 'base_train',
+                                             'base_infer'}
+    trains = [s for s in seen if s[0] == 'train']
+    assert len(trains) == 4 * 3 and sum(s[1] for s in trains) == 2 * 3  # half in NHWC
+    assert all(torch.equal(s[2], trains[0][2]) for s in trains)         # same weights
+    assert not any(s[1] for s in seen if s[0] == 'infer')               # eval mode

@@ -1,4 +1,5 @@
 """Each transform's effect on the image and the boxes, against hand-computed values."""
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -139,6 +140,59 @@ def test_photometric_distortion_keeps_uint8_and_boxes():
     r = PhotoMetricDistortion()(make_results())
     assert r['img'].dtype == np.uint8 and r['img'].shape == (100, 200, 3)
     np.testing.assert_array_equal(r['gt_bboxes'], [[10, 20, 50, 60]])
+
+
+NEUTRAL = dict(brightness_delta=0, contrast_range=(1, 1), saturation_range=(1, 1), hue_delta=0)
+
+
+@pytest.fixture
+def every_step_at_its_upper_bound(monkeypatch):
+    """Every coin flip says 'apply', every draw is its range's upper end, contrast comes
+    first, and the channel permutation reverses BGR: each step's effect is then exact."""
+    monkeypatch.setattr(np.random, 'randint', lambda *a, **k: 1)
+    monkeypatch.setattr(np.random, 'uniform', lambda low, high: high)
+    monkeypatch.setattr(np.random, 'permutation', lambda n: np.arange(n)[::-1])
+
+
+def _with_gray(results):
+    results['img'][..., 2] = 100  # red constant: a colourful image with saturation < 1
+    return results
+
+
+@pytest.mark.parametrize('options,expected', [
+    (dict(brightness_delta=20), lambda img: np.clip(img + 20.0, 0, 255)),
+    (dict(contrast_range=(0.5, 1.25)), lambda img: np.clip(np.rint(img * 1.25), 0, 255)),
+])
+def test_photometric_distortion_brightness_and_contrast(every_step_at_its_upper_bound,
+                                                        options, expected):
+    results = _with_gray(make_results())
+    img = results['img'].astype(np.float32)
+    out = PhotoMetricDistortion(**dict(NEUTRAL, **options))(results)['img']
+    # the last step reversed the channels (patched permutation)
+    np.testing.assert_allclose(out[..., ::-1], expected(img), atol=1)
+
+
+def test_photometric_distortion_saturation_and_hue(every_step_at_its_upper_bound):
+    results = _with_gray(make_results())
+    hsv_in = cv2.cvtColor(results['img'].astype(np.float32), cv2.COLOR_BGR2HSV)
+    out = PhotoMetricDistortion(**dict(NEUTRAL, saturation_range=(1, 1.5)))(
+        _with_gray(make_results()))['img'][..., ::-1]
+    hsv_out = cv2.cvtColor(out.astype(np.float32), cv2.COLOR_BGR2HSV)
+    inside = hsv_in[..., 1] * 1.5 < 0.95  # where the result stays a valid saturation
+    np.testing.assert_allclose(hsv_out[..., 1][inside], hsv_in[..., 1][inside] * 1.5, atol=0.02)
+    out = PhotoMetricDistortion(**dict(NEUTRAL, hue_delta=18))(
+        _with_gray(make_results()))['img'][..., ::-1]
+    hsv_out = cv2.cvtColor(out.astype(np.float32), cv2.COLOR_BGR2HSV)
+    colourful = hsv_in[..., 1] > 0.3
+    shift = np.mod(hsv_out[..., 0] - hsv_in[..., 0], 360)[colourful]
+    np.testing.assert_allclose(np.median(shift), 18, atol=1)
+
+
+def test_photometric_distortion_channel_swap(every_step_at_its_upper_bound):
+    results = make_results()
+    before = results['img'].copy()
+    out = PhotoMetricDistortion(**NEUTRAL)(results)['img']
+    np.testing.assert_array_equal(out, before[..., ::-1])
 
 
 def test_normalize_and_pad_only_record_for_uint8_images():

@@ -111,12 +111,23 @@ FEATS = [torch.randn(1, c, s, s) for c, s in ((8, 32), (16, 16), (32, 8), (64, 4
 
 @pytest.mark.parametrize('mode', [False, True, 'on_input', 'on_lateral', 'on_output'])
 def test_fpn_extra_levels(mode):
+    """P6 comes from the source the mode names (True = 'on_input', as MMDetection 2.x), or
+    from max-pooling P5 without extra convs; P7 from P6."""
+    torch.manual_seed(0)
     fpn = FPN([8, 16, 32, 64], 16, num_outs=5, start_level=1, add_extra_convs=mode)
     outs = fpn(FEATS)
     assert [o.shape[-1] for o in outs] == [16, 8, 4, 2, 1]
     assert all(o.shape[1] == 16 for o in outs)
-    extra_in = fpn.fpn_convs[3].conv.in_channels if mode else None
-    assert extra_in == {False: None, True: 64, 'on_input': 64, 'on_lateral': 16, 'on_output': 16}[mode]
+    p5 = outs[2]
+    if not mode:
+        assert len(fpn.fpn_convs) == 3
+        torch.testing.assert_close(outs[3], p5[..., ::2, ::2])
+        torch.testing.assert_close(outs[4], outs[3][..., ::2, ::2])
+        return
+    source = {True: FEATS[-1], 'on_input': FEATS[-1], 'on_output': p5,
+              'on_lateral': fpn.lateral_convs[-1](FEATS[-1])}[mode]
+    torch.testing.assert_close(outs[3], fpn.fpn_convs[3](source))
+    torch.testing.assert_close(outs[4], fpn.fpn_convs[4](outs[3]))
 
 
 def test_fpn_relu_before_extra_convs_changes_p7_only():

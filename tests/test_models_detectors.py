@@ -90,8 +90,8 @@ def test_with_properties(repo_root, config, rpn, roi, shared):
     cfg = Config.fromfile(str(repo_root / config))
     det = DETECTORS.build(_narrow(cfg.model))
     assert det.with_neck
-    assert getattr(det, 'with_rpn', hasattr(det, 'rpn_head')) is rpn
-    assert getattr(det, 'with_roi_head', False) is roi
+    assert det.with_rpn is rpn and (det.rpn_head is not None) is rpn
+    assert det.with_roi_head is roi and hasattr(det, 'roi_head') is roi
     assert det.with_shared_head is shared
     if roi:
         assert det.with_bbox

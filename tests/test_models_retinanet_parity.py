@@ -19,7 +19,7 @@ from detforge.converters import torchvision_retinanet
 from detforge.models.builder import build_detector
 from detforge.models.detectors.base import BaseDetector
 
-torchvision_detection = pytest.importorskip('torchvision.models.detection')
+import torchvision.models.detection as torchvision_detection  # noqa: E402  (a dependency)
 
 H, W = 128, 256
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)

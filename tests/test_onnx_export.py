@@ -273,10 +273,22 @@ def test_test_and_infer_commands_run_the_onnx_file(retinanet, tmp_path, capsys):
     for backend, model_file in (('onnxruntime', onnx_file), ('pytorch', ckpt)):
         out = tmp_path / backend
         assert main(['infer', str(cfg), str(model_file), str(images[0]), '--out', str(out),
-                     '--backend', backend, '--score-thr', '0.3']) == 0
+                     '--backend', backend, '--score-thr', '0']) == 0
         runs[backend] = json.loads((out / 'detections.json').read_text())['detections']
     (ort,), (pt,) = runs['onnxruntime'].values(), runs['pytorch'].values()
-    assert len(ort) == len(pt)
+    assert len(ort) == len(pt) > 0
+    # the same boxes, scores and labels: each PyTorch detection matched to its nearest
+    # onnxruntime one (robust to score ties reordering the list)
+    pt_boxes = np.array([d['bbox'] for d in pt], np.float32)
+    ort_boxes = np.array([d['bbox'] for d in ort], np.float32)
+    dist = np.abs(pt_boxes[:, None] - ort_boxes[None]).max(-1)
+    nearest = dist.argmin(1)
+    assert dist.min(1).max() < 1e-2
+    assert len(set(nearest.tolist())) == len(nearest)
+    assert [d['label'] for d in pt] == [ort[j]['label'] for j in nearest]
+    assert [d['class'] for d in pt] == [ort[j]['class'] for j in nearest]
+    np.testing.assert_allclose([d['score'] for d in pt], [ort[j]['score'] for j in nearest],
+                               atol=1e-4)
     with pytest.raises(DetforgeError, match='ONNX file not found'):
         from detforge.commands.infer import main as infer_main
         from argparse import Namespace

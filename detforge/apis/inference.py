@@ -91,20 +91,8 @@ class LoadImageFromArray:
 
 
 def _load_config(config, cfg_options=None):
-    from detforge.config import Config
-    if isinstance(config, (str, os.PathLike)):
-        if not os.path.isfile(config):
-            raise DetforgeError(f'config file not found: {config}')
-        config = Config.fromfile(config)
-    elif isinstance(config, dict) and not isinstance(config, Config):
-        config = Config(config)
-    elif not isinstance(config, Config):
-        raise DetforgeError(f'config must be a file path or a Config, got {type(config).__name__}')
-    else:
-        config = copy.deepcopy(config)
-    if cfg_options:
-        config.merge_from_dict(cfg_options)
-    return config
+    from detforge.compat import load_config
+    return load_config(config, cfg_options)
 
 
 def _build_detector(model_cfg, cfg):
@@ -143,12 +131,15 @@ def _classes_from_config(cfg):
 
 
 def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
-                  cfg_options: dict | None = None):
+                  cfg_options: dict | None = None, fuse: bool = False):
     """Build a detector from a config (path or :class:`Config`) and load its weights.
 
     The class names (``model.CLASSES``) come from the checkpoint's ``meta['CLASSES']`` when it
     has them, else from the config's test data set. The model is in eval mode on ``device``
     and keeps its config as ``model.cfg`` (used by :func:`inference_detector`).
+    ``fuse=True`` folds every batch norm into the convolution before it
+    (:func:`~detforge.models.fuse_conv_bn.fuse_detector`): the same detections, fewer
+    operations; such a model is for inference only.
     """
     cfg = _load_config(config, cfg_options)
     model_cfg = cfg.model
@@ -181,6 +172,9 @@ def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
     model.cfg = cfg
     model = model_to_device(model, device, cfg)
     model.eval()
+    if fuse:
+        from detforge.models.fuse_conv_bn import fuse_detector
+        fuse_detector(model)
     return model
 
 
@@ -248,7 +242,7 @@ def inference_detector(model, imgs, return_structured: bool = False):
             raise DetforgeError(f'the test pipeline dropped the image {name}')
         samples.append(sample)
     batch = _collate(samples)
-    with torch.no_grad():
+    with torch.inference_mode():
         results = model(return_loss=False, rescale=True, **batch)
     if return_structured:
         names = getattr(model, 'CLASSES', None) or ()

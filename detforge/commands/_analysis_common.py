@@ -21,14 +21,34 @@ def add_cfg_options(parser) -> None:
                         help='override config keys, e.g. data.test.ann_file=...')
 
 
+def add_backend_arguments(parser) -> None:
+    """``--backend``, ``--fuse`` and ``--threads``: how ``test``, ``infer`` and ``benchmark`` run
+    the model."""
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
+                        default='pytorch',
+                        help='run the PyTorch checkpoint (default), or a file exported by '
+                        '`detforge export` with onnxruntime or OpenVINO (CPU)')
+    parser.add_argument('--fuse', action='store_true',
+                        help='PyTorch backend: fold batch norm into the convolutions before it '
+                        '(same detections, faster)')
+    parser.add_argument('--threads', type=int, default=0,
+                        help='onnxruntime/openvino: inference threads (default: the backend\'s)')
+
+
+def check_backend_arguments(args) -> None:
+    if args.fuse:
+        raise DetforgeError(f'--fuse is for the pytorch backend; {args.checkpoint} run by '
+                            f'{args.backend} is already optimised by it')
+    if args.threads < 0:
+        raise DetforgeError(f'--threads must be >= 0, got {args.threads}')
+    if not os.path.isfile(args.checkpoint):
+        raise DetforgeError(f'exported model file not found: {args.checkpoint}')
+
+
 def load_config(path: str, cfg_options=None):
-    from detforge.config import Config
-    if not os.path.isfile(path):
-        raise DetforgeError(f'config file not found: {path}')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+    """See :func:`detforge.compat.load_config` (every entry point loads configs with it)."""
+    from detforge.compat import load_config as load
+    return load(path, cfg_options)
 
 
 def build_test_dataset(cfg):

@@ -15,7 +15,7 @@ import os.path as osp
 import cv2
 import numpy as np
 
-from detforge.config import Config, DictAction
+from detforge.config import DictAction
 
 NAME = 'browse-dataset'
 HELP = 'draw the training images after the pipeline, with their boxes, into PNG files'
@@ -83,9 +83,8 @@ def _draw(img, boxes, labels, class_names):
 def main(args) -> int:
     from detforge.data import build_dataset
     from detforge.registry import build_context
-    cfg = Config.fromfile(args.config)
-    if args.cfg_options:
-        cfg.merge_from_dict(args.cfg_options)
+    from detforge.compat import load_config
+    cfg = load_config(args.config, args.cfg_options)
     with build_context('data', 'train', filename=args.config):
         dataset = build_dataset(retrieve_train_cfg(cfg, set(args.skip_type)))
     os.makedirs(args.output_dir, exist_ok=True)

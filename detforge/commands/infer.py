@@ -15,7 +15,8 @@ import os
 import cv2
 
 from detforge.commands._analysis_common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
-                                                add_cfg_options)
+                                                add_backend_arguments, add_cfg_options,
+                                                check_backend_arguments)
 from detforge.registry import DetforgeError
 
 NAME = 'infer'
@@ -25,16 +26,14 @@ HELP = 'detect objects in an image, a folder or a video; write drawings and a JS
 def add_arguments(parser):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file (.pth), or the exported model '
-                        'with --backend onnxruntime (.onnx)')
+                        'with --backend onnxruntime|openvino (.onnx, .xml)')
     parser.add_argument('input', help='an image, a folder of images, or a video file')
     parser.add_argument('--out', default='infer_out', help='output folder (default: infer_out)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='draw and report boxes scoring at least this (default 0.3)')
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda:0'")
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
-    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
-                        help='run the PyTorch checkpoint (default) or an ONNX file exported '
-                        'by `detforge export` with onnxruntime')
+    add_backend_arguments(parser)
     add_cfg_options(parser)
 
 
@@ -106,13 +105,13 @@ def main(args):
         raise DetforgeError(f'--batch-size must be at least 1, got {args.batch_size}')
     if args.backend == 'pytorch':
         model = init_detector(args.config, args.checkpoint, device=args.device,
-                              cfg_options=args.cfg_options)
+                              cfg_options=args.cfg_options, fuse=args.fuse)
     else:
         from detforge.deployment import build_backend_model
-        if not os.path.isfile(args.checkpoint):
-            raise DetforgeError(f'ONNX file not found: {args.checkpoint}')
+        check_backend_arguments(args)
         model = build_backend_model(args.config, args.checkpoint, device=args.device,
-                                    cfg_options=args.cfg_options, backend=args.backend)
+                                    cfg_options=args.cfg_options, backend=args.backend,
+                                    num_threads=args.threads)
     os.makedirs(args.out, exist_ok=True)
     if os.path.isdir(args.input):
         detections = run_images(model, _list_images(args.input), args.out, args.score_thr,

@@ -15,6 +15,7 @@ import os.path as osp
 import pickle
 import time
 
+from detforge.commands._analysis_common import add_backend_arguments, check_backend_arguments
 from detforge.registry import DetforgeError, build_context
 
 NAME = 'test'
@@ -25,16 +26,15 @@ def add_arguments(parser) -> None:
     from detforge.config import DictAction
     parser.add_argument('config', help='test config file')
     parser.add_argument('checkpoint', help='checkpoint file (.pth), or the exported model '
-                        'with --backend onnxruntime (.onnx)')
-    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime'], default='pytorch',
-                        help='evaluate the PyTorch checkpoint (default) or an ONNX file '
-                        'exported by `detforge export`, run by onnxruntime on the CPU')
+                        'with --backend onnxruntime|openvino (.onnx, .xml)')
+    add_backend_arguments(parser)
     parser.add_argument('--work-dir', help='where to write the metrics as JSON')
     parser.add_argument('--out', help='write the detections to this .pkl or .json file')
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
                         help='metrics, e.g. bbox (COCO) or mAP (VOC)')
     parser.add_argument('--format-only', action='store_true',
-                        help='only format the results (dataset.format_results), no metrics')
+                        help='only write the results as COCO JSON (PREFIX.bbox.json; needs '
+                        '--eval-options jsonfile_prefix=PREFIX), no metrics')
     parser.add_argument('--show-dir', help='draw the detections into this folder')
     parser.add_argument('--show-score-thr', type=float, default=0.3,
                         help='score threshold for drawing (default 0.3)')
@@ -81,13 +81,17 @@ def main(args) -> int:
     import torch
     from detforge.apis.test import multi_gpu_test, single_gpu_test
     from detforge.apis.train import _build_loader
-    from detforge.commands.train import init_launcher, load_config, setup_multi_processes
+    from detforge.commands.train import (check_gpu_request, init_launcher, load_config,
+                                         setup_multi_processes)
     from detforge.engine import get_dist_info, load_checkpoint, wrap_distributed
     from detforge.utils.setup_env import model_to_device, setup_speed_switches
 
     if args.out is None and not args.eval and not args.format_only and not args.show_dir:
         raise DetforgeError('say what to do with the results: --out FILE, --eval bbox, '
                             '--format-only or --show-dir DIR')
+    if args.format_only and not (args.eval_options or {}).get('jsonfile_prefix'):
+        raise DetforgeError('--format-only writes PREFIX.bbox.json: give the prefix with '
+                            '--eval-options jsonfile_prefix=PATH')
     if args.out is not None:
         if osp.splitext(args.out)[1].lower() not in ('.pkl', '.pickle', '.json'):
             raise DetforgeError(f'--out must end in .pkl or .json, got {args.out}')
@@ -104,7 +108,8 @@ def main(args) -> int:
     if isinstance(cfg.model.get('backbone', None), dict):
         cfg.model.backbone['init_cfg'] = None
     distributed = init_launcher(args.launcher, cfg)
-    rank, _ = get_dist_info()
+    rank, world_size = get_dist_info()
+    check_gpu_request(cfg, world_size)
 
     from detforge.data import build_dataset
     from detforge.models import build_detector
@@ -131,10 +136,14 @@ def main(args) -> int:
         if device == 'cuda' and not torch.cuda.is_available():
             raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
         model = model_to_device(model, device, cfg)
+        if args.fuse:
+            from detforge.models.fuse_conv_bn import fuse_detector
+            fuse_detector(model.eval())
     else:
         from detforge.deployment import build_backend_model
+        check_backend_arguments(args)
         model = build_backend_model(cfg, args.checkpoint, device=args.device or 'cpu',
-                                    backend=args.backend)
+                                    backend=args.backend, num_threads=args.threads)
         model.CLASSES = model.CLASSES or dataset.CLASSES
 
     start = time.time()
@@ -155,7 +164,11 @@ def main(args) -> int:
         print(f'detections written to {args.out}')
     kwargs = dict(args.eval_options or {})
     if args.format_only:
-        dataset.format_results(outputs, **kwargs)
+        if not hasattr(dataset, 'format_results'):
+            raise DetforgeError(f'--format-only: {type(dataset).__name__} has no result format '
+                                '(COCO-style data sets write PREFIX.bbox.json)')
+        result_files, _ = dataset.format_results(outputs, **kwargs)
+        print('results written to ' + ', '.join(sorted(set(result_files.values()))))
     if args.eval:
         eval_kwargs = dict(cfg.get('evaluation', {}) or {})
         for key in ('interval', 'tmpdir', 'start', 'gpu_collect', 'save_best', 'rule',

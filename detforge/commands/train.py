@@ -57,18 +57,27 @@ def argparse_suppress():
 
 
 def load_config(path: str, cfg_options: dict | None):
-    from detforge.config import Config
-    if not osp.isfile(path):
-        raise DetforgeError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    try:
-        from detforge.compat import compat_cfg
-        cfg = compat_cfg(cfg)
-    except ImportError:
-        pass
-    return cfg
+    """See :func:`detforge.compat.load_config` (every entry point loads configs with it)."""
+    from detforge.compat import load_config as load
+    return load(path, cfg_options)
+
+
+def check_gpu_request(cfg, world_size: int) -> None:
+    """A ``gpus=N`` config key (or --cfg-options gpus=N) is not how detforge picks devices:
+    one process runs per GPU (``--launcher pytorch`` under torchrun) and ``--device`` picks
+    CPU or CUDA. ``gpus`` that the launch does not fulfil is an error, not ignored.
+    (``gpu_ids`` is overwritten from the launch, as MMDetection 2.x's tools do, because
+    dumped configs carry the one of their training run.)"""
+    value = cfg.get('gpus', None)
+    if value is None:
+        return
+    wanted = value if isinstance(value, int) else len(list(value))
+    if wanted != world_size:
+        raise DetforgeError(
+            f'{cfg.filename}: gpus={value!r} asks for {wanted} GPU(s) but this run has '
+            f'{world_size} process(es); detforge runs one process per GPU: launch with '
+            f'`torchrun --nproc_per_node {wanted} -m detforge ... --launcher pytorch` and '
+            'remove gpus from the config')
 
 
 def setup_multi_processes(cfg) -> None:
@@ -143,6 +152,7 @@ def main(args) -> int:
 
     distributed = init_launcher(args.launcher, cfg)
     rank, world_size = get_dist_info()
+    check_gpu_request(cfg, world_size)
     cfg.gpu_ids = list(range(world_size)) if distributed else [0]
 
     work_dir = osp.abspath(cfg.work_dir)

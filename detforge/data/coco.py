@@ -111,6 +111,28 @@ class CocoDataset(CustomDataset):
         """COCO category ids of the annotations of image ``idx`` (as MMDet's CocoDataset)."""
         return [self.cat_ids[label] for label in self.get_ann_info(idx)['labels'].tolist()]
 
+    def format_results(self, results, jsonfile_prefix: str | None = None, **kwargs):
+        """Write ``results`` (per image, a list over classes of (n, 5) arrays; or (n, 5)
+        proposal arrays) as COCO result JSON, as MMDetection 2.x: ``PREFIX.bbox.json`` (or
+        ``PREFIX.proposal.json``), COCO ``image_id``/``category_id`` and ``[x, y, w, h]``
+        boxes.
+
+        Returns ``(result_files, tmp_dir)``: ``{'bbox': path, ...}`` and, when no prefix
+        was given, the ``tempfile.TemporaryDirectory`` holding the files (else None).
+        """
+        import os.path as osp
+        import tempfile
+
+        from detforge.evaluation.coco_metric import results2json
+        if not isinstance(results, (list, tuple)) or len(results) != len(self):
+            raise DatasetError(f'format_results: {len(results) if isinstance(results, (list, tuple)) else type(results).__name__} '
+                               f'results for a data set of {len(self)} images ({self.ann_file})')
+        tmp_dir = None
+        if jsonfile_prefix is None:
+            tmp_dir = tempfile.TemporaryDirectory()
+            jsonfile_prefix = osp.join(tmp_dir.name, 'results')
+        return results2json(self, results, str(jsonfile_prefix)), tmp_dir
+
     def evaluate(self, results, metric='bbox', logger=None, jsonfile_prefix=None, classwise=False,
                  proposal_nums=(100, 300, 1000), iou_thrs=None, metric_items=None, **kwargs):
         from detforge.evaluation.coco_metric import evaluate_coco

@@ -21,6 +21,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from detforge.registry import DATASETS
+from detforge.utils.file_client import check_file_client_args
 from .errors import AnnotationError, DatasetError, SkipCounter
 from .pipelines.compose import Compose
 from .seeding import apply_sample_seed
@@ -115,6 +116,7 @@ class CustomDataset(Dataset):
                  test_mode: bool = False, filter_empty_gt: bool = True, min_size: float | None = None,
                  skip_invalid: bool = True, file_client_args: dict | None = None):
         self.data_root = data_root
+        check_file_client_args(file_client_args, type(self).__name__)
         self.ann_file = _join(data_root, ann_file)
         self.img_prefix = _join(data_root, img_prefix) if img_prefix else (data_root or img_prefix)
         self.seg_prefix = _join(data_root, seg_prefix)

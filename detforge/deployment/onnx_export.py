@@ -135,6 +135,10 @@ def _check_anchor_parts(head, key: str) -> None:
         raise _unsupported(f'the {key}.bbox_coder', head.bbox_coder, _CODERS)
     if _name(head.prior_generator) not in _PRIOR_GENERATORS:
         raise _unsupported(f'the {key}.anchor_generator', head.prior_generator, _PRIOR_GENERATORS)
+    if getattr(head.prior_generator, 'stride_rule', 'fixed') != 'fixed':
+        # the graph steps the anchors by the configured strides
+        raise DetforgeError(f"ONNX export supports {key}.anchor_generator.stride_rule='fixed', got "
+                            f"{head.prior_generator.stride_rule!r} (torchvision's rule)")
 
 
 # ---------------------------------------------------------------------------- graph helpers

@@ -34,12 +34,13 @@ from torch import nn
 
 from detforge.registry import DetforgeError
 
+from .checkpoint_formats import is_safetensors, load_weights_file, save_safetensors
 from .dist_utils import unwrap_model
 
 __all__ = ['save_checkpoint', 'load_checkpoint', 'load_state_dict', 'find_latest_checkpoint',
            'atomic_torch_save', 'get_state_dict', 'weights_to_cpu', 'get_rng_state',
            'set_rng_state', 'preserve_rng', 'to_weights_only', 'read_checkpoint',
-           'LoadReport']
+           'LoadReport', 'summarize_load_from']
 
 _log = logging.getLogger('detforge.engine')
 
@@ -114,6 +115,8 @@ def save_checkpoint(model: nn.Module, filename: str | os.PathLike, optimizer=Non
                     meta: dict | None = None, **extra_states) -> None:
     """Write ``{'meta', 'state_dict', 'optimizer', **extra_states}`` atomically.
 
+    A ``filename`` ending in ``.safetensors`` gets the weights and ``meta`` only, in the
+    safetensors format (see :mod:`detforge.engine.checkpoint_formats`).
     ``optimizer`` is an optimizer or a dict of them. ``extra_states`` are stored under their
     own keys (e.g. ``rng_state=...``) after conversion to weights-only types.
     """
@@ -125,6 +128,9 @@ def save_checkpoint(model: nn.Module, filename: str | os.PathLike, optimizer=Non
     meta.setdefault('torch_version', str(torch.__version__))
     import time
     meta.setdefault('time', time.asctime())
+    if is_safetensors(filename):  # weights and meta only: a file to share, not to resume
+        save_safetensors(get_state_dict(model), filename, meta)
+        return
     checkpoint: dict[str, Any] = {'meta': to_weights_only(meta),
                                   'state_dict': get_state_dict(model)}
     if isinstance(optimizer, torch.optim.Optimizer):
@@ -141,13 +147,15 @@ def read_checkpoint(filename: str | os.PathLike, map_location: str | torch.devic
                     weights_only: bool = True) -> dict:
     """Load a checkpoint file or URI (``torchvision://``, ``http(s)://``) as a dict."""
     filename = os.fspath(filename)
-    if re.match(r'^[a-z0-9+]+://', filename):
+    if re.match(r'^[a-z0-9+-]+://', filename):
         from detforge.models.pretrained import load_pretrained_state_dict
         return {'state_dict': load_pretrained_state_dict(filename, map_location=map_location)}
     if not osp.isfile(filename):
         raise DetforgeError(f'checkpoint {filename} does not exist')
     try:
-        checkpoint = torch.load(filename, map_location=map_location, weights_only=weights_only)
+        checkpoint = load_weights_file(filename, map_location, weights_only)
+    except DetforgeError:
+        raise
     except Exception as e:  # noqa: BLE001 - the message must name the file and the cause
         text = str(e)
         if weights_only and 'Unsupported global' in text:
@@ -198,7 +206,7 @@ class LoadReport:
 
 
 def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
-                    logger: logging.Logger | None = None) -> LoadReport:
+                    logger: logging.Logger | None = None, log_report: bool = True) -> LoadReport:
     """Copy matching tensors into ``module``; skip and report the rest.
 
     Tensors whose shape differs from the model's (e.g. a classifier for another number of
@@ -219,7 +227,7 @@ def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
     report = LoadReport(list(usable), missing, unexpected, mismatched)
     if strict and not report.ok:
         raise DetforgeError(f'the weights do not fit the model exactly: {report}')
-    if not report.ok:
+    if not report.ok and log_report:
         (logger or _log).warning('load_state_dict: %s', report)
     return report
 
@@ -227,7 +235,8 @@ def load_state_dict(module: nn.Module, state_dict: dict, strict: bool = False,
 def load_checkpoint(model: nn.Module, filename: str | os.PathLike,
                     map_location: str | torch.device = 'cpu', strict: bool = False,
                     logger: logging.Logger | None = None,
-                    revise_keys=((r'^module\.', ''),), weights_only: bool = True) -> dict:
+                    revise_keys=((r'^module\.', ''),), weights_only: bool = True,
+                    log_report: bool = True) -> dict:
     """Load the weights of a checkpoint into ``model`` and return the checkpoint dict.
 
     Accepts files written by detforge and MMDetection (``state_dict``), Detectron2
@@ -251,9 +260,41 @@ def load_checkpoint(model: nn.Module, filename: str | os.PathLike,
             f'checkpoint {os.fspath(filename)} does not fit this model: none of its '
             f'{len(state_dict)} tensors (e.g. {example!r}) has a name the model knows '
             f'(e.g. {sorted(model_keys)[0]!r}); is it a checkpoint of another architecture?')
-    report = load_state_dict(model, state_dict, strict=strict, logger=logger)
+    report = load_state_dict(model, state_dict, strict=strict, logger=logger,
+                             log_report=log_report)
     checkpoint['load_report'] = report
     return checkpoint
+
+
+def summarize_load_from(filename: str, checkpoint: dict) -> tuple[int, str]:
+    """``(log level, one line)`` saying what ``load_from`` kept, for fine-tuning a zoo model.
+
+    Tensors skipped for a shape that differs only in its first dimension are the
+    class-specific layers (classifier outputs: ``num_classes`` or ``num_classes + 1`` rows,
+    times anchors); they keep the model's fresh initialisation. That case is reported at
+    INFO; keys missing from, or unknown to, the model at WARNING.
+    """
+    report: LoadReport = checkpoint['load_report']
+    total = len(report.loaded) + len(report.mismatched)
+    parts = [f'load_from {filename}: kept {len(report.loaded)} of {total} tensors']
+    per_class = [(k, a, b) for k, a, b in report.mismatched
+                 if len(a) == len(b) and a[1:] == b[1:]]
+    other = [m for m in report.mismatched if m not in per_class]
+    if per_class:
+        classes = (checkpoint.get('meta') or {}).get('CLASSES')
+        where = f' (the checkpoint has {len(classes)} classes)' if classes else ''
+        parts.append('re-initialised the class-specific layers for this model\'s classes'
+                     + where + ': ' + ', '.join(f'{k} {a[0]}->{b[0]}' for k, a, b in per_class))
+    if other:
+        parts.append('skipped for shape: ' + ', '.join(f'{k} {a}->{b}' for k, a, b in other[:4]))
+    missing = [k for k in report.missing if k not in {m[0] for m in report.mismatched}]
+    if missing:
+        parts.append(f'{len(missing)} missing (e.g. {", ".join(missing[:3])})')
+    if report.unexpected:
+        parts.append(f'{len(report.unexpected)} unexpected (e.g. '
+                     f'{", ".join(report.unexpected[:3])})')
+    level = logging.WARNING if (missing or report.unexpected or other) else logging.INFO
+    return level, '; '.join(parts)
 
 
 _CKPT_RE = re.compile(r'^(epoch|iter)_(\d+)\.pth$')

@@ -54,4 +54,9 @@ def build_detector(cfg, train_cfg=None, test_cfg=None):
                 raise BuildError(f'{key} is given both in the model config and at the top level of '
                                  f'the config; keep only model.{key}', cfg, key_path=[key])
             cfg[key] = value
-    return DETECTORS.build(cfg)
+    model = DETECTORS.build(cfg)
+    # every init_cfg of the config (heads, necks, ...) checked and applied now, so that any
+    # entry point sees it; init_weights() applies them again after the parts' defaults
+    from detforge.models.weight_init import apply_init_cfgs
+    model._init_cfgs = apply_init_cfgs(model, cfg)
+    return model

@@ -1,7 +1,15 @@
-"""Resolve and load pretrained weights: ``torchvision://NAME``, ``http(s)://`` URLs and files.
+"""Resolve and load pretrained weights by the names MMCV 1.x resolves, and files.
 
-Downloads go to torch.hub's cache (``$TORCH_HOME/hub/checkpoints``), so a file placed there by
-hand is used without a network.
+* ``torchvision://NAME``: torchvision's ImageNet weights of model ``NAME``;
+* ``open-mmlab://NAME``: MMCV's ``open_mmlab.json`` table (e.g. ``detectron2/resnet50_caffe``,
+  ``resnext101_32x4d``; the deprecated ``resnet50_caffe`` maps to ``detectron/resnet50_caffe``);
+* ``mmcls://NAME``: MMClassification checkpoints (only their ``backbone.*`` tensors, renamed
+  without the prefix, as MMCV does);
+* ``http(s)://...``: any URL;
+* a path: ``.pth`` / ``.pkl`` (weights-only unpickling) or ``.safetensors``.
+
+Every URL maps to the same cache file MMCV and torch.hub use (``$TORCH_HOME/hub/checkpoints`` /
+the URL's file name), so a file placed there by hand is used without a network.
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ import torch
 
 from detforge.registry import DetforgeError
 
-__all__ = ['load_pretrained_state_dict', 'resolve_torchvision_url', 'hub_cache_path']
+__all__ = ['load_pretrained_state_dict', 'resolve_torchvision_url', 'resolve_url', 'hub_cache_path']
 
 
 def resolve_torchvision_url(name: str) -> str:
@@ -27,6 +35,45 @@ def resolve_torchvision_url(name: str) -> str:
     members = list(weights_enum)
     chosen = getattr(weights_enum, 'IMAGENET1K_V1', None) or members[0]
     return chosen.url
+
+
+def _from_table(prefix: str, name: str, table: dict, deprecated: dict | None = None) -> str:
+    import warnings
+    if deprecated and name in deprecated:
+        warnings.warn(f'{prefix}{name} is deprecated; MMCV maps it to {prefix}{deprecated[name]}',
+                      DeprecationWarning, stacklevel=3)
+        name = deprecated[name]
+    if name not in table:
+        raise DetforgeError(f'{prefix}{name}: unknown name; known: {", ".join(sorted(table))}')
+    return table[name]
+
+
+def resolve_url(uri: str) -> str | None:
+    """The download URL for a checkpoint URI, or ``None`` for a local path.
+
+    >>> resolve_url('open-mmlab://detectron2/resnet50_caffe')
+    'https://download.openmmlab.com/pretrain/third_party/resnet50_msra-5891d200.pth'
+    """
+    from .zoo_urls import MMCLS, OPEN_MMLAB, OPEN_MMLAB_DEPRECATED
+    uri = str(uri)
+    if uri.startswith('torchvision://'):
+        return resolve_torchvision_url(uri[len('torchvision://'):])
+    if uri.startswith(('open-mmlab://', 'openmmlab://')):
+        prefix = uri[:uri.index('://') + 3]
+        return _from_table(prefix, uri[len(prefix):], OPEN_MMLAB, OPEN_MMLAB_DEPRECATED)
+    if uri.startswith('mmcls://'):
+        return _from_table('mmcls://', uri[len('mmcls://'):], MMCLS)
+    if uri.startswith(('http://', 'https://')):
+        return uri
+    if '://' in uri:
+        raise DetforgeError(f'{uri}: unknown checkpoint prefix; expected torchvision://, '
+                            f'open-mmlab://, mmcls://, http(s):// or a file path')
+    return None
+
+
+def _mmcls_backbone(state_dict: dict) -> dict:
+    """An MMClassification model's weights -> its backbone's (``backbone.`` prefix removed)."""
+    return {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
 
 
 def hub_cache_path(url: str) -> Path:
@@ -44,25 +91,24 @@ def _unwrap(checkpoint) -> dict:
 
 
 def load_pretrained_state_dict(uri: str, map_location='cpu') -> dict:
-    """Load a state dict from ``uri``: ``torchvision://resnet50``, ``http(s)://...`` or a path.
+    """Load a state dict from ``uri`` (any form :func:`resolve_url` knows) or a path.
 
-    The weights are read with ``weights_only=True``. A checkpoint holding ``state_dict`` (ours,
+    The weights are read with ``weights_only=True`` (plus the allow-list of
+    :mod:`detforge.engine.checkpoint_formats`). A checkpoint holding ``state_dict`` (ours,
     MMDetection's) or ``model`` (Detectron2's) is unwrapped.
 
     Raises:
         DetforgeError: the file does not exist, or the weights cannot be downloaded; the
             message says where to put the file or how to train without them.
     """
+    from detforge.engine.checkpoint_formats import load_weights_file
     uri = str(uri)
-    if uri.startswith('torchvision://'):
-        url = resolve_torchvision_url(uri[len('torchvision://'):])
-    elif uri.startswith(('http://', 'https://')):
-        url = uri
-    else:
+    url = resolve_url(uri)
+    if url is None:
         path = Path(uri).expanduser()
         if not path.is_file():
             raise DetforgeError(f'pretrained weights file not found: {uri}')
-        return _unwrap(torch.load(path, map_location=map_location, weights_only=True))
+        return _unwrap(load_weights_file(path, map_location=map_location))
 
     cached = hub_cache_path(url)
     if not cached.is_file():
@@ -75,4 +121,5 @@ def load_pretrained_state_dict(uri: str, map_location='cpu') -> dict:
                 f'Either train without them by passing --cfg-options model.pretrained=None '
                 f'(or model.backbone.init_cfg=None), or download the file on another machine and '
                 f'place it at {cached}') from e
-    return _unwrap(torch.load(cached, map_location=map_location, weights_only=True))
+    state_dict = _unwrap(load_weights_file(cached, map_location=map_location))
+    return _mmcls_backbone(state_dict) if uri.startswith('mmcls://') else state_dict

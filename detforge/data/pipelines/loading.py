@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from detforge.registry import PIPELINES
+from detforge.utils.file_client import check_file_client_args
 from ..errors import ImageLoadError
 
 __all__ = ['LoadImageFromFile', 'LoadAnnotations', 'imdecode', 'apply_exif_orientation',
@@ -101,6 +102,7 @@ class LoadImageFromFile:
         self.color_type = color_type
         self.channel_order = channel_order
         self.ignore_exif = ignore_exif
+        check_file_client_args(file_client_args, 'LoadImageFromFile')
         self.file_client_args = file_client_args
 
     def __call__(self, results: dict) -> dict:
@@ -148,6 +150,7 @@ class LoadAnnotations:
             from detforge.registry import BuildError
             raise BuildError('LoadAnnotations: masks and segmentation maps are not supported by '
                              'detforge (detection only); set with_mask=False, with_seg=False')
+        check_file_client_args(file_client_args, 'LoadAnnotations')
         self.with_bbox = with_bbox
         self.with_label = with_label
         self.denorm_bbox = denorm_bbox

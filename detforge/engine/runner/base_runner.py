@@ -13,7 +13,7 @@ from torch import nn
 from detforge.registry import HOOKS, DetforgeError, build_context, build_from_cfg
 
 from ..checkpoint import (get_rng_state, link_or_copy, load_checkpoint, save_checkpoint,
-                          set_rng_state)
+                          set_rng_state, summarize_load_from)
 from ..dist_utils import get_dist_info, master_only, unwrap_model
 from ..hooks.hook import Hook
 from ..hooks.optimizer import is_translated_optimizer_hook
@@ -383,13 +383,12 @@ class BaseRunner:
 
     def load_checkpoint(self, filename: str, map_location='cpu', strict: bool = False,
                         revise_keys=((r'^module\.', ''),)) -> dict:
-        """Load weights only (``load_from``); the report of missing, unexpected and
-        shape-mismatched keys goes to the log."""
-        self.logger.info('load checkpoint from %s', filename)
+        """Load weights only (``load_from``); what was kept, re-initialised (the
+        class-specific layers of a model for other classes), missing or unexpected goes to the
+        log in one line (:func:`summarize_load_from`)."""
         checkpoint = load_checkpoint(self.model, filename, map_location, strict, self.logger,
-                                     revise_keys=revise_keys)
-        report = checkpoint['load_report']
-        self.logger.info('load_from %s: %s', filename, report)
+                                     revise_keys=revise_keys, log_report=False)
+        self.logger.log(*summarize_load_from(filename, checkpoint))
         return checkpoint
 
     def resume(self, checkpoint: str | dict, resume_optimizer: bool = True,

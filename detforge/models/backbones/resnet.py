@@ -15,6 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from detforge.registry import BACKBONES, BuildError
 from detforge.models.layers import build_norm_layer
+from detforge.models.weight_init import INITIALIZERS
 from detforge.models.pretrained import load_pretrained_state_dict
 
 __all__ = ['ResNet', 'BasicBlock', 'Bottleneck']
@@ -233,7 +234,9 @@ class ResNet(nn.Module):
         """Load the pretrained weights of ``init_cfg`` (``fc.*`` and a ``backbone.`` prefix are
         handled); a no-op without one."""
         cfg = self.init_cfg
-        if not cfg:
+        if isinstance(cfg, (list, tuple)):  # other types are applied by models.weight_init
+            cfg = next((c for c in cfg if c.get('type') == 'Pretrained'), None)
+        if not cfg or cfg.get('type') in INITIALIZERS:
             return
         if cfg.get('type') != 'Pretrained' or 'checkpoint' not in cfg:
             raise BuildError(f"ResNet init_cfg must be dict(type='Pretrained', checkpoint=...), got {cfg!r}",

@@ -24,7 +24,7 @@ from torchvision.ops import batched_nms
 
 from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
                                PRIOR_GENERATORS, BuildError)
-from detforge.models.task_modules import assign_batch, gather_assigned, sample_batch
+from detforge.models.task_modules import assign_batch, gather_assigned, padded_batch_shape, sample_batch
 from detforge.structures import bbox_mapping_back
 
 __all__ = ['AnchorHead', 'get_nms_cfg']
@@ -72,6 +72,10 @@ class AnchorHead(nn.Module):
         loss_normalizer_momentum: Detectron2's normaliser: divide the losses by a moving average
             (this momentum, starting at ``loss_normalizer_init``) of the number of positives
             instead of the current number. ``None`` (default) uses the current number.
+        loss_normalization: ``'batch'`` (MMDetection, default): each loss is its sum over the
+            batch divided by the batch's number of positives (sum over images of
+            ``max(n_i, 1)``). ``'per_image'`` (torchvision's RetinaNet): each image's sum divided
+            by its own ``max(n_i, 1)``, then the mean over the images. Same at batch 1.
         train_cfg: ``assigner``, ``sampler`` (default PseudoSampler), ``allowed_border``
             (anchors reaching further outside the image are not used; ``-1`` keeps all),
             ``pos_weight`` (``<= 0``: 1).
@@ -91,6 +95,7 @@ class AnchorHead(nn.Module):
                  loss_cls: dict = dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0),
                  loss_bbox: dict = dict(type='SmoothL1Loss', beta=1.0 / 9.0, loss_weight=1.0),
                  loss_normalizer_momentum: float | None = None, loss_normalizer_init: float = 100.,
+                 loss_normalization: str = 'batch',
                  train_cfg: dict | None = None, test_cfg: dict | None = None, init_cfg=None,
                  anchor_scales=None, anchor_ratios=None, anchor_strides=None, anchor_base_sizes=None,
                  octave_base_scale=None, scales_per_octave=None, target_means=None, target_stds=None):
@@ -134,6 +139,14 @@ class AnchorHead(nn.Module):
             raise BuildError(f'loss_normalizer_momentum must be in [0, 1), got {loss_normalizer_momentum}',
                              key_path=['loss_normalizer_momentum'])
         self.loss_normalizer_momentum = loss_normalizer_momentum
+        if loss_normalization not in ('batch', 'per_image'):
+            raise BuildError(f"loss_normalization must be 'batch' or 'per_image', got {loss_normalization!r}",
+                             key_path=['loss_normalization'])
+        if loss_normalization == 'per_image' and (loss_normalizer_momentum is not None or self.sampling):
+            raise BuildError("loss_normalization='per_image' divides by each image's positives: it takes "
+                             'no loss_normalizer_momentum and no sampled loss (FocalLoss-like losses only)',
+                             key_path=['loss_normalization'])
+        self.loss_normalization = loss_normalization
         self.register_buffer('loss_normalizer', torch.tensor(float(loss_normalizer_init)), persistent=False)
         self._init_layers()
 
@@ -227,12 +240,13 @@ class AnchorHead(nn.Module):
         """
         sizes = tuple(tuple(int(v) for v in s) for s in featmap_sizes)
         pad_shapes = tuple(tuple(meta.get('pad_shape', meta['img_shape'])[:2]) for meta in img_metas)
-        key = (sizes, pad_shapes, str(device), dtype)
+        batch_shape = padded_batch_shape(img_metas)
+        key = (sizes, pad_shapes, batch_shape, str(device), dtype)
         cache = self.__dict__.setdefault('_anchor_cache', {})
         if key not in cache:
             if len(cache) > 32:
                 cache.clear()
-            anchors = torch.cat(self.anchor_generator.grid_priors(sizes, dtype, device))
+            anchors = torch.cat(self.anchor_generator.grid_priors(sizes, dtype, device, batch_shape))
             valid = torch.stack([torch.cat(self.anchor_generator.valid_flags(sizes, pad, device))
                                  for pad in pad_shapes])
             cache[key] = (anchors, valid)
@@ -277,10 +291,12 @@ class AnchorHead(nn.Module):
         label_weights = pos * (1.0 if pos_weight <= 0 else float(pos_weight)) + neg.to(anchors.dtype)
         bbox_targets = torch.where(pos[..., None], targets, 0.)
         bbox_weights = pos[..., None].expand(B, N, 4).to(anchors.dtype)
-        num_pos = pos.sum(dim=1).clamp(min=1).sum().to(anchors.dtype)
+        num_pos_per_image = pos.sum(dim=1).clamp(min=1).to(anchors.dtype)
+        num_pos = num_pos_per_image.sum()
         num_neg = (neg.sum(dim=1).clamp(min=1) if self.sampling else neg.sum(dim=1)).sum().to(anchors.dtype)
         return dict(labels=labels, label_weights=label_weights, bbox_targets=bbox_targets,
-                    bbox_weights=bbox_weights, num_pos=num_pos, num_neg=num_neg)
+                    bbox_weights=bbox_weights, num_pos=num_pos, num_neg=num_neg,
+                    num_pos_per_image=num_pos_per_image)
 
     # ------------------------------------------------------------------ losses
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],
@@ -302,15 +318,23 @@ class AnchorHead(nn.Module):
             if self.training:
                 self.loss_normalizer = m * self.loss_normalizer + (1 - m) * avg_factor.detach()
             avg_factor = self.loss_normalizer
+        label_weights, bbox_weights = t['label_weights'], t['bbox_weights']
+        if self.loss_normalization == 'per_image':
+            # torchvision: mean over images of (image's sum / image's positives); as weights
+            # 1 / (B * n_i) on the image's anchors and an avg_factor of 1
+            image_factor = 1.0 / (t['num_pos_per_image'] * len(img_metas))   # (B,)
+            label_weights = label_weights * image_factor[:, None]
+            bbox_weights = bbox_weights * image_factor[:, None, None]
+            avg_factor = avg_factor.new_ones(())
 
         cls_score = self._flatten(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
         bbox_pred = self._flatten(bbox_preds, 4)  # (B, N, 4)
-        loss_cls = self.loss_cls(cls_score, t['labels'].reshape(-1), t['label_weights'].reshape(-1),
+        loss_cls = self.loss_cls(cls_score, t['labels'].reshape(-1), label_weights.reshape(-1),
                                  avg_factor=avg_factor)
         if self.reg_decoded_bbox:
             bbox_pred = self.bbox_coder.decode(anchors[None].expand_as(bbox_pred), bbox_pred)
         loss_bbox = self.loss_bbox(bbox_pred.reshape(-1, 4), t['bbox_targets'].reshape(-1, 4),
-                                   t['bbox_weights'].reshape(-1, 4), avg_factor=avg_factor)
+                                   bbox_weights.reshape(-1, 4), avg_factor=avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
     # ------------------------------------------------------------------ inference
@@ -323,7 +347,8 @@ class AnchorHead(nn.Module):
         cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)
         featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
         mlvl_anchors = self.anchor_generator.grid_priors(featmap_sizes, cls_scores[0].dtype,
-                                                         cls_scores[0].device)
+                                                         cls_scores[0].device,
+                                                         padded_batch_shape(img_metas))
         results = []
         for i, meta in enumerate(img_metas):
             results.append(self._get_bboxes_single([s[i].detach() for s in cls_scores],

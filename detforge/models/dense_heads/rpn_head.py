@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
-from detforge.models.task_modules import assign_batch, gather_assigned, sample_batch
+from detforge.models.task_modules import assign_batch, gather_assigned, padded_batch_shape, sample_batch
 from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
                                PRIOR_GENERATORS, BuildError)
 
@@ -179,7 +179,8 @@ class RPNHead(nn.Module):
         """Returns ``dict(loss_rpn_cls, loss_rpn_bbox)``."""
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
-        anchors = torch.cat(self.prior_generator.grid_priors(featmap_sizes, device=device))
+        anchors = torch.cat(self.prior_generator.grid_priors(
+            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas)))
         valid = self.valid_anchor_flags(anchors, featmap_sizes, img_metas)
         labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
             anchors, valid, gt_bboxes, gt_bboxes_ignore)
@@ -218,7 +219,8 @@ class RPNHead(nn.Module):
 
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
-        level_anchors = self.prior_generator.grid_priors(featmap_sizes, device=device)
+        level_anchors = self.prior_generator.grid_priors(
+            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas))
         B = cls_scores[0].size(0)
         scores, deltas, anchors, levels = [], [], [], []
         for lvl, (s, d, a) in enumerate(zip(cls_scores, bbox_preds, level_anchors)):

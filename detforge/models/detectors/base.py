@@ -77,11 +77,18 @@ class BaseDetector(nn.Module):
     def init_weights(self) -> None:
         """Initialise the parts (each part's ``init_weights``, e.g. loading pretrained backbone
         weights). Call it once after building, before training."""
+        from detforge.models.weight_init import INITIALIZERS, initialize
         for module in self.children():
             if hasattr(module, 'init_weights'):
                 module.init_weights()
+        # the parts' init_cfg (Normal, Xavier, ...; see models/weight_init.py) win over their
+        # default initialisation, outermost first (recorded by build_detector)
+        for part, init_cfg in getattr(self, '_init_cfgs', ()):
+            initialize(part, init_cfg)
         cfg = self.init_cfg
-        if cfg:
+        if isinstance(cfg, (list, tuple)):
+            cfg = next((c for c in cfg if c.get('type') == 'Pretrained'), None)
+        if cfg and cfg.get('type') not in INITIALIZERS:
             if cfg.get('type') != 'Pretrained' or 'checkpoint' not in cfg:
                 raise DetforgeError(f"model.init_cfg must be dict(type='Pretrained', checkpoint=...), got {cfg!r}")
             from detforge.models.pretrained import load_pretrained_state_dict

@@ -36,6 +36,14 @@ class RPN(BaseDetector):
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
 
+    @property
+    def with_rpn(self) -> bool:
+        return True
+
+    @property
+    def with_roi_head(self) -> bool:
+        return False
+
     def extract_feat(self, img):
         x = self.backbone(img)
         if self.with_neck:

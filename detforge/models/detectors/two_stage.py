@@ -93,6 +93,8 @@ class TwoStageDetector(BaseDetector):
                       proposals=None, **kwargs):
         """img: uint8 (B, 3, H, W) (or normalised float); gt_bboxes: per image (n, 4) xyxy
         px; gt_labels: per image (n,) 0-based. Returns a dict of losses."""
+        for meta in img_metas:
+            meta.setdefault('batch_input_shape', tuple(img.shape[-2:]))
         x = self.extract_feat(self.preprocess(img, img_metas))
         losses = {}
         if self.with_rpn:
@@ -117,3 +119,18 @@ class TwoStageDetector(BaseDetector):
         if proposals is None:
             proposals = self.rpn_head.simple_test_rpn(x, img_metas)
         return self.roi_head.simple_test(x, proposals, img_metas, rescale=rescale)
+
+    def aug_test(self, imgs, img_metas, rescale=True, proposals=None, **kwargs):
+        """One image under several augmentations (a list of (1, 3, H_a, W_a) batches and
+        of their metas): per image, a list over classes of (k, 5) arrays, merged as
+        MMDetection 2.x (``aug_test_rpn`` then the RoI head's ``aug_test``)."""
+        from detforge.models.roi_heads.test_mixins import aug_test_rpn
+        if proposals is not None or not self.with_rpn:
+            raise BuildError(f'{type(self).__name__}: test-time augmentation needs an '
+                             'rpn_head (precomputed proposals are not supported)')
+        if not hasattr(self.roi_head, 'aug_test_bboxes'):
+            raise BuildError(f'{type(self.roi_head).__name__} has no test-time augmentation')
+        feats = [self.extract_feat(self.preprocess(img, metas))
+                 for img, metas in zip(imgs, img_metas)]
+        proposal_list = aug_test_rpn(self.rpn_head, feats, img_metas)
+        return self.roi_head.aug_test(feats, proposal_list, img_metas, rescale=rescale)

@@ -8,12 +8,13 @@ from torch import nn
 from detforge.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, HEADS, ROI_EXTRACTORS, BuildError
 
 from .base_roi_head import BaseRoIHead, cfg_get
+from .test_mixins import BBoxAugTestMixin, empty_predictions, rois_of
 
 __all__ = ['CascadeRoIHead']
 
 
 @HEADS.register_module()
-class CascadeRoIHead(BaseRoIHead):
+class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
     """``num_stages`` box heads run one after another.
 
     Training, stage ``i``: assign and sample the current boxes with ``train_cfg[i]``
@@ -24,6 +25,8 @@ class CascadeRoIHead(BaseRoIHead):
 
     Testing: the same refinement without sampling; the class logits of all stages are
     averaged (as MMDetection 2.x) and the last stage's boxes are post-processed.
+    Test-time augmentation: :class:`~.test_mixins.BBoxAugTestMixin` (each augmentation runs
+    the whole cascade; its averaged scores and last-stage boxes are merged).
 
     Args:
         num_stages: number of heads.
@@ -155,6 +158,31 @@ class CascadeRoIHead(BaseRoIHead):
                                                          self.test_cfg, rescale=rescale)
         return [bbox2result(b, l, self.bbox_head[-1].num_classes)
                 for b, l in zip(det_bboxes, det_labels)]
+
+    # ------------------------------------------------------------ test-time augmentation
+    @property
+    def last_bbox_head(self):
+        return self.bbox_head[-1]
+
+    def aug_boxes_and_scores(self, x, boxes, img_meta):
+        """RoIs (n, 4) in one augmentation's pixels -> the cascade's last-stage per-class
+        boxes (n, 4 * k) and the stages' averaged softmax scores (n, C + 1), without NMS."""
+        if boxes.size(0) == 0:
+            return empty_predictions(boxes, self.bbox_head[-1])
+        rois = rois_of(boxes)
+        stage_scores = []
+        for i in range(self.num_stages):
+            out = self._bbox_forward(i, x, rois)
+            stage_scores.append(out['cls_score'])
+            if i < self.num_stages - 1:
+                labels = out['cls_score'][:, :-1].argmax(1)
+                rois = self.bbox_head[i].regress_by_class(rois, labels, out['bbox_pred'],
+                                                          img_meta)
+        cls_score = sum(stage_scores) / float(self.num_stages)
+        return self.bbox_head[-1].get_bboxes(rois, cls_score, out['bbox_pred'],
+                                             img_meta['img_shape'],
+                                             img_meta.get('scale_factor', 1.0), rescale=False,
+                                             cfg=None)
 
 
 def _stack_img_shapes(img_metas, rois, counts):

@@ -6,12 +6,13 @@ import torch
 from detforge.registry import HEADS, ROI_EXTRACTORS
 
 from .base_roi_head import BaseRoIHead, cfg_get
+from .test_mixins import BBoxAugTestMixin, empty_predictions, rois_of
 
 __all__ = ['StandardRoIHead']
 
 
 @HEADS.register_module()
-class StandardRoIHead(BaseRoIHead):
+class StandardRoIHead(BBoxAugTestMixin, BaseRoIHead):
     """Pool features for proposals, classify them and refine their boxes.
 
     Training, per image: assign proposals (+ GT boxes) to GT with ``train_cfg.assigner``
@@ -19,6 +20,7 @@ class StandardRoIHead(BaseRoIHead):
     0.25)``); then for the batch: ``bbox2roi`` -> extractor -> bbox head -> losses.
     Testing: the same forward on all proposals, then per image softmax, per-class decoding,
     ``score_thr``, class-aware NMS and ``max_per_img`` (``test_cfg``).
+    Test-time augmentation: :class:`~.test_mixins.BBoxAugTestMixin`.
     """
 
     def init_bbox_head(self, bbox_roi_extractor, bbox_head):
@@ -81,3 +83,19 @@ class StandardRoIHead(BaseRoIHead):
                                                          self.test_cfg, rescale=rescale)
         return [bbox2result(b, l, self.bbox_head.num_classes)
                 for b, l in zip(det_bboxes, det_labels)]
+
+    # ------------------------------------------------------------ test-time augmentation
+    @property
+    def last_bbox_head(self):
+        return self.bbox_head
+
+    def aug_boxes_and_scores(self, x, boxes, img_meta):
+        """RoIs (n, 4) in one augmentation's pixels -> per-class boxes (n, 4 * k) clipped to
+        its ``img_shape`` and softmax scores (n, C + 1), without NMS."""
+        if boxes.size(0) == 0:
+            return empty_predictions(boxes, self.bbox_head)
+        rois = rois_of(boxes)
+        out = self._bbox_forward(x, rois)
+        return self.bbox_head.get_bboxes(rois, out['cls_score'], out['bbox_pred'],
+                                         img_meta['img_shape'], img_meta.get('scale_factor', 1.0),
+                                         rescale=False, cfg=None)

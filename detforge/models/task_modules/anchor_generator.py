@@ -9,7 +9,9 @@ from torch import Tensor
 
 from detforge.registry import PRIOR_GENERATORS
 
-__all__ = ['AnchorGenerator']
+__all__ = ['AnchorGenerator', 'padded_batch_shape']
+
+STRIDE_RULES = ('fixed', 'batch_shape')
 
 
 def _pair(x) -> tuple[int, int]:
@@ -40,13 +42,23 @@ class AnchorGenerator:
         sizes: explicit anchor sizes in pixels per level (list of lists), Detectron2's and
             torchvision's way; overrides scales/base_sizes.
         round_base_anchors: round the base anchors to whole pixels (torchvision does).
+        stride_rule: where a level's grid step comes from. ``'fixed'`` (MMDetection,
+            Detectron2): the configured ``strides``. ``'batch_shape'`` (torchvision's
+            ``AnchorGenerator``): computed for every batch as ``padded batch height // feature
+            height`` (and the same for widths), integer division, so that a 480 px high batch
+            has a 60 px step on its 8-row P6 map where ``'fixed'`` has 64. The configured
+            ``strides`` then only serve the base sizes and the valid flags. Needs the batch's
+            padded ``(H, W)``: pass ``batch_input_shape`` to :meth:`grid_priors`.
     """
 
     def __init__(self, strides: Sequence, ratios: Sequence[float], scales: Sequence[float] | None = None,
                  base_sizes: Sequence[int] | None = None, scale_major: bool = True,
                  octave_base_scale: float | None = None, scales_per_octave: int | None = None,
                  centers: Sequence[tuple[float, float]] | None = None, center_offset: float = 0.,
-                 sizes: Sequence[Sequence[float]] | None = None, round_base_anchors: bool = False):
+                 sizes: Sequence[Sequence[float]] | None = None, round_base_anchors: bool = False,
+                 stride_rule: str = 'fixed'):
+        if stride_rule not in STRIDE_RULES:
+            raise ValueError(f'stride_rule must be one of {STRIDE_RULES}, got {stride_rule!r}')
         if center_offset != 0 and centers is not None:
             raise ValueError('give either centers or center_offset, not both')
         if not 0 <= center_offset <= 1:
@@ -78,6 +90,7 @@ class AnchorGenerator:
         self.centers = centers
         self.center_offset = center_offset
         self.round_base_anchors = round_base_anchors
+        self.stride_rule = stride_rule
         self.base_anchors = self.gen_base_anchors()
         self._grid_cache: dict = {}
 
@@ -127,23 +140,42 @@ class AnchorGenerator:
 
     # ------------------------------------------------------------------ grid anchors
     def grid_priors(self, featmap_sizes: Sequence[tuple[int, int]], dtype=torch.float32,
-                    device='cpu') -> list[Tensor]:
-        """Anchors of every level: a list of ``(H_i * W_i * A_i, 4)`` tensors (cached by size)."""
+                    device='cpu', batch_input_shape: Sequence[int] | None = None) -> list[Tensor]:
+        """Anchors of every level: a list of ``(H_i * W_i * A_i, 4)`` tensors (cached by size).
+
+        ``batch_input_shape``: the padded ``(H, W)`` of the batch, needed by
+        ``stride_rule='batch_shape'`` (ignored by ``'fixed'``)."""
         if len(featmap_sizes) != self.num_levels:
             raise ValueError(f'{len(featmap_sizes)} feature maps for {self.num_levels} anchor levels')
-        return [self.single_level_grid_priors(tuple(featmap_sizes[i]), i, dtype, device)
+        strides = self.level_strides(featmap_sizes, batch_input_shape)
+        return [self.single_level_grid_priors(tuple(featmap_sizes[i]), i, dtype, device, strides[i])
                 for i in range(self.num_levels)]
 
     grid_anchors = grid_priors
 
+    def level_strides(self, featmap_sizes: Sequence[tuple[int, int]],
+                      batch_input_shape: Sequence[int] | None = None) -> list[tuple[int, int]]:
+        """The ``(stride_w, stride_h)`` of every level under this generator's ``stride_rule``."""
+        if self.stride_rule == 'fixed':
+            return list(self.strides)
+        if batch_input_shape is None:
+            raise ValueError("stride_rule='batch_shape' needs the batch's padded (H, W): pass "
+                             "batch_input_shape (the detectors put it in img_metas)")
+        batch_h, batch_w = (int(v) for v in batch_input_shape[:2])
+        # torchvision: image_size // grid_size, per dimension (anchor_utils.AnchorGenerator.forward)
+        return [(batch_w // int(size[1]), batch_h // int(size[0])) for size in featmap_sizes]
+
     def single_level_grid_priors(self, featmap_size: tuple[int, int], level_idx: int,
-                                 dtype=torch.float32, device='cpu') -> Tensor:
-        key = (tuple(int(s) for s in featmap_size), level_idx, dtype, str(device))
+                                 dtype=torch.float32, device='cpu',
+                                 stride: tuple[int, int] | None = None) -> Tensor:
+        """``(H * W * A, 4)`` anchors of one level; ``stride = (w, h)`` defaults to the
+        configured one."""
+        stride_w, stride_h = self.strides[level_idx] if stride is None else stride
+        key = (tuple(int(s) for s in featmap_size), level_idx, (stride_w, stride_h), dtype, str(device))
         cached = self._grid_cache.get(key)
         if cached is not None:
             return cached
         feat_h, feat_w = key[0]
-        stride_w, stride_h = self.strides[level_idx]
         base = self.base_anchors[level_idx].to(device=device, dtype=dtype)
         shift_x = torch.arange(0, feat_w, device=device, dtype=dtype) * stride_w
         shift_y = torch.arange(0, feat_h, device=device, dtype=dtype) * stride_h
@@ -184,4 +216,20 @@ class AnchorGenerator:
     def __repr__(self) -> str:
         scales = f'sizes={self.sizes}' if self.sizes is not None else f'scales={self.scales.tolist()}'
         return (f'{type(self).__name__}(strides={self.strides}, ratios={self.ratios.tolist()}, {scales}, '
-                f'base_sizes={self.base_sizes}, center_offset={self.center_offset})')
+                f'base_sizes={self.base_sizes}, center_offset={self.center_offset}, '
+                f'stride_rule={self.stride_rule!r})')
+
+
+def padded_batch_shape(img_metas: Sequence[dict]) -> tuple[int, int] | None:
+    """The padded ``(H, W)`` of a batch from its metas: ``batch_input_shape`` (set by collate and
+    the detectors), else the largest ``pad_shape`` (collate pads every image to the batch's
+    shape), else None."""
+    if not img_metas:
+        return None
+    shape = img_metas[0].get('batch_input_shape')
+    if shape is not None:
+        return int(shape[0]), int(shape[1])
+    pads = [m.get('pad_shape') for m in img_metas]
+    if any(p is None for p in pads):
+        return None
+    return max(int(p[0]) for p in pads), max(int(p[1]) for p in pads)

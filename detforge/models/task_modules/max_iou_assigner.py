@@ -12,6 +12,8 @@ from .assign_result import AssignResult
 
 __all__ = ['MaxIoUAssigner']
 
+LOW_QUALITY_GT_RULES = ('last', 'best')
+
 
 @BBOX_ASSIGNERS.register_module()
 class MaxIoUAssigner:
@@ -42,6 +44,12 @@ class MaxIoUAssigner:
             ignored; ``-1`` disables.
         ignore_wrt_candidates: measure IoF relative to the candidate (True) or the ignore box.
         match_low_quality: enable the low-quality matches described above.
+        low_quality_gt: which gt a candidate claimed by low-quality matching is assigned to.
+            ``'last'`` (MMDetection 2.x): the last of the gts that claim it (its loop over gts
+            overwrites). ``'best'`` (torchvision's ``Matcher(allow_low_quality_matches=True)``):
+            the gt the candidate overlaps most, whichever gts claim it. They differ when a
+            candidate is the best of a gt it overlaps less than another gt, or the best of
+            several gts.
         gpu_assign_thr: accepted for MMDetection compatibility (all work stays on the device).
         iou_calculator: config of the overlap function.
     """
@@ -52,7 +60,9 @@ class MaxIoUAssigner:
                  min_pos_iou: float = 0., gt_max_assign_all: bool = True,
                  ignore_iof_thr: float = -1, ignore_wrt_candidates: bool = True,
                  match_low_quality: bool = True, gpu_assign_thr: int = -1,
-                 iou_calculator: dict = dict(type='BboxOverlaps2D')):
+                 iou_calculator: dict = dict(type='BboxOverlaps2D'), low_quality_gt: str = 'last'):
+        if low_quality_gt not in LOW_QUALITY_GT_RULES:
+            raise ValueError(f'low_quality_gt must be one of {LOW_QUALITY_GT_RULES}, got {low_quality_gt!r}')
         if isinstance(neg_iou_thr, (list, tuple)) and len(neg_iou_thr) != 2:
             raise ValueError(f'neg_iou_thr must be a float or a (low, high) pair, got {neg_iou_thr!r}')
         self.pos_iou_thr = pos_iou_thr
@@ -62,6 +72,7 @@ class MaxIoUAssigner:
         self.ignore_iof_thr = ignore_iof_thr
         self.ignore_wrt_candidates = ignore_wrt_candidates
         self.match_low_quality = match_low_quality
+        self.low_quality_gt = low_quality_gt
         self.gpu_assign_thr = gpu_assign_thr
         self.iou_calculator = build_from_cfg(iou_calculator, IOU_CALCULATORS)
 
@@ -167,11 +178,15 @@ class MaxIoUAssigner:
             else:
                 is_best = torch.zeros_like(overlaps, dtype=torch.bool)
                 is_best.scatter_(2, gt_argmax_overlaps[..., None], qualifies[..., None])
-            gt_idx = torch.arange(1, overlaps.shape[1] + 1, device=overlaps.device)[:, None]
-            last_gt = (is_best.long() * gt_idx).max(dim=1).values
-            assigned = torch.where(is_best.any(dim=1), last_gt, assigned)
+            if self.low_quality_gt == 'last':
+                gt_idx = torch.arange(1, overlaps.shape[1] + 1, device=overlaps.device)[:, None]
+                claimed_by = (is_best.long() * gt_idx).max(dim=1).values
+            else:  # torchvision: the candidate keeps its own best gt
+                claimed_by = argmax_overlaps + 1
+            assigned = torch.where(is_best.any(dim=1), claimed_by, assigned)
         return assigned, max_overlaps
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(pos_iou_thr={self.pos_iou_thr}, neg_iou_thr={self.neg_iou_thr}, '
-                f'min_pos_iou={self.min_pos_iou}, match_low_quality={self.match_low_quality})')
+                f'min_pos_iou={self.min_pos_iou}, match_low_quality={self.match_low_quality}, '
+                f'low_quality_gt={self.low_quality_gt!r})')

@@ -11,6 +11,7 @@ from collections import OrderedDict
 import torch
 
 from detforge.registry import HOOKS
+from detforge.utils.file_client import check_file_client_args
 
 from ...dist_utils import get_dist_info
 from .base import LoggerHook
@@ -42,6 +43,7 @@ class TextLoggerHook(LoggerHook):
                  out_dir: str | None = None, out_suffix=('.log.json', '.log', '.py'),
                  keep_local: bool = True, file_client_args=None):
         super().__init__(interval, ignore_last, reset_flag, by_epoch)
+        check_file_client_args(file_client_args, 'TextLoggerHook')
         self.time_sec_tot = 0.
         self.interval_exp_name = interval_exp_name
         self.out_dir = out_dir

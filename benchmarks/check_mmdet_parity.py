@@ -1,0 +1,210 @@
+"""Side-by-side check against MMDetection 2.28.2 itself (not against detforge's own code).
+
+For each model family, with MMDetection's own config file (unchanged, from its ``configs/``
+tree):
+
+1. MMDetection side (its interpreter, ``/tmp/mmdet2/venv``; see
+   ``../shared/reference/README.md``): build the model from the config, perturb every weight
+   with seeded noise (so scores are not all equal, BN statistics not trivial), save the
+   checkpoint as its zoo does (``{'meta', 'state_dict'}`` with ``mmcv.runner.save_checkpoint``),
+   run ``mmdet.apis.inference_detector`` on a batch of 2 BCCD images (its test pipeline,
+   1333x800), recording the raw outputs of every head (forward hooks) and the detections.
+2. detforge side (this interpreter): ``init_detector(the same config file, that checkpoint)``
+   and ``inference_detector`` on the same batch with the same hooks; compare.
+
+Usage (from the repository root):
+
+    PYTHONPATH=. python benchmarks/check_mmdet_parity.py            # every family
+    PYTHONPATH=. python benchmarks/check_mmdet_parity.py retinanet  # some of them
+
+It prints, per family: missing / unexpected / mis-shaped keys, the largest difference of the
+raw head outputs, of detection boxes (px) and scores, and PASS when boxes < 1e-2 px and
+scores < 1e-4 with the same number of detections per class, at least one detection, dense-head
+raw outputs within 1e-3 and each RoI-head output row within 1e-2 of its nearest row on the
+other side (the order of equal-score proposals is arbitrary in both frameworks). Exit status 1 if any fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+MMDET_PY = os.environ.get('MMDET2_PYTHON', '/tmp/mmdet2/venv/bin/python')
+MMDET_CONFIGS = os.environ.get('MMDET2_CONFIGS', '/tmp/mmdet2/configs')
+PATCHES = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared', 'reference', 'mmdet2')
+OUT = os.environ.get('MMDET2_OUT', '/tmp/mmdet2/out/parity')
+IMAGES = ['data/bccd/JPEGImages/BloodImage_00000.jpg', 'data/bccd/JPEGImages/BloodImage_00001.jpg']
+
+# family -> (config under MMDetection's configs/, heads whose raw outputs are compared)
+FAMILIES = {
+    'retinanet': ('retinanet/retinanet_r50_fpn_1x_coco.py', ['bbox_head']),
+    'faster_rcnn': ('faster_rcnn/faster_rcnn_r50_fpn_1x_coco.py',
+                    ['rpn_head', 'roi_head.bbox_head']),
+    'cascade_rcnn': ('cascade_rcnn/cascade_rcnn_r50_fpn_1x_coco.py',
+                     ['rpn_head', 'roi_head.bbox_head.0', 'roi_head.bbox_head.1',
+                      'roi_head.bbox_head.2']),
+    'faster_rcnn_x101': ('faster_rcnn/faster_rcnn_x101_32x4d_fpn_1x_coco.py',
+                         ['rpn_head', 'roi_head.bbox_head']),
+    'retinanet_x101': ('retinanet/retinanet_x101_32x4d_fpn_1x_coco.py', ['bbox_head']),
+}
+BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
+# Two-stage models with random weights give near-equal RPN scores (ties whose order is
+# arbitrary) and no box above the 0.05 score threshold after the 81-way softmax: larger
+# classifier weights spread them. (RetinaNet's focal-loss prior needs no help; a gain there
+# saturates its sigmoid scores at 1.0, i.e. ties.)
+CLASSIFIERS, CLASSIFIER_GAIN = ('rpn_cls', 'fc_cls'), 10.0
+
+
+def _flatten(out) -> list:
+    """A head's forward output (tensors in nested tuples/lists) -> flat list of tensors."""
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out.detach().clone()]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    return []
+
+
+def _record(model, heads):
+    """Keep every call's output of the named sub-modules. The instance's ``forward`` is
+    wrapped (not a forward hook): MMDetection's dense heads call ``self.forward(feats)``
+    directly, which hooks do not see."""
+    store = {name: [] for name in heads}
+    for name in heads:
+        module = model.get_submodule(name)
+
+        def wrapped(*args, _forward=module.forward, _name=name, **kwargs):
+            out = _forward(*args, **kwargs)
+            store[_name].append(_flatten(out))
+            return out
+        module.forward = wrapped
+    return store
+
+
+def _perturb(model, seed: int = 0) -> None:
+    """Seeded noise relative to each tensor's own scale (weights x (1 + 0.1 noise), biases
+    + 0.01 noise), and BN statistics that are neither 0 nor 1, so that scores spread out
+    (no saturated ties) and every weight matters."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            if not t.is_floating_point():
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if name.endswith('running_var'):
+                t.copy_(1.0 + 0.2 * noise.abs())
+            elif name.endswith('running_mean'):
+                t.copy_(0.05 * noise)
+            elif t.dim() > 1:
+                t.mul_(1.0 + 0.1 * noise)
+            else:
+                t.add_(0.01 * noise)
+            if any(part in name for part in CLASSIFIERS):
+                t.mul_(CLASSIFIER_GAIN)
+
+
+def mmdet_side(family: str) -> None:
+    """Runs under MMDetection's interpreter."""
+    import torch
+    sys.path.insert(0, PATCHES)
+    import mmcv  # noqa: F401
+    import mm_patches  # noqa: F401  - torchvision's nms / roi_align in mmcv._ext
+    from mmcv.runner import save_checkpoint
+    from mmdet.apis import inference_detector, init_detector
+    config, heads = FAMILIES[family]
+    cfg = mmcv.Config.fromfile(osp.join(MMDET_CONFIGS, config))
+    cfg.model.pretrained = None
+    if cfg.model.get('backbone', {}).get('init_cfg'):
+        cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = init_detector(cfg, None, device='cpu')
+    _perturb(model)
+    model.CLASSES = tuple(f'class{i}' for i in range(80))
+    os.makedirs(OUT, exist_ok=True)
+    ckpt = osp.join(OUT, f'{family}.pth')
+    save_checkpoint(model, ckpt, meta=dict(CLASSES=model.CLASSES))
+    store = _record(model, heads)
+    with torch.no_grad():
+        dets = inference_detector(model, IMAGES)
+    torch.save({'heads': store, 'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
+               osp.join(OUT, f'{family}_mmdet.pt'))
+
+
+def detforge_side(family: str) -> dict:
+    import torch
+    from detforge.apis import inference_detector, init_detector
+    from detforge.engine.checkpoint import load_checkpoint
+    config, heads = FAMILIES[family]
+    ckpt = osp.join(OUT, f'{family}.pth')
+    model = init_detector(osp.join(MMDET_CONFIGS, config), None, device='cpu')
+    report = load_checkpoint(model, ckpt, log_report=False)['load_report']
+    store = _record(model, heads)
+    with torch.no_grad():
+        dets = inference_detector(model, IMAGES)
+    ref = torch.load(osp.join(OUT, f'{family}_mmdet.pt'), weights_only=True)
+    # dense heads: every output element in order. RoI heads: each row (one proposal) against
+    # the nearest row of the other side, since proposals of equal score may come in either
+    # order (both sort with an unstable sort); rows out of place are counted.
+    head_diff = roi_diff = 0.0
+    out_of_order = 0
+    for name in heads:
+        a, b = ref['heads'][name], store[name]
+        assert len(a) == len(b), f'{name}: {len(a)} calls in mmdet, {len(b)} in detforge'
+        for xs, ys in zip(a, b):
+            assert len(xs) == len(ys), f'{name}: {len(xs)} outputs vs {len(ys)}'
+            for x, y in zip(xs, ys):
+                assert x.shape == y.shape, f'{name}: shape {tuple(x.shape)} vs {tuple(y.shape)}'
+                if not x.numel():
+                    continue
+                if name.startswith('roi_head'):
+                    nearest = torch.cdist(x.flatten(1), y.flatten(1)).min(1).values
+                    roi_diff = max(roi_diff, nearest.max().item())
+                    out_of_order += int(((x - y).flatten(1).abs().max(1).values > 1e-3).sum())
+                else:
+                    head_diff = max(head_diff, (x - y).abs().max().item())
+    box_diff = score_diff = 0.0
+    count_ok, n = True, 0
+    for r_ref, r_ours in zip(ref['dets'], dets):
+        for a, b in zip(r_ref, r_ours):
+            b = torch.from_numpy(b)
+            if a.shape != b.shape:
+                count_ok = False
+                continue
+            n += len(a)
+            if len(a):
+                box_diff = max(box_diff, (a[:, :4] - b[:, :4]).abs().max().item())
+                score_diff = max(score_diff, (a[:, 4] - b[:, 4]).abs().max().item())
+    ok = (report.ok and count_ok and n > 0 and head_diff < HEAD_TOL and roi_diff < ROI_TOL
+          and box_diff < BOX_TOL and score_diff < SCORE_TOL)
+    return dict(family=family, config=config, missing=len(report.missing),
+                unexpected=len(report.unexpected), mismatched=len(report.mismatched),
+                detections=n, same_counts=count_ok, max_dense_head_diff=head_diff,
+                max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
+                max_box_diff_px=box_diff, max_score_diff=score_diff, ok=ok)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('families', nargs='*', default=list(FAMILIES))
+    parser.add_argument('--side', choices=['both', 'mmdet', 'detforge'], default='both')
+    args = parser.parse_args()
+    failed = False
+    for family in args.families:
+        if args.side == 'mmdet':
+            mmdet_side(family)
+            continue
+        if args.side == 'both':
+            env = dict(os.environ, PYTHONPATH=PATCHES)
+            subprocess.run([MMDET_PY, __file__, family, '--side', 'mmdet'], check=True, env=env)
+        result = detforge_side(family)
+        failed |= not result['ok']
+        print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

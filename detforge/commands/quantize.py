@@ -1,0 +1,87 @@
+"""Quantize a detector to INT8 (post-training, static, calibrated on training images).
+
+    detforge quantize CONFIG CHECKPOINT --out model_int8.onnx [--calib 32] [--keep-float NAME ...]
+                      [--shape H W] [--cfg-options ...]
+
+Exports the checkpoint to a static ONNX graph (as ``detforge export``), runs the config's test
+pipeline on the first ``--calib`` images of ``data.train`` to calibrate the activations, and
+writes a QDQ INT8 ``.onnx``: run it with ``detforge test/infer/benchmark --backend
+onnxruntime`` (or ``openvino``, which reads the same file). The detection head's last
+convolutions stay float32 by default (``--keep-float``): they output the scores and box offsets
+themselves. Measure the AP drop with ``detforge test --eval bbox``.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+from detforge.commands._analysis_common import add_cfg_options, image_path
+from detforge.registry import DetforgeError, build_context
+
+NAME = 'quantize'
+HELP = 'post-training INT8 quantization (ONNX, QDQ) calibrated on training images'
+
+#: the predictor convolutions of the shipped heads (their outputs are scores and offsets)
+DEFAULT_KEEP_FLOAT = ('retina_cls', 'retina_reg', 'rpn_cls', 'rpn_reg', 'conv_cls', 'conv_reg')
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', required=True, help='the INT8 .onnx file to write')
+    parser.add_argument('--calib', type=int, default=32,
+                        help='calibration images, the first N of data.train (default 32)')
+    parser.add_argument('--keep-float', nargs='*', default=list(DEFAULT_KEEP_FLOAT),
+                        metavar='NAME', help='layers whose node names contain one of these stay '
+                        f'float32 (default: {" ".join(DEFAULT_KEEP_FLOAT)}; give none to '
+                        'quantize every convolution)')
+    parser.add_argument('--shape', type=int, nargs='+', metavar=('H', 'W'),
+                        help='padded input height and width (default: as detforge export)')
+    add_cfg_options(parser)
+
+
+def _calibration_images(cfg, n: int) -> list[str]:
+    import copy
+
+    from detforge.data import build_dataset
+    train = cfg.get('data', {}).get('train')
+    if train is None:
+        raise DetforgeError(f'{cfg.filename}: the config has no data.train to calibrate on')
+    train = copy.deepcopy(train)
+    while isinstance(train, dict) and 'dataset' in train:  # RepeatDataset & co: the inner set
+        train = train['dataset']
+    with build_context('data', 'train', filename=cfg.filename):
+        dataset = build_dataset(dict(train, test_mode=True))
+    if len(dataset) == 0:
+        raise DetforgeError(f'{cfg.filename}: data.train has no images to calibrate on')
+    return [image_path(dataset, i) for i in range(min(n, len(dataset)))]
+
+
+def main(args) -> int:
+    from detforge.apis.inference import init_detector
+    from detforge.commands.export import default_shape, norm_cfg_from_config
+    from detforge.deployment.onnx_export import export_onnx
+    from detforge.deployment.quantize import calibration_batches, quantize_onnx
+    if args.calib < 1:
+        raise DetforgeError(f'--calib must be at least 1, got {args.calib}')
+    if not args.out.endswith('.onnx'):
+        raise DetforgeError(f'--out must end in .onnx, got {args.out}')
+    if args.shape is not None and len(args.shape) not in (1, 2):
+        raise DetforgeError(f'--shape takes H W (or one value for a square), got {args.shape}')
+    if not os.path.isfile(args.checkpoint):
+        raise DetforgeError(f'checkpoint file not found: {args.checkpoint}')
+    model = init_detector(args.config, args.checkpoint, device='cpu', cfg_options=args.cfg_options)
+    shape = default_shape(model.cfg) if args.shape is None else \
+        tuple(args.shape) * (2 if len(args.shape) == 1 else 1)
+    images = _calibration_images(model.cfg, args.calib)
+    feeds = calibration_batches(model.cfg, images, shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = os.path.join(tmp, 'fp32.onnx')
+        export_onnx(model, fp32, input_shape=shape, norm_cfg=norm_cfg_from_config(model.cfg),
+                    class_names=model.CLASSES)
+        meta = quantize_onnx(fp32, args.out, feeds, keep_float=args.keep_float)
+    size = os.path.getsize(args.out) / 2 ** 20
+    print(f'quantized {meta["detector"]} to INT8 ({len(feeds)} calibration images, input '
+          f'{shape[0]}x{shape[1]}, {len(meta["kept_float"])} layers kept float32) -> '
+          f'{args.out} ({size:.1f} MiB)')
+    return 0
