@@ -27,14 +27,14 @@ def test_points_sit_at_the_cell_centre_row_major():
     assert corner[0].tolist() == [[0, 0, 8, 8], [8, 0, 8, 8]]
 
 
-def test_strides_from_input_follow_torchvision_integer_division():
-    gen = MlvlPointGenerator([64, 128], offset=0.0, strides_from_input=True)
+def test_batch_shape_stride_rule_follows_torchvision_integer_division():
+    gen = MlvlPointGenerator([64, 128], offset=0.0, stride_rule='batch_shape')
     # a 128x160 input: P6 is 2x3 (strides 160 // 3 = 53 across, 64 down), P7 1x2 (80, 128)
-    points = gen.grid_priors([(2, 3), (1, 2)], input_shape=(128, 160))
+    points = gen.grid_priors([(2, 3), (1, 2)], batch_input_shape=(128, 160))
     assert points[0][:, 0].tolist() == [0, 53, 106, 0, 53, 106]
     assert points[0][:, 1].tolist() == [0, 0, 0, 64, 64, 64]
     assert points[1][:, 0].tolist() == [0, 80]
-    with pytest.raises(ValueError, match='input shape'):
+    with pytest.raises(ValueError, match='batch_input_shape'):
         gen.grid_priors([(2, 3), (1, 2)])
 
 

@@ -4,7 +4,7 @@ A randomly initialised torchvision model (seeded) is saved, converted with
 ``detforge convert torchvision-fcos`` and loaded into ``configs/fcos/fcos_r50_fpn_tv.py``.
 Both see the same BCCD image at several sizes, some not multiples of the largest stride (128):
 torchvision pads them to multiples of 32 and derives each level's stride from the padded size,
-which the tv config reproduces (``strides_from_input``).
+which the tv config reproduces (``stride_rule='batch_shape'``).
 
 Known divergences (not exercised here): torchvision's GIoU loss is averaged over the positives,
 ours (MMDetection's) weighted by the centerness targets; torchvision's regress ranges exclude

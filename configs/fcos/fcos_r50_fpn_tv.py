@@ -46,7 +46,7 @@ model = dict(
         center_sample_radius=1.5,
         conv_bias=True,
         prior_generator=dict(type='MlvlPointGenerator', strides=[8, 16, 32, 64, 128], offset=0.0,
-                             strides_from_input=True),
+                             stride_rule='batch_shape'),
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25, loss_weight=1.0),
         loss_bbox=dict(type='GIoULoss', loss_weight=1.0),
         loss_centerness=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=1.0)),

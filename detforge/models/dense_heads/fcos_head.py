@@ -157,7 +157,8 @@ class FCOSHead(ConvTowerHead):
         self._init_weights(self.conv_cls)
 
     def grid_priors(self, featmap_sizes, img_metas, device, dtype):
-        return self.prior_generator.grid_priors(featmap_sizes, dtype, device, input_shape=self.input_shape(img_metas))
+        return self.prior_generator.grid_priors(featmap_sizes, dtype, device,
+                                                batch_input_shape=self.input_shape(img_metas))
 
     # ------------------------------------------------------------------ forward
     def forward_single(self, x: Tensor, level: int) -> tuple[Tensor, Tensor, Tensor]:

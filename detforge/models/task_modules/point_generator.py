@@ -8,6 +8,8 @@ from torch import Tensor
 
 from detforge.registry import PRIOR_GENERATORS
 
+from .anchor_generator import STRIDE_RULES
+
 __all__ = ['MlvlPointGenerator']
 
 
@@ -25,16 +27,19 @@ class MlvlPointGenerator:
     Args:
         strides: stride of each level, an int or a ``(w, h)`` pair each.
         offset: point offset in units of the stride.
-        strides_from_input: take each level's stride as ``input // feature`` size (integer
-            division, per axis) instead of ``strides``, as torchvision's AnchorGenerator does;
-            :meth:`grid_priors` then needs ``input_shape``. The two agree when the input is a
-            multiple of the largest stride.
+        stride_rule: where a level's grid step comes from, as for :class:`AnchorGenerator`:
+            ``'fixed'`` (MMDetection) the configured ``strides``; ``'batch_shape'``
+            (torchvision's anchor generator) ``padded batch size // feature size`` per axis,
+            integer division; :meth:`grid_priors` then needs ``batch_input_shape``. The two agree
+            when the input is a multiple of the largest stride.
     """
 
-    def __init__(self, strides: Sequence, offset: float = 0.5, strides_from_input: bool = False):
+    def __init__(self, strides: Sequence, offset: float = 0.5, stride_rule: str = 'fixed'):
+        if stride_rule not in STRIDE_RULES:
+            raise ValueError(f'stride_rule must be one of {STRIDE_RULES}, got {stride_rule!r}')
         self.strides = [_pair(s) for s in strides]
         self.offset = float(offset)
-        self.strides_from_input = bool(strides_from_input)
+        self.stride_rule = stride_rule
 
     @property
     def num_levels(self) -> int:
@@ -45,28 +50,29 @@ class MlvlPointGenerator:
         """One point per position on every level."""
         return [1] * self.num_levels
 
-    def level_strides(self, featmap_sizes, input_shape=None) -> list[tuple[int, int]]:
+    def level_strides(self, featmap_sizes, batch_input_shape=None) -> list[tuple[int, int]]:
         """``(stride_w, stride_h)`` of each level, as used to place the points."""
-        if not self.strides_from_input:
+        if self.stride_rule == 'fixed':
             return self.strides
-        if input_shape is None:
-            raise ValueError('MlvlPointGenerator(strides_from_input=True) needs the input shape')
-        h, w = int(input_shape[0]), int(input_shape[1])
+        if batch_input_shape is None:
+            raise ValueError("MlvlPointGenerator(stride_rule='batch_shape') needs the batch's padded (H, W): "
+                             'pass batch_input_shape')
+        h, w = int(batch_input_shape[0]), int(batch_input_shape[1])
         return [(w // int(fw), h // int(fh)) for fh, fw in featmap_sizes]
 
     def grid_priors(self, featmap_sizes, dtype=torch.float32, device='cpu', with_stride: bool = False,
-                    input_shape=None) -> list[Tensor]:
+                    batch_input_shape=None) -> list[Tensor]:
         """Points of every level.
 
         Args:
             featmap_sizes: ``(H_l, W_l)`` per level.
             with_stride: append the level's ``(stride_w, stride_h)`` to each point.
-            input_shape: ``(H, W)`` of the padded input (only with ``strides_from_input``).
+            batch_input_shape: ``(H, W)`` of the padded batch (``stride_rule='batch_shape'``).
 
         Returns:
             per level ``(H_l * W_l, 2)`` ``(x, y)`` points, row-major (``(.., 4)`` with stride).
         """
-        strides = self.level_strides(featmap_sizes, input_shape)
+        strides = self.level_strides(featmap_sizes, batch_input_shape)
         return [self.single_level_grid_priors(tuple(size), strides[i], dtype, device, with_stride)
                 for i, size in enumerate(featmap_sizes)]
 
@@ -97,4 +103,4 @@ class MlvlPointGenerator:
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(strides={self.strides}, offset={self.offset}, '
-                f'strides_from_input={self.strides_from_input})')
+                f'stride_rule={self.stride_rule!r})')
