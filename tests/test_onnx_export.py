@@ -289,10 +289,10 @@ def test_test_and_infer_commands_run_the_onnx_file(retinanet, tmp_path, capsys):
     assert [d['class'] for d in pt] == [ort[j]['class'] for j in nearest]
     np.testing.assert_allclose([d['score'] for d in pt], [ort[j]['score'] for j in nearest],
                                atol=1e-4)
-    with pytest.raises(DetforgeError, match='ONNX file not found'):
-        from detforge.commands.infer import main as infer_main
-        from argparse import Namespace
-        infer_main(Namespace(config=str(cfg), checkpoint=str(tmp_path / 'none.onnx'),
-                             input=str(images[0]), out=str(tmp_path), score_thr=0.3,
-                             device='cpu', batch_size=1, backend='onnxruntime',
-                             cfg_options=None))
+    with pytest.raises(DetforgeError, match='model file not found'):
+        import argparse
+        from detforge.commands.infer import add_arguments, main as infer_main
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)  # every option at its default, as the CLI would give them
+        infer_main(parser.parse_args([str(cfg), str(tmp_path / 'none.onnx'), str(images[0]),
+                                      '--out', str(tmp_path), '--backend', 'onnxruntime']))

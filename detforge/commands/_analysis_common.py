@@ -36,13 +36,17 @@ def add_backend_arguments(parser) -> None:
 
 
 def check_backend_arguments(args) -> None:
-    if args.fuse:
+    """The exported backends' arguments (``args`` may come from code that predates
+    ``--fuse``/``--threads``: missing ones are their defaults)."""
+    if getattr(args, 'fuse', False):
         raise DetforgeError(f'--fuse is for the pytorch backend; {args.checkpoint} run by '
                             f'{args.backend} is already optimised by it')
+    args.threads = getattr(args, 'threads', 0)
     if args.threads < 0:
         raise DetforgeError(f'--threads must be >= 0, got {args.threads}')
     if not os.path.isfile(args.checkpoint):
-        raise DetforgeError(f'exported model file not found: {args.checkpoint}')
+        kind = 'ONNX' if str(args.checkpoint).endswith('.onnx') else 'exported'
+        raise DetforgeError(f'{kind} model file not found: {args.checkpoint}')
 
 
 def load_config(path: str, cfg_options=None):

@@ -136,7 +136,7 @@ def main(args) -> int:
         if device == 'cuda' and not torch.cuda.is_available():
             raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
         model = model_to_device(model, device, cfg)
-        if args.fuse:
+        if getattr(args, 'fuse', False):
             from detforge.models.fuse_conv_bn import fuse_detector
             fuse_detector(model.eval())
     else:
