@@ -3,6 +3,7 @@
     python benchmarks/bench_models.py --model retinanet --iters 5
     python benchmarks/bench_models.py --model retinanet --iters 3 --memory
     python benchmarks/bench_models.py --model faster_rcnn --iters 5 --profile
+    python benchmarks/bench_models.py --model fcos --iters 5
 
 RetinaNet-R50-FPN, BCCD images at their own 640x480 (torchvision's transform is set to
 min_size=480, max_size=640 so it does not resize), 3 classes, no pretrained weights, batch 2
@@ -22,6 +23,11 @@ Faster R-CNN-R50-FPN (``--model faster_rcnn``): ours from ``configs/faster_rcnn/
 ``fasterrcnn_resnet50_fpn`` with 3 classes plus background, same sizes, batch norm trainable in
 both; training samples 512 RoIs per image from up to 2000 proposals, inference keeps 1000
 proposals and 100 detections.
+
+FCOS-R50-FPN (``--model fcos``): ours from ``configs/fcos/fcos_r50_fpn_tv.py`` (torchvision's
+layout, see docs/models.md) against ``fcos_resnet50_fpn`` with 3 classes, same sizes, batch norm
+trainable in both; inference keeps up to 1000 candidates per level above 0.2 on
+``sqrt(class * centerness)``, NMS 0.6, 100 detections. Not yet measured.
 
 ``--profile``: one training step of each model under ``torch.profiler``; prints the share of the
 step's self CPU time spent outside convolutions (forward and backward) and outside
@@ -172,12 +178,29 @@ def tv_rcnn_train_step(model, optimizer, samples):
     tv_train_step(model, optimizer, samples, inputs=tv_inputs_with_background)
 
 
+def build_ours_fcos():
+    from detforge.config import Config
+    from detforge.models.builder import build_detector
+    cfg = Config.fromfile(str(REPO / 'configs/fcos/fcos_r50_fpn_tv.py'))
+    cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
+    cfg.model.bbox_head.num_classes = len(CLASSES)
+    return build_detector(cfg.model)
+
+
+def build_tv_fcos():
+    from torchvision.models.detection import fcos_resnet50_fpn
+    # sigmoid scores, no background class: labels 0..2 as ours
+    return fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES),
+                             min_size=480, max_size=640)
+
+
 BUILDERS = {
     # name: (ours builder, ours train, ours infer, baseline builder, baseline train, baseline infer)
     'retinanet': (build_ours_retinanet, ours_train_step, ours_infer,
                   build_tv_retinanet, tv_train_step, tv_infer),
     'faster_rcnn': (build_ours_faster_rcnn, ours_train_step, ours_infer,
                     build_tv_faster_rcnn, tv_rcnn_train_step, tv_infer),
+    'fcos': (build_ours_fcos, ours_train_step, ours_infer, build_tv_fcos, tv_train_step, tv_infer),
 }
 
 
