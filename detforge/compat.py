@@ -173,6 +173,8 @@ def _train_test_cfg(cfg: Config, model: dict, up: _Upgrade) -> None:
             raise ConfigError(f'{cfg.filename or "config"}: {key} is given both at the top level '
                               f'and as model.{key}, with different values; keep model.{key}')
         model[key] = value
+        if hasattr(model[key], '_path'):  # errors found when building name the key as written
+            object.__setattr__(model[key], '_path', key)
         up.note(key, f'model.{key}', key)
 
 

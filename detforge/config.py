@@ -42,7 +42,8 @@ from typing import Any, Iterable
 
 from detforge.registry import DetforgeError
 
-__all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigKeyError', 'DictAction',
+__all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigKeyError', 'DictAction', 'CfgOptions',
+           'RUNTIME_KEYS',
            'parse_option_value']
 
 BASE_KEY = '_base_'
@@ -601,15 +602,37 @@ class Config:
         return self._cfg_dict.to_dict()
 
     # ------------------------------------------------------------------ overrides
-    def merge_from_dict(self, options: dict, allow_list_keys: bool = True) -> None:
+    def merge_from_dict(self, options: dict, allow_list_keys: bool = True,
+                        strict_top_level: bool | None = None) -> None:
         """Apply overrides given as ``{'dotted.key.path': value}`` (what ``--cfg-options``
         parses to). A number in the path indexes a list (``data.train.pipeline.2.img_scale``);
         a dict value is merged into an existing dict (``_delete_=True`` replaces it); a new
         key may be added to an existing dict. A path through a missing key, a value that is
         not a container, or a list index out of range raises :class:`ConfigError`.
+
+        ``strict_top_level`` (the default for options parsed by :class:`DictAction`, i.e. the
+        command line) refuses a top-level key that the config (with its bases) does not have
+        and detforge does not read (``runnr.max_epochs=5``), with a did-you-mean; a key
+        written with a leading ``+`` (``+my_key=1``) is added anyway.
         """
+        if strict_top_level is None:
+            strict_top_level = isinstance(options, CfgOptions)
         for full_key, value in options.items():
-            self._merge_one(str(full_key), value, allow_list_keys)
+            full_key = str(full_key)
+            explicit_new = full_key.startswith('+')
+            full_key = full_key[1:] if explicit_new else full_key
+            if strict_top_level and not explicit_new:
+                self._check_top_level(full_key)
+            self._merge_one(full_key, value, allow_list_keys)
+
+    def _check_top_level(self, full_key: str) -> None:
+        top = full_key.split('.', 1)[0]
+        if top in self._cfg_dict or top in RUNTIME_KEYS:
+            return
+        hint = _suggest(top, list(self._cfg_dict.keys()) + sorted(RUNTIME_KEYS))
+        raise ConfigError(f'override {full_key!r}: {top!r} is not a key of the config or of '
+                          f'its bases, and detforge does not read it{hint} (to add a new '
+                          f'top-level key on purpose, write +{full_key}=...)')
 
     def _merge_one(self, full_key: str, value: Any, allow_list_keys: bool) -> None:
         keys = full_key.split('.')
@@ -902,6 +925,24 @@ def parse_option_value(text: str) -> Any:
 _NOT_LITERAL = object()
 
 
+# top-level keys that detforge reads even where no config or base sets them
+RUNTIME_KEYS = frozenset({
+    'model', 'data', 'optimizer', 'optimizer_config', 'lr_config', 'momentum_config', 'runner',
+    'checkpoint_config', 'log_config', 'evaluation', 'custom_hooks', 'workflow', 'work_dir',
+    'load_from', 'resume_from', 'auto_resume', 'seed', 'deterministic', 'device', 'gpu_ids',
+    'gpus', 'dist_params', 'log_level', 'fp16', 'amp', 'channels_last', 'cudnn_benchmark',
+    'auto_scale_lr', 'custom_imports', 'find_unused_parameters', 'broadcast_buffers',
+    'opencv_num_threads', 'mp_start_method', 'plot_curves', 'total_epochs', 'train_cfg',
+    'test_cfg', 'dataset_type', 'data_root', 'classes', 'img_norm_cfg', 'train_pipeline',
+    'test_pipeline', 'launcher', 'persistent_workers',
+})
+
+
+class CfgOptions(dict):
+    """``{'dotted.key': value}`` from the command line (``--cfg-options``): merged with a
+    check of top-level keys (see :meth:`Config.merge_from_dict`)."""
+
+
 class DictAction(argparse.Action):
     """argparse action for ``--cfg-options KEY=VALUE [KEY=VALUE ...]``.
 
@@ -913,7 +954,7 @@ class DictAction(argparse.Action):
         super().__init__(option_strings, dest, nargs=nargs, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        options = dict(getattr(namespace, self.dest, None) or {})
+        options = CfgOptions(getattr(namespace, self.dest, None) or {})
         if isinstance(values, str):
             values = [values]
         for item in values:

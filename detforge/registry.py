@@ -53,6 +53,9 @@ class BuildError(DetforgeError):
         self.cfg = cfg
         self.key_path = list(key_path)
         self.filename = filename
+        # True once the path starts at the config file's top level (a key the user wrote
+        # there, e.g. a 1.x top-level train_cfg): no enclosing build may prefix it further
+        self.rooted = False
 
     def prefix(self, *keys: str) -> 'BuildError':
         """Prepend keys to the key path (the caller knows where the failed config sat).
@@ -61,7 +64,8 @@ class BuildError(DetforgeError):
         :func:`build_from_cfg` one level up must not search for ``cfg`` and add its key a
         second time; it sets ``cfg`` to its own config instead.
         """
-        self.key_path = [str(k) for k in keys] + self.key_path
+        if not self.rooted:
+            self.key_path = [str(k) for k in keys] + self.key_path
         self.cfg = None
         return self
 

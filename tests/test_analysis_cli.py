@@ -172,10 +172,13 @@ def test_results_pickle_that_runs_code_is_refused(setup, tmp_path, capsys):
 
 
 def test_benchmark_prints_images_per_second(setup, capsys):
-    assert cli(['benchmark', setup['cfg'], setup['ckpt'], '--num-images', '1',
-                '--warmup', '1']) == 0
+    assert cli(['benchmark', setup['cfg'], setup['ckpt'], '--num-images', '2',
+                '--warmup', '1', '--no-memory']) == 0
     out = capsys.readouterr().out
-    assert 'img/s (model forward)' in out and '1 warm-up images excluded' in out
+    assert '| backend | ms/img p50 | ms/img p90 | img/s batch 1 |' in out
+    row = next(line for line in out.splitlines() if line.startswith('| pytorch |'))
+    assert float(row.split('|')[4]) > 0  # images per second at batch 1
+    assert '2 timed images (1 warm-up excluded)' in out
 
 
 def test_collect_env_lists_versions(capsys):

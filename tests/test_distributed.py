@@ -413,7 +413,8 @@ def test_torchrun_train_writes_one_set_of_artefacts(torchrun_train):
     assert len(logs) == 1
     stamp = logs[0][:-len('.log')]
     assert names == sorted([f'{stamp}.log', f'{stamp}.log.json', f'{stamp}_curves.png',
-                            'epoch_1.pth', 'latest.pth', 'retinanet_r18_tiny_bccd.py'])
+                            'epoch_1.pth', 'latest.pth', 'retinanet_r18_tiny_bccd.py',
+                            '.last_evaluation.json'])  # the evaluation hook's "done" record
     records = [json.loads(line) for line in (work_dir / f'{stamp}.log.json').read_text()
                .splitlines()]
     train = [r for r in records if r.get('mode') == 'train']

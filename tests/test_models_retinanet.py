@@ -318,16 +318,16 @@ def test_batched_targets_equal_image_by_image_assignment(model, bccd_voc_root):
         pos, neg = idx[res.pos_inds], idx[res.neg_inds]
         labels = torch.full((len(anchors),), head.num_classes)
         labels[pos] = gt_labels[res.pos_assigned_gt_inds]
-        assert torch.equal(t['labels'][i], labels)
+        assert torch.equal(t.labels[i], labels)
         weights = torch.zeros(len(anchors))
         weights[pos] = weights[neg] = 1.0
-        assert torch.equal(t['label_weights'][i], weights)
-        torch.testing.assert_close(t['bbox_targets'][i, pos], head.bbox_coder.encode(res.pos_bboxes, res.pos_gt_bboxes))
-        assert (t['bbox_targets'][i][labels == head.num_classes] == 0).all()
-        assert torch.equal(t['bbox_weights'][i, :, 0], (labels < head.num_classes).float())
+        assert torch.equal(t.label_weights[i], weights)
+        torch.testing.assert_close(t.bbox_targets[i, pos], head.bbox_coder.encode(res.pos_bboxes, res.pos_gt_bboxes))
+        assert (t.bbox_targets[i][labels == head.num_classes] == 0).all()
+        assert torch.equal(t.bbox_weights[i, :, 0], (labels < head.num_classes).float())
         num_pos += max(len(pos), 1)
-    assert num_pos > 3 and t['num_pos'].item() == num_pos
-    assert t['num_neg'].item() == t['label_weights'].sum().item() - num_pos + 1  # image 2 has no positive
+    assert num_pos > 3 and t.num_pos_per_image_clamped().item() == num_pos
+    assert t.neg.sum().item() == t.label_weights.sum().item() - num_pos + 1  # image 2 has no positive
 
 
 def test_allowed_border_leaves_anchors_beyond_the_image_out_of_training():
@@ -340,10 +340,10 @@ def test_allowed_border_leaves_anchors_beyond_the_image_out_of_training():
     anchors, valid = head.get_anchors(sizes, metas)
     args = (anchors, valid, [torch.tensor([[8., 8., 60., 60.]])] * 2, metas, None, [torch.tensor([1])] * 2)
     t = head.get_targets(*args)
-    head.train_cfg['allowed_border'] = -1
+    head.train_cfg.allowed_border = -1
     every = head.get_targets(*args)
     for i, h in enumerate((128, 100)):
         inside = (anchors[:, :2] >= 0).all(1) & (anchors[:, 2] < 128) & (anchors[:, 3] < h)
         assert inside.sum() > 100 and (~inside).sum() > 100
-        assert (t['label_weights'][i][~inside] == 0).all() and (every['label_weights'][i][~inside] > 0).any()
-        assert torch.equal(t['label_weights'][i][inside], every['label_weights'][i][inside])
+        assert (t.label_weights[i][~inside] == 0).all() and (every.label_weights[i][~inside] > 0).any()
+        assert torch.equal(t.label_weights[i][inside], every.label_weights[i][inside])

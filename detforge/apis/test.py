@@ -1,6 +1,7 @@
 """Run a detector over a data loader: one process, or all ranks with ordered gathering."""
 from __future__ import annotations
 
+import logging
 import os
 import os.path as osp
 import pickle
@@ -11,6 +12,8 @@ import tempfile
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from detforge.registry import DetforgeError
 
 __all__ = ['single_gpu_test', 'multi_gpu_test', 'collect_results_cpu', 'collect_results_gpu']
 
@@ -44,8 +47,15 @@ def _save_visualisations(data, result, dataset, out_dir, show, score_thr) -> Non
         labels = np.concatenate([np.full(len(r), i, dtype=np.int64) for i, r in enumerate(res)]) \
             if len(res) else np.zeros(0, np.int64)
         out_file = osp.join(out_dir, meta['ori_filename']) if out_dir else None
-        imshow_det_bboxes(picture, bboxes, labels, class_names=getattr(dataset, 'CLASSES', None),
-                          score_thr=score_thr, out_file=out_file)
+        try:
+            imshow_det_bboxes(picture, bboxes, labels,
+                              class_names=getattr(dataset, 'CLASSES', None),
+                              score_thr=score_thr, out_file=out_file)
+        except (OSError, DetforgeError, cv2.error) as e:  # a drawing never costs the results
+            from detforge.visualization.draw import display_path
+            logging.getLogger('detforge').warning('could not draw %s: %s',
+                                                  display_path(out_file or ''),
+                                                  display_path(str(e)))
 
 
 def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None = None,
@@ -56,14 +66,14 @@ def single_gpu_test(model, data_loader, show: bool = False, out_dir: str | None 
     model.eval()
     dataset = data_loader.dataset
     results = []
-    bar = _progress(len(dataset), 'test')
-    for data in data_loader:
-        result = _inference(model, data)
-        if show or out_dir:
-            _save_visualisations(data, result, dataset, out_dir, show, show_score_thr)
-        results.extend(result)
-        bar.update(len(result))
-    bar.close()
+    # closed on an exception too, so that an error message starts on a line of its own
+    with _progress(len(dataset), 'test') as bar:
+        for data in data_loader:
+            result = _inference(model, data)
+            if show or out_dir:
+                _save_visualisations(data, result, dataset, out_dir, show, show_score_thr)
+            results.extend(result)
+            bar.update(len(result))
     return results
 
 
@@ -81,12 +91,11 @@ def multi_gpu_test(model, data_loader, tmpdir: str | None = None,
     dataset = data_loader.dataset
     rank, world_size = get_dist_info()
     results = []
-    bar = _progress(len(dataset), 'test', enabled=rank == 0)
-    for data in data_loader:
-        result = _inference(model, data)
-        results.extend(result)
-        bar.update(min(len(result) * world_size, len(dataset) - bar.n))
-    bar.close()
+    with _progress(len(dataset), 'test', enabled=rank == 0) as bar:
+        for data in data_loader:
+            result = _inference(model, data)
+            results.extend(result)
+            bar.update(min(len(result) * world_size, len(dataset) - bar.n))
     if gpu_collect:
         return collect_results_gpu(results, len(dataset))
     return collect_results_cpu(results, len(dataset), tmpdir)

@@ -276,6 +276,9 @@ def train_detector(model, dataset, cfg, distributed: bool = False, validate: boo
         if resume_from is not None:
             logger.info('auto-resume: continuing from %s', resume_from)
             cfg.resume_from = resume_from
+        else:
+            logger.warning('auto-resume: no complete checkpoint in %s; starting from scratch',
+                           cfg.work_dir)
     if resume_from:
         runner.resume(resume_from)
     elif cfg.get('load_from', None):

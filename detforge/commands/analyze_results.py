@@ -65,6 +65,7 @@ def main(args):
     order = np.argsort(-aps, kind='stable')
     topk = min(args.topk, len(order))
     groups = {'good': order[:topk], 'bad': order[::-1][:topk]}
+    from detforge.visualization.draw import imwrite
     written = 0
     for group, indices in groups.items():
         folder = os.path.join(args.out_dir, group)
@@ -72,8 +73,7 @@ def main(args):
         for rank, i in enumerate(indices.tolist()):
             name = os.path.basename(dataset.data_infos[i]['filename'])
             out = os.path.join(folder, f'{rank:02d}_{aps[i]:.3f}_{name}')
-            if not cv2.imwrite(out, _draw(dataset, i, results[i], args.show_score_thr)):
-                raise DetforgeError(f'could not write {out}')
+            imwrite(_draw(dataset, i, results[i], args.show_score_thr), out)  # any file name
             written += 1
     with open(os.path.join(args.out_dir, 'per_image_ap.json'), 'w') as f:
         json.dump({os.path.basename(dataset.data_infos[i]['filename']): round(float(aps[i]), 4)

@@ -84,6 +84,7 @@ def main(args) -> int:
     from detforge.data import build_dataset
     from detforge.registry import build_context
     from detforge.compat import load_config
+    from detforge.visualization.draw import imwrite
     cfg = load_config(args.config, args.cfg_options)
     with build_context('data', 'train', filename=args.config):
         dataset = build_dataset(retrieve_train_cfg(cfg, set(args.skip_type)))
@@ -101,8 +102,6 @@ def main(args) -> int:
         drawn = _draw(img, boxes, labels, class_names)
         stem = osp.splitext(osp.basename(item.get('filename', f'image_{i}')))[0]
         out = osp.join(args.output_dir, f'{i:04d}_{stem}.png')
-        if not cv2.imwrite(out, drawn):
-            from detforge.registry import DetforgeError
-            raise DetforgeError(f'could not write {out}')
+        imwrite(drawn, out)  # any file name (cv2.imwrite crashes on non-UTF-8 ones)
     print(f'{n} images with their boxes written to {args.output_dir}')
     return 0

@@ -10,6 +10,7 @@ x2, y2], "score": s, "label": i, "class": name}, ...]}}`` (boxes above --score-t
 from __future__ import annotations
 
 import json
+import sys
 import os
 
 import cv2
@@ -44,9 +45,12 @@ def _list_images(folder: str) -> list[str]:
     return [os.path.join(folder, n) for n in names]
 
 
-def run_images(model, paths, out_dir, score_thr, batch_size=1) -> dict:
+def run_images(model, paths, out_dir, score_thr, batch_size=1, failed_drawings=None) -> dict:
+    """Detections per image name; each drawing goes to ``out_dir``. A drawing that cannot be
+    written is reported (and listed in ``failed_drawings``), never the end of the run: the
+    detections are what the user asked for."""
     from detforge.apis.inference import inference_detector, result_to_structured
-    from detforge.visualization.draw import draw_det_result, read_image
+    from detforge.visualization.draw import display_path, draw_det_result, read_image
     names = model.CLASSES or ()
     detections = {}
     for start in range(0, len(paths), batch_size):
@@ -55,9 +59,16 @@ def run_images(model, paths, out_dir, score_thr, batch_size=1) -> dict:
         results = inference_detector(model, imgs)
         for path, img, result in zip(chunk, imgs, results):
             name = os.path.basename(path)
-            draw_det_result(img, result, class_names=names, score_thr=score_thr,
-                            out_file=os.path.join(out_dir, name))
             detections[name] = result_to_structured(result, names).to_list(score_thr)
+            out_file = os.path.join(out_dir, name)
+            try:
+                draw_det_result(img, result, class_names=names, score_thr=score_thr,
+                                out_file=out_file)
+            except (OSError, DetforgeError, cv2.error) as e:
+                print(f'detforge infer: warning: could not draw {display_path(out_file)}: '
+                      f'{display_path(str(e))}', file=sys.stderr)
+                if failed_drawings is not None:
+                    failed_drawings.append(out_file)
     return detections
 
 
@@ -113,19 +124,24 @@ def main(args):
                                     cfg_options=args.cfg_options, backend=args.backend,
                                     num_threads=args.threads)
     os.makedirs(args.out, exist_ok=True)
+    failed_drawings: list[str] = []
     if os.path.isdir(args.input):
         detections = run_images(model, _list_images(args.input), args.out, args.score_thr,
-                                args.batch_size)
+                                args.batch_size, failed_drawings)
     elif args.input.lower().endswith(VIDEO_EXTENSIONS):
         detections = run_video(model, args.input, args.out, args.score_thr)
     else:
-        detections = run_images(model, [args.input], args.out, args.score_thr)
+        detections = run_images(model, [args.input], args.out, args.score_thr,
+                                failed_drawings=failed_drawings)
     json_file = os.path.join(args.out, 'detections.json')
     with open(json_file, 'w') as f:
         json.dump(dict(classes=list(model.CLASSES or ()), score_thr=args.score_thr,
                        detections=detections), f, indent=1)
     total = sum(len(v) for v in detections.values())
     unit = 'frames' if args.input.lower().endswith(VIDEO_EXTENSIONS) else 'images'
+    from detforge.visualization.draw import display_path
+    failed = f' ({len(failed_drawings)} drawings could not be written)' if failed_drawings else ''
     print(f'{len(detections)} {unit}'
-          f', {total} boxes with score >= {args.score_thr}; wrote {args.out}/ and {json_file}')
+          f', {total} boxes with score >= {args.score_thr}; wrote {display_path(args.out)}/'
+          f'{failed} and {display_path(json_file)}')
     return 0

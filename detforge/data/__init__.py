@@ -11,6 +11,7 @@ from .custom import CustomDataset
 from .dataset_wrappers import (ClassBalancedDataset, ConcatDataset, MultiImageMixDataset,
                                RepeatDataset)
 from .errors import AnnotationError, DatasetError, ImageLoadError
+from .image_meta import ImageMeta
 from .loader import build_dataloader, collate
 from .pipelines import *  # noqa: F401,F403 - registers every transform
 from .pipelines import __all__ as _pipeline_names
@@ -22,7 +23,7 @@ from .voc import VOCDataset, XMLDataset
 __all__ = ['build_dataset', 'build_dataloader', 'collate', 'Compose', 'CustomDataset',
            'CocoDataset', 'XMLDataset', 'VOCDataset', 'ConcatDataset', 'RepeatDataset',
            'ClassBalancedDataset', 'MultiImageMixDataset', 'DatasetError', 'ImageLoadError',
-           'AnnotationError']
+           'AnnotationError', 'ImageMeta']
 __all__ += [n for n in list(_pipeline_names) + list(_sampler_names) if n not in __all__]
 # any other module added to this package registers itself too
 import_submodules(__name__, __path__, {})

@@ -73,11 +73,7 @@ class CocoDataset(CustomDataset):
                 continue
             if cid not in self.cat2label:  # a category left out by classes=
                 continue
-            try:
-                x, y, w, h = (float(v) for v in ann['bbox'])
-            except (KeyError, TypeError, ValueError):
-                raise AnnotationError(f'{where}: annotation id {ann.get("id")} has no valid '
-                                      f'"bbox" [x, y, w, h]') from None
+            x, y, w, h = self._read_bbox(ann, where, img_info['file_name'])
             boxes.append([x, y, x + w, y + h])
             labels.append(self.cat2label[cid])
             ignore.append(bool(ann.get('iscrowd', False)))
@@ -89,6 +85,26 @@ class CocoDataset(CustomDataset):
         return sanitize_boxes(boxes, labels, ignore, img_info.get('width'), img_info.get('height'),
                               file=where, ann_ids=ids, counter=self.skipped,
                               skip_invalid=self.skip_invalid, min_size=self.min_size)
+
+    def _read_bbox(self, ann: dict, where: str, file_name: str) -> tuple[float, ...]:
+        """``[x, y, w, h]`` of one annotation as floats. Strings of numbers (written by some
+        export tools) are converted and counted in a warning naming the annotation id, or
+        raise with ``skip_invalid=False``; anything else raises."""
+        bbox = ann.get('bbox')
+        if not isinstance(bbox, (list, tuple)) or len(bbox) != 4 or any(
+                isinstance(v, bool) for v in bbox):
+            raise AnnotationError(f'{where}: annotation id {ann.get("id")} has no valid "bbox" '
+                                  f'[x, y, w, h] (got {bbox!r})')
+        if any(isinstance(v, str) for v in bbox):
+            if not self.skip_invalid:
+                raise AnnotationError(f'{where}: annotation id {ann.get("id")} gives its "bbox" '
+                                      f'as strings {bbox!r}; expected numbers')
+            self.skipped.add('string_coords', file_name, f'annotation id {ann.get("id")}')
+        try:
+            return tuple(float(v) for v in bbox)
+        except (TypeError, ValueError):
+            raise AnnotationError(f'{where}: annotation id {ann.get("id")} has no valid "bbox" '
+                                  f'[x, y, w, h] of numbers (got {bbox!r})') from None
 
     def _filter_imgs(self, min_size: int = 32):
         # MMDet: with filter_empty_gt keep images holding an annotation of the selected

@@ -13,6 +13,7 @@ records as above (``ann`` with plain lists is accepted).
 from __future__ import annotations
 
 import json
+import logging
 import os.path as osp
 import pickle
 from typing import Any, Sequence
@@ -24,9 +25,12 @@ from detforge.registry import DATASETS
 from detforge.utils.file_client import check_file_client_args
 from .errors import AnnotationError, DatasetError, SkipCounter
 from .pipelines.compose import Compose
+from .safe_pickle import load_data_pickle
 from .seeding import apply_sample_seed
 
 __all__ = ['CustomDataset', 'sanitize_boxes']
+
+logger = logging.getLogger('detforge.data')
 
 
 def _join(root: str | None, path: str | None) -> str | None:
@@ -106,6 +110,13 @@ class CustomDataset(Dataset):
         min_size: boxes with a side smaller than this many pixels become ignore boxes.
         skip_invalid: drop invalid boxes (degenerate, outside the image, unknown class) with
             one summary warning per kind; ``False`` raises :class:`AnnotationError` instead.
+        allow_pickle: load ``.pkl`` annotation and proposal files with plain ``pickle``,
+            which runs any code the file names. By default they are read as data only
+            (numpy arrays, dicts, lists, numbers) and any other object is refused.
+
+    In training, images without boxes (``filter_empty_gt``) and images smaller than 32 px a
+    side are left out, with one log line saying how many; a training set left with no image
+    at all is a :class:`DatasetError`.
     """
 
     CLASSES: tuple[str, ...] | None = None
@@ -114,7 +125,8 @@ class CustomDataset(Dataset):
     def __init__(self, ann_file, pipeline: Sequence = (), classes=None, data_root: str | None = None,
                  img_prefix: str = '', seg_prefix: str | None = None, proposal_file: str | None = None,
                  test_mode: bool = False, filter_empty_gt: bool = True, min_size: float | None = None,
-                 skip_invalid: bool = True, file_client_args: dict | None = None):
+                 skip_invalid: bool = True, file_client_args: dict | None = None,
+                 allow_pickle: bool = False):
         self.data_root = data_root
         check_file_client_args(file_client_args, type(self).__name__)
         self.ann_file = _join(data_root, ann_file)
@@ -125,6 +137,7 @@ class CustomDataset(Dataset):
         self.filter_empty_gt = filter_empty_gt
         self.min_size = min_size
         self.skip_invalid = skip_invalid
+        self.allow_pickle = allow_pickle
         self.CLASSES = self.get_classes(classes)
         # the names the annotation files use (differ from CLASSES when classes= renames)
         self.ann_classes = tuple(classes) if isinstance(classes, dict) else self.CLASSES
@@ -134,6 +147,7 @@ class CustomDataset(Dataset):
         self.proposals = self.load_proposals(self.proposal_file) if self.proposal_file else None
         if not test_mode:
             valid = self._filter_imgs()
+            self._report_filtered(valid)
             self.data_infos = [self.data_infos[i] for i in valid]
             if self.proposals is not None:
                 self.proposals = [self.proposals[i] for i in valid]
@@ -168,14 +182,13 @@ class CustomDataset(Dataset):
         """Read the middle format: a list of ``dict(filename, width, height, ann=...)``."""
         try:
             if ann_file.endswith(('.pkl', '.pickle')):
-                with open(ann_file, 'rb') as f:
-                    infos = pickle.load(f)
+                infos = load_data_pickle(ann_file, self.allow_pickle)
             else:
                 with open(ann_file, encoding='utf-8') as f:
                     infos = json.load(f)
         except FileNotFoundError:
             raise DatasetError(f'annotation file not found: {ann_file}') from None
-        except (json.JSONDecodeError, pickle.UnpicklingError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, pickle.UnpicklingError, UnicodeDecodeError, EOFError) as e:
             raise DatasetError(f'{ann_file} is not a valid annotation file: {e}') from None
         if not isinstance(infos, list):
             raise DatasetError(f'{ann_file}: expected a list of image records, got {type(infos).__name__}')
@@ -199,8 +212,7 @@ class CustomDataset(Dataset):
         return out
 
     def load_proposals(self, proposal_file: str):
-        with open(proposal_file, 'rb') as f:
-            return pickle.load(f)
+        return load_data_pickle(proposal_file, self.allow_pickle)
 
     def get_ann_info(self, idx: int) -> dict[str, np.ndarray]:
         """``dict(bboxes float32 (n,4), labels int64 (n,), bboxes_ignore (m,4), labels_ignore)``."""
@@ -222,6 +234,33 @@ class CustomDataset(Dataset):
                 continue
             valid.append(i)
         return valid
+
+    def _report_filtered(self, valid: list[int]) -> None:
+        """Log how many images training leaves out and why; stop when none is left."""
+        kept = set(valid)
+        left_out = [info for i, info in enumerate(self.data_infos) if i not in kept]
+        small = sum(1 for info in left_out if info.get('width') is not None
+                    and info.get('height') is not None and min(info['width'], info['height']) < 32)
+        empty = len(left_out) - small
+        reasons = []
+        if empty:
+            reasons.append(f'{empty} without a box of classes {self.CLASSES} '
+                           f'(filter_empty_gt=True)')
+        if small:
+            reasons.append(f'{small} smaller than 32 px a side')
+        if valid and left_out:
+            logger.info('%s(%s): %d of %d images left out of training: %s',
+                        type(self).__name__, self.ann_file, len(left_out), len(self.data_infos),
+                        '; '.join(reasons))
+        if not valid:
+            if not self.data_infos:
+                raise DatasetError(f'{self.ann_file}: the training set has no image')
+            hint = ('check classes= against the categories of the annotation file, or set '
+                    'filter_empty_gt=False to train on images without boxes' if empty else
+                    'the images are too small to train on')
+            raise DatasetError(f'{self.ann_file}: no image is left to train on: all '
+                               f'{len(self.data_infos)} images were left out '
+                               f'({"; ".join(reasons)}); {hint}')
 
     def _set_group_flag(self) -> None:
         """``flag[i] = 1`` for landscape images (w / h > 1), 0 otherwise (uint8)."""

@@ -37,6 +37,8 @@ _KINDS = {
     'outside': ('boxes outside their image', 'dropped', 'no overlap with the image'),
     'unknown_class': ('boxes of unknown classes', 'skipped', 'class not in CLASSES'),
     'small': ('small boxes', 'marked as ignore', 'a side < min_size'),
+    'string_coords': ('boxes given as strings', 'converted to numbers',
+                      'JSON strings instead of numbers in "bbox"'),
 }
 
 

@@ -28,8 +28,19 @@ def read_split_file(path: str) -> list[str]:
     """Image ids of a VOC split file (one per line; extra columns ignored)."""
     if not osp.isfile(path):
         raise DatasetError(f'split file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        return [line.split()[0] for line in f if line.strip()]
+    with open(path, 'rb') as f:
+        lines = f.read().splitlines()
+    ids = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            line = raw.decode('utf-8')
+        except UnicodeDecodeError as e:
+            raise DatasetError(f'{path}, line {number}: not valid UTF-8 ({raw[:60]!r}: '
+                               f'{e.reason} at byte {e.start}); save the split file as UTF-8'
+                               ) from None
+        if line.strip():
+            ids.append(line.split()[0])
+    return ids
 
 
 def _image_size(img_path: str) -> tuple[int, int]:

@@ -53,24 +53,17 @@ _CODERS = ('DeltaXYWHBBoxCoder',)
 _PRIOR_GENERATORS = ('AnchorGenerator',)
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
-
-
 def _nms_iou(cfg, where: str) -> float:
-    nms = _get(cfg, 'nms')
+    """The IoU threshold of a parsed test config's ``nms`` (a :class:`NMSConfig`); only
+    hard NMS has an ONNX operator."""
+    nms = None if cfg is None else cfg.nms
     if nms is None:
-        iou = _get(cfg, 'nms_thr')
-        if iou is None:
-            raise DetforgeError(f'{where}: the test config has no nms=dict(type="nms", '
-                                'iou_threshold=...)')
-        return float(iou)
-    if _get(nms, 'type', 'nms') != 'nms':
-        raise DetforgeError(f'{where}: nms type {_get(nms, "type")!r} cannot be exported to ONNX; '
+        raise DetforgeError(f'{where}: the test config has no nms=dict(type="nms", '
+                            'iou_threshold=...)')
+    if nms.type != 'nms':
+        raise DetforgeError(f'{where}: nms type {nms.type!r} cannot be exported to ONNX; '
                             "only type='nms' (ONNX NonMaxSuppression) is supported")
-    return float(_get(nms, 'iou_threshold', _get(nms, 'iou_thr', 0.5)))
+    return float(nms.iou_threshold)
 
 
 # ---------------------------------------------------------------------------- support check
@@ -319,13 +312,13 @@ class ExportableDetector(nn.Module):
             self.test_cfg = detector.roi_head.test_cfg
             heads = detector.roi_head.bbox_head
             self.num_classes = (heads[-1] if isinstance(heads, nn.ModuleList) else heads).num_classes
-        self.max_per_img = int(_get(self.test_cfg, 'max_per_img', 100))
+        self.max_per_img = int(self.test_cfg.max_per_img)
         # configuration errors surface here, before the (slow) tracing starts
         if self.kind == 'single_stage':
             _nms_iou(self.test_cfg, 'bbox_head.test_cfg')
         else:
             _nms_iou(self.test_cfg, 'roi_head.test_cfg')
-            if _get(detector.rpn_head.test_cfg, 'nms') is not None:
+            if detector.rpn_head.test_cfg.nms is not None:
                 _nms_iou(detector.rpn_head.test_cfg, 'rpn_head.test_cfg')
         if self.max_per_img <= 0:
             raise DetforgeError('ONNX export needs test_cfg.max_per_img > 0 (the graph output '
@@ -356,8 +349,7 @@ class ExportableDetector(nn.Module):
         (anchor, class) pairs, decoded and clipped; ``score_thr``; class-aware NMS."""
         head = self.detector.bbox_head
         cfg = head.test_cfg
-        nms_pre = int(_get(cfg, 'nms_pre', -1))
-        score_thr = float(_get(cfg, 'score_thr', 0.0))
+        nms_pre, score_thr = cfg.nms_pre, cfg.score_thr
         iou = _nms_iou(cfg, 'bbox_head.test_cfg')
         cls_scores, bbox_preds = head(feats)
         C = head.cls_out_channels
@@ -396,12 +388,8 @@ class ExportableDetector(nn.Module):
         """:meth:`RPNHead.get_bboxes` for a batch → proposals ``(B, P, 4)``, valid ``(B, P)``."""
         head = self.detector.rpn_head
         cfg = head.test_cfg
-        nms_pre = int(_get(cfg, 'nms_pre', -1))
-        max_per_img = int(_get(cfg, 'max_per_img', _get(cfg, 'max_num', 1000)))
-        min_size = _get(cfg, 'min_bbox_size', 0)
-        iou = float(_get(_get(cfg, 'nms'), 'iou_threshold', _get(cfg, 'nms_thr', 0.7)))
-        if _get(cfg, 'nms') is not None:
-            iou = _nms_iou(cfg, 'rpn_head.test_cfg')
+        nms_pre, max_per_img, min_size = cfg.nms_pre, cfg.max_per_img, cfg.min_bbox_size
+        iou = 0.7 if cfg.nms is None else _nms_iou(cfg, 'rpn_head.test_cfg')
         if max_per_img <= 0:
             raise DetforgeError('ONNX export needs test_cfg.rpn.max_per_img > 0')
         cls_scores, bbox_preds = head(feats)
@@ -466,8 +454,8 @@ class ExportableDetector(nn.Module):
         scores = scores.reshape(B, -1)                                   # (B, P * classes)
         labels = torch.arange(C)[None, None, :].expand(B, P, -1).reshape(B, -1)
         keep = valid[:, :, None].expand(-1, -1, C).reshape(B, -1) & \
-            (scores > float(_get(self.test_cfg, 'score_thr', 0.05)))
-        min_size = float(_get(self.test_cfg, 'min_bbox_size', 0.) or 0.)
+            (scores > self.test_cfg.score_thr)
+        min_size = self.test_cfg.min_bbox_size
         if min_size > 0:
             keep = keep & ((boxes[..., 2] - boxes[..., 0]) > min_size) & \
                 ((boxes[..., 3] - boxes[..., 1]) > min_size)

@@ -40,7 +40,8 @@ from .dist_utils import unwrap_model
 __all__ = ['save_checkpoint', 'load_checkpoint', 'load_state_dict', 'find_latest_checkpoint',
            'atomic_torch_save', 'get_state_dict', 'weights_to_cpu', 'get_rng_state',
            'set_rng_state', 'preserve_rng', 'to_weights_only', 'read_checkpoint',
-           'LoadReport', 'summarize_load_from']
+           'LoadReport', 'summarize_load_from', 'CheckpointWriteError', 'UnsafeCheckpointError',
+           'remove_stale_temporaries', 'TRUST_ENV']
 
 _log = logging.getLogger('detforge.engine')
 
@@ -80,8 +81,61 @@ def to_weights_only(obj: Any) -> Any:
     return str(obj)
 
 
+class CheckpointWriteError(DetforgeError):
+    """A checkpoint could not be written (disk full, no permission); the previous one is
+    intact."""
+
+
+def _tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a nested checkpoint dict (what ``torch.save`` writes, roughly)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _is_out_of_space(error: BaseException, needed: int, free: int | None) -> bool:
+    """ENOSPC / EDQUOT, or torch's zip writer failing (``[enforce fail at
+    inline_container.cc] ... file write failed``) while the file system has less free
+    space than the checkpoint needs."""
+    import errno
+    for e in (error, error.__cause__, error.__context__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+    text = str(error)
+    if 'No space left' in text or 'Disk quota' in text:
+        return True
+    return isinstance(error, RuntimeError) and ('write failed' in text or 'enforce fail' in text) \
+        and free is not None and free < needed
+
+
+def _write_error(error: BaseException, filename: str, folder: str, needed: int) -> DetforgeError:
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    mb = 1 << 20
+    if _is_out_of_space(error, needed, free):
+        space = f'{free / mb:.0f} MB free' if free is not None else 'no free space'
+        return CheckpointWriteError(
+            f'disk full: cannot write checkpoint {filename}: it needs about {needed / mb:.0f} MB '
+            f'and {folder} has {space}; the previous checkpoint is intact; free some space (or '
+            f'choose another --work-dir) and continue with --auto-resume')
+    reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+    return CheckpointWriteError(f'cannot write checkpoint {filename}: {reason[:200]}; the '
+                                f'previous checkpoint is intact')
+
+
 def atomic_torch_save(obj: Any, filename: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``filename``, fsync, then rename over it."""
+    """``torch.save`` to a temporary file beside ``filename``, fsync, then rename over it.
+
+    A failed write (disk full, I/O error) removes the temporary file and raises
+    :class:`CheckpointWriteError` in one line: where, how much the checkpoint needs and how
+    much space is free.
+    """
     filename = os.fspath(filename)
     folder = osp.dirname(osp.abspath(filename))
     os.makedirs(folder, exist_ok=True)
@@ -93,9 +147,11 @@ def atomic_torch_save(obj: Any, filename: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, filename)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        if isinstance(e, (OSError, RuntimeError)):
+            raise _write_error(e, filename, folder, _tensor_bytes(obj)) from e
         raise
     with contextlib.suppress(OSError):  # make the rename itself durable
         dir_fd = os.open(folder, os.O_RDONLY)
@@ -103,6 +159,32 @@ def atomic_torch_save(obj: Any, filename: str | os.PathLike) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+_STALE_TMP_RE = re.compile(r'^\..+\.(pth|safetensors)\.(link|[A-Za-z0-9_]+)\.tmp$')
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, logger: logging.Logger | None = None
+                             ) -> list[str]:
+    """Delete the temporary files that interrupted saves (a kill mid-write) left in
+    ``folder`` (``.epoch_3.pth.k2j4x9.tmp``, ``.latest.pth.link.tmp``); return their paths.
+    Call it when a run starts, before this run writes anything there."""
+    folder = os.fspath(folder)
+    if not osp.isdir(folder):
+        return []
+    removed, size = [], 0
+    for name in sorted(os.listdir(folder)):
+        path = osp.join(folder, name)
+        if _STALE_TMP_RE.match(name) and (osp.isfile(path) or osp.islink(path)):
+            with contextlib.suppress(OSError):
+                size += os.lstat(path).st_size
+                os.remove(path)
+                removed.append(path)
+    if removed:
+        (logger or _log).info('removed %d stale temporary checkpoint file%s (%.1f MB) left in %s '
+                              'by an interrupted save', len(removed), 's' * (len(removed) != 1),
+                              size / (1 << 20), folder)
+    return removed
 
 
 def _umask() -> int:
@@ -143,29 +225,62 @@ def save_checkpoint(model: nn.Module, filename: str | os.PathLike, optimizer=Non
 
 
 # ---------------------------------------------------------------------- reading
+TRUST_ENV = 'DETFORGE_TRUSTED_CHECKPOINTS'
+
+
+class UnsafeCheckpointError(DetforgeError):
+    """A checkpoint pickles objects other than tensors and plain containers."""
+
+
+def _refused_global(text: str) -> str | None:
+    """The global that ``torch.load(weights_only=True)`` refused, from its message, or
+    ``None`` when the error was something else (a truncated file)."""
+    for pattern in (r'Unsupported global: GLOBAL ([\w.]+)', r'unsupported GLOBAL ([\w.]+)',
+                    r'reduce for unrecognized function ([^\s,;]+)', r'GLOBAL ([\w.]+)'):
+        m = re.search(pattern, text)
+        if m:
+            return m.group(1).rstrip('.')
+    return None
+
+
+def _trusted(filename: str) -> bool:
+    """Whether the user listed ``filename`` in ``$DETFORGE_TRUSTED_CHECKPOINTS`` (paths
+    separated by ``os.pathsep``) to allow full unpickling of it."""
+    listed = [p for p in os.environ.get(TRUST_ENV, '').split(os.pathsep) if p]
+    real = osp.realpath(filename)
+    return any(osp.realpath(p) == real for p in listed)
+
+
 def read_checkpoint(filename: str | os.PathLike, map_location: str | torch.device = 'cpu',
                     weights_only: bool = True) -> dict:
-    """Load a checkpoint file or URI (``torchvision://``, ``http(s)://``) as a dict."""
+    """Load a checkpoint file or URI (``torchvision://``, ``http(s)://``) as a dict.
+
+    With ``weights_only`` (the default) a file that pickles anything but tensors and plain
+    containers raises :class:`UnsafeCheckpointError` naming the refused global; a file listed
+    in ``$DETFORGE_TRUSTED_CHECKPOINTS`` (or ``weights_only=False``) is fully unpickled.
+    """
     filename = os.fspath(filename)
     if re.match(r'^[a-z0-9+-]+://', filename):
         from detforge.models.pretrained import load_pretrained_state_dict
         return {'state_dict': load_pretrained_state_dict(filename, map_location=map_location)}
     if not osp.isfile(filename):
         raise DetforgeError(f'checkpoint {filename} does not exist')
+    if weights_only and _trusted(filename):
+        _log.warning('loading %s with full unpickling: it is listed in $%s', filename, TRUST_ENV)
+        weights_only = False
     try:
         checkpoint = load_weights_file(filename, map_location, weights_only)
     except DetforgeError:
         raise
     except Exception as e:  # noqa: BLE001 - the message must name the file and the cause
         text = str(e)
-        if weights_only and 'Unsupported global' in text:
-            name = re.search(r'Unsupported global: GLOBAL (\S+)', text)
-            raise DetforgeError(
-                f'checkpoint {filename} holds Python objects '
-                f'({name.group(1) if name else "not plain tensors"}) that '
-                f'torch.load(weights_only=True) refuses to unpickle. If you trust the file, '
-                f're-save its "state_dict" with plain tensors, or load it with '
-                f'weights_only=False') from e
+        offending = _refused_global(text) if weights_only else None
+        if offending is not None:
+            raise UnsafeCheckpointError(
+                f'checkpoint {filename} holds Python objects that would run code when '
+                f'unpickled (global {offending}), so it was not loaded. Load only files you '
+                f'trust; to load this one, set {TRUST_ENV}={osp.abspath(filename)} (see '
+                f'docs/bad_input.md), or re-save its "state_dict" as plain tensors') from None
         reason = re.search(r'WeightsUnpickler error: \s*(.+)', text)
         reason = reason.group(1).strip() if reason else (
             text.strip().splitlines()[0] if text.strip() else type(e).__name__)

@@ -54,7 +54,14 @@ def build_detector(cfg, train_cfg=None, test_cfg=None):
                 raise BuildError(f'{key} is given both in the model config and at the top level of '
                                  f'the config; keep only model.{key}', cfg, key_path=[key])
             cfg[key] = value
-    model = DETECTORS.build(cfg)
+    try:
+        model = DETECTORS.build(cfg)
+    except BuildError as e:
+        # a bad key of a top-level train_cfg/test_cfg: name it where the user wrote it
+        moved = {k for k, v in (('train_cfg', train_cfg), ('test_cfg', test_cfg)) if v is not None}
+        if e.key_path[:1] and e.key_path[0] in moved:
+            e.rooted = True
+        raise
     # every init_cfg of the config (heads, necks, ...) checked and applied now, so that any
     # entry point sees it; init_weights() applies them again after the parts' defaults
     from detforge.models.weight_init import apply_init_cfgs

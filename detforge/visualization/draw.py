@@ -10,19 +10,45 @@ import numpy as np
 from detforge.registry import DetforgeError
 from detforge.visualization.palette import get_palette, text_color_for
 
-__all__ = ['imshow_det_bboxes', 'draw_det_result', 'read_image']
+__all__ = ['imshow_det_bboxes', 'draw_det_result', 'read_image', 'imwrite', 'display_path']
 
 
 def read_image(path: str) -> np.ndarray:
     """BGR uint8 ``(H, W, 3)`` image from a file; a missing or undecodable file is a
     :class:`DetforgeError` naming the file."""
     if not os.path.isfile(path):
-        raise DetforgeError(f'image not found: {path}')
+        raise DetforgeError(f'image not found: {display_path(path)}')
     data = np.fromfile(path, dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
-        raise DetforgeError(f'{path}: could not decode the image (not an image file, or corrupt)')
+        raise DetforgeError(f'{display_path(path)}: could not decode the image (not an image '
+                            f'file, or corrupt)')
     return img
+
+
+def display_path(path) -> str:
+    """``path`` printable on any terminal: bytes that are not UTF-8 (a file name the file
+    system allows but that is no text) shown as ``\\xe9``."""
+    return os.fsencode(path).decode('utf-8', 'backslashreplace')
+
+
+def imwrite(img: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``img`` (BGR uint8) to ``path``, encoded by the file's extension.
+
+    The image is encoded in memory (``cv2.imencode``) and the bytes written by Python, so any
+    file name the file system allows works: ``cv2.imwrite`` converts the name itself and
+    crashes the process (segmentation fault, OpenCV 5.1) on names that are not UTF-8.
+    """
+    ext = os.path.splitext(os.fspath(path))[1].lower()
+    try:
+        ok, data = cv2.imencode(ext or '.png', img)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise DetforgeError(f'could not encode an image for {display_path(path)} (an image '
+                            f'extension such as .jpg or .png is needed)')
+    with open(path, 'wb') as f:
+        f.write(data.tobytes())
 
 
 def _as_color(color, default):
@@ -97,8 +123,7 @@ def imshow_det_bboxes(img, bboxes, labels, class_names: Sequence[str] | None = N
     if out_file is not None:
         folder = os.path.dirname(os.path.abspath(out_file))
         os.makedirs(folder, exist_ok=True)
-        if not cv2.imwrite(out_file, img):
-            raise DetforgeError(f'could not write {out_file} (unknown image extension?)')
+        imwrite(img, out_file)
     if show:
         cv2.imshow(win_name, img)
         cv2.waitKey(wait_time)

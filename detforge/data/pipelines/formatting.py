@@ -9,6 +9,8 @@ import torch
 
 from detforge.registry import PIPELINES
 
+from ..image_meta import ImageMeta
+
 __all__ = ['to_tensor', 'image_to_tensor', 'ImageToTensor', 'ToTensor', 'DefaultFormatBundle',
            'Collect', 'DEFAULT_META_KEYS']
 
@@ -113,7 +115,9 @@ class DefaultFormatBundle:
 
 @PIPELINES.register_module()
 class Collect:
-    """Keep ``keys`` and gather ``meta_keys`` into ``img_metas`` (a plain dict).
+    """Keep ``keys`` and gather ``meta_keys`` into ``img_metas``, an
+    :class:`~detforge.data.image_meta.ImageMeta` (typed, and read by key as the dict of
+    MMDetection 2.x).
 
     Args:
         keys: e.g. ``('img', 'gt_bboxes', 'gt_labels')``.
@@ -126,7 +130,7 @@ class Collect:
         self.meta_keys = list(meta_keys)
 
     def __call__(self, results: dict) -> dict:
-        metas = {key: results[key] for key in self.meta_keys if key in results}
+        metas = ImageMeta.from_dict({key: results[key] for key in self.meta_keys if key in results})
         if results.get('pad_size_divisor') is not None:
             metas['pad_size_divisor'] = results['pad_size_divisor']
         data = {'img_metas': metas}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os.path as osp
 
 import cv2
@@ -9,9 +10,12 @@ import numpy as np
 
 from detforge.registry import PIPELINES
 from detforge.utils.file_client import check_file_client_args
-from ..errors import ImageLoadError
+from ..errors import AnnotationError, ImageLoadError
 
-__all__ = ['LoadImageFromFile', 'LoadAnnotations', 'imdecode', 'apply_exif_orientation',
+logger = logging.getLogger('detforge.data')
+
+__all__ = ['LoadImageFromFile', 'LoadAnnotations', 'imdecode', 'decode_tolerant',
+           'check_image_size', 'apply_exif_orientation',
            'exif_orientation']
 
 _FLAGS = {
@@ -58,23 +62,91 @@ def apply_exif_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
     return img
 
 
+_JPEG_SOI, _JPEG_EOI = b'\xff\xd8', b'\xff\xd9'
+_repaired_logged: set[str] = set()  # files whose repair was logged (once per file and process)
+
+
+def decode_tolerant(buf: bytes, flag: str = 'color') -> tuple[np.ndarray | None, str | None]:
+    """Decode image bytes as tolerantly as common image viewers do.
+
+    Returns ``(img, repair)``: ``img`` is the uint8 image (``None`` when no decoder reads the
+    bytes) and ``repair`` is ``None`` for an intact file or a short note of what was
+    repaired (e.g. ``'truncated JPEG: decoded as far as its data goes'``). This is the check
+    that a ``check-data`` command can report as "truncated but decodable".
+
+    OpenCV's in-memory decoder refuses a JPEG whose last bytes are missing, while
+    ``cv2.imread``, Pillow with ``LOAD_TRUNCATED_IMAGES`` and image viewers show it (the
+    missing rows grey). libjpeg itself handles a premature end by inserting an end-of-image
+    marker; we do the same explicitly (append ``FFD9``) and decode again, so nothing global
+    (no Pillow flag) changes. Other formats OpenCV cannot read are tried with Pillow (strict).
+    """
+    if not buf:
+        return None, None
+    img = cv2.imdecode(np.frombuffer(buf, np.uint8), _FLAGS[flag])
+    if img is not None:
+        return img, None
+    if buf.startswith(_JPEG_SOI) and not buf.rstrip(b'\x00').endswith(_JPEG_EOI):
+        img = cv2.imdecode(np.frombuffer(buf + _JPEG_EOI, np.uint8), _FLAGS[flag])
+        if img is not None:
+            return img, 'truncated JPEG (no end-of-image marker): decoded as far as its data goes'
+    return _decode_with_pillow(buf, flag), None
+
+
+def _decode_with_pillow(buf: bytes, flag: str) -> np.ndarray | None:
+    """Pillow's strict decode as the last resort (formats OpenCV was built without)."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            if flag.startswith('grayscale'):
+                return np.asarray(im.convert('L'))
+            if flag == 'unchanged' and im.mode in ('L', 'RGBA'):
+                arr = np.asarray(im)
+                return cv2.cvtColor(arr, cv2.COLOR_RGBA2BGRA) if arr.ndim == 3 else arr
+            return np.ascontiguousarray(np.asarray(im.convert('RGB'))[:, :, ::-1])
+    except Exception:  # noqa: BLE001 - any failure means "no decoder reads it"
+        return None
+
+
 def imdecode(buf: bytes, flag: str = 'color', filename: str = '<bytes>',
              exif: bool = True) -> np.ndarray:
-    """Decode image bytes with OpenCV to uint8 ``(H, W, 3)`` BGR (or ``(H, W)`` grayscale).
+    """Decode image bytes to uint8 ``(H, W, 3)`` BGR (or ``(H, W)`` grayscale).
 
-    EXIF orientation is applied here, explicitly (OpenCV's own handling is switched off so
-    the result does not depend on its version); ``exif=False`` or a ``*_ignore_orientation``
-    flag keeps the stored pixel order.
+    A truncated JPEG is repaired as image viewers do (see :func:`decode_tolerant`) and the
+    repair is logged once per file; only bytes that no decoder reads raise
+    :class:`ImageLoadError`. EXIF orientation is applied here, explicitly (OpenCV's own
+    handling is switched off so the result does not depend on its version); ``exif=False``
+    or a ``*_ignore_orientation`` flag keeps the stored pixel order.
     """
     if flag not in _FLAGS:
         raise ValueError(f'color_type must be one of {sorted(_FLAGS)}, got {flag!r}')
-    img = cv2.imdecode(np.frombuffer(buf, np.uint8), _FLAGS[flag]) if buf else None
+    img, repair = decode_tolerant(buf, flag)
     if img is None:
         raise ImageLoadError(f'cannot decode image {filename} ({len(buf)} bytes): the file is '
-                             f'empty, truncated or not an image format OpenCV reads')
+                             f'empty, truncated or not an image format OpenCV or Pillow reads')
+    if repair is not None and filename not in _repaired_logged:
+        _repaired_logged.add(filename)
+        logger.warning('%s: %s (repaired, as image viewers do)', filename, repair)
     if exif and flag in ('color', 'grayscale'):
         img = apply_exif_orientation(img, exif_orientation(buf))
     return img
+
+
+def check_image_size(results: dict, img: np.ndarray, filename: str) -> None:
+    """The decoded image must have the size its annotation records (Detectron2's
+    ``check_image_size``): boxes are in those pixels, so a wrong size misplaces them."""
+    info = results.get('img_info') or {}
+    width, height = info.get('width'), info.get('height')
+    if width is None or height is None:
+        return
+    h, w = img.shape[:2]
+    if (int(width), int(height)) == (w, h):
+        return
+    hint = (' (width and height swapped: an EXIF rotation the annotation tool did not apply? '
+            'LoadImageFromFile(ignore_exif=True) keeps the stored pixel order)'
+            if (int(width), int(height)) == (h, w) else '')
+    raise AnnotationError(f'{filename}: the annotations give its size as {width}x{height} '
+                          f'(width x height) but the image is {w}x{h}{hint}; fix the '
+                          f'width/height of this image in the annotation file')
 
 
 @PIPELINES.register_module()
@@ -117,6 +189,7 @@ class LoadImageFromFile:
         except IsADirectoryError:
             raise ImageLoadError(f'image path is a folder, not a file: {filename}') from None
         img = imdecode(buf, self.color_type, filename, exif=not self.ignore_exif)
+        check_image_size(results, img, filename)
         if self.channel_order == 'rgb' and img.ndim == 3:
             img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
         if self.to_float32:

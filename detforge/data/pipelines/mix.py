@@ -13,6 +13,8 @@ import numpy as np
 
 from detforge.registry import PIPELINES
 
+from ..image_meta import set_image
+
 __all__ = ['Mosaic', 'MixUp', 'find_inside_bboxes']
 
 
@@ -106,8 +108,7 @@ class Mosaic:
         if not self.skip_filter:
             keep &= ((boxes[:, 2] - boxes[:, 0]) > self.min_bbox_size) & \
                 ((boxes[:, 3] - boxes[:, 1]) > self.min_bbox_size)
-        results['img'] = canvas
-        results['img_shape'] = canvas.shape
+        set_image(results, canvas)
         results['gt_bboxes'] = boxes[keep]
         results['gt_labels'] = labels[keep]
         results.pop('gt_bboxes_ignore', None)
@@ -207,9 +208,8 @@ class MixUp:
         all_boxes = np.concatenate([results['gt_bboxes'], moved], 0)
         all_labels = np.concatenate([results['gt_labels'], labels], 0)
         inside = find_inside_bboxes(all_boxes, th, tw)
-        results['img'] = np.clip(np.rint(mixed), 0, 255).astype(np.uint8) if img.dtype == np.uint8 \
-            else mixed
-        results['img_shape'] = results['img'].shape
+        set_image(results, np.clip(np.rint(mixed), 0, 255).astype(np.uint8) if img.dtype == np.uint8
+                  else mixed)
         results['gt_bboxes'] = all_boxes[inside]
         results['gt_labels'] = all_labels[inside]
         return results

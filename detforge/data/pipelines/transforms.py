@@ -13,6 +13,8 @@ import numpy as np
 
 from detforge.registry import PIPELINES, BuildError
 
+from ..image_meta import set_image
+
 __all__ = ['Resize', 'RandomFlip', 'Normalize', 'Pad', 'RandomCrop', 'PhotoMetricDistortion',
            'ResizeShortestEdge', 'rescale_size', 'bbox_flip']
 
@@ -44,9 +46,7 @@ def _set_resized_image(results: dict, img: np.ndarray, keep_ratio: bool) -> np.n
     h, w = results['img'].shape[:2]
     new_h, new_w = img.shape[:2]
     scale_factor = np.array([new_w / w, new_h / h, new_w / w, new_h / h], dtype=np.float32)
-    results['img'] = img
-    results['img_shape'] = img.shape
-    results['pad_shape'] = img.shape  # until Pad records a larger one
+    set_image(results, img)
     results['scale_factor'] = scale_factor
     results['keep_ratio'] = keep_ratio
     return scale_factor
@@ -433,9 +433,12 @@ class RandomCrop:
         off_h = np.random.randint(0, max(h - crop_h, 0) + 1)
         off_w = np.random.randint(0, max(w - crop_w, 0) + 1)
         for key in results.get('img_fields', ['img']):
-            results[key] = results[key][off_h:off_h + crop_h, off_w:off_w + crop_w]
+            if key != 'img':
+                results[key] = results[key][off_h:off_h + crop_h, off_w:off_w + crop_w]
+        # img_shape and pad_shape follow the crop (the pad_shape of the uncropped image
+        # made collate pad a 384x384 crop to 800x1088)
+        set_image(results, results['img'][off_h:off_h + crop_h, off_w:off_w + crop_w])
         shape = results['img'].shape
-        results['img_shape'] = shape
         offset = np.array([off_w, off_h, off_w, off_h], dtype=np.float32)
         for key in results.get('bbox_fields', []):
             boxes = results[key] - offset

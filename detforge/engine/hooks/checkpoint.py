@@ -46,6 +46,13 @@ class CheckpointHook(Hook):
             self.out_dir = osp.join(self.out_dir, osp.basename(runner.work_dir))
         runner.logger.info('checkpoints will be saved to %s by %s', self.out_dir,
                            'epoch' if self.by_epoch else 'iteration')
+        self._remove_stale_temporaries(runner)
+
+    @master_only
+    def _remove_stale_temporaries(self, runner):
+        # a run killed mid-save leaves its temporary file behind (up to a whole checkpoint)
+        from ..checkpoint import remove_stale_temporaries
+        remove_stale_temporaries(self.out_dir, runner.logger)
 
     def after_train_epoch(self, runner):
         if not self.by_epoch:

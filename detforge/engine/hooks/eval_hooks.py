@@ -1,6 +1,8 @@
 """Evaluate during training, and keep the best checkpoint by a metric."""
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
 import os.path as osp
@@ -17,6 +19,25 @@ from .hook import Hook
 __all__ = ['EvalHook', 'DistEvalHook']
 
 
+@contextlib.contextmanager
+def _unreadable_image_stops_the_run(runner):
+    """An image of the validation set that no decoder reads ends the run (its metrics would
+    be wrong without it), with the way forward in the same line: the checkpoint of this
+    epoch is already written (the checkpoint hook runs before evaluation)."""
+    from detforge.data.errors import ImageLoadError
+    try:
+        yield
+    except ImageLoadError as e:
+        ckpt = runner.meta.get('hook_msgs', {}).get('last_ckpt') if runner.meta else None
+        safe = (f'the checkpoint {ckpt} is safe' if ckpt else
+                'no checkpoint was written for this point')
+        raise ImageLoadError(
+            f'evaluation stopped the training: {e}; {safe}: replace the file or remove the '
+            f'image from the validation annotations (data.val.ann_file), then continue with '
+            f'--auto-resume (or --resume-from {ckpt or "CHECKPOINT"}), or train with '
+            f'--no-validate') from e
+
+
 @HOOKS.register_module()
 class EvalHook(Hook):
     """``evaluation=dict(interval=1, metric='bbox', save_best='auto')``.
@@ -27,6 +48,11 @@ class EvalHook(Hook):
     ``best_{metric}_{epoch_N}.pth`` for the best value so far. ``save_best='auto'`` uses
     the first metric the dataset returns (``bbox_mAP`` for COCO). Evaluation leaves the
     training RNG states untouched, so it does not change the training that follows.
+
+    Faults: a checkpoint written when an evaluation is due records it (``state_dict``), so
+    that an evaluation interrupted by a kill is run again first thing on resume. An image
+    of the validation set that no decoder reads stops the run with one line naming the
+    file, the checkpoint that is safe and how to resume or leave the file out.
     """
     rule_map = {'greater': lambda x, y: x > y, 'less': lambda x, y: x < y}
     init_value_map = {'greater': -math.inf, 'less': math.inf}
@@ -59,6 +85,9 @@ class EvalHook(Hook):
         self.less_keys = list(self._default_less_keys) + list(less_keys or [])
         self.best_ckpt_path: str | None = None
         self.latest_results = None
+        self._runner = None  # set in before_run; state_dict() needs the loop counters
+        self._last_evaluated: int | None = None  # epoch (or iteration) last evaluated, 1-based
+        self._pending: int | None = None  # an evaluation due when the resumed run stopped
         if save_best is not None:
             self._init_rule(rule, save_best)
 
@@ -79,6 +108,7 @@ class EvalHook(Hook):
         self.compare_func = self.rule_map[rule] if rule is not None else None
 
     def before_run(self, runner):
+        self._runner = runner
         if self.out_dir is None:
             self.out_dir = runner.work_dir
         if self.save_best is not None:
@@ -96,7 +126,7 @@ class EvalHook(Hook):
 
     def after_train_epoch(self, runner):
         if self.by_epoch and self._should_evaluate(runner):
-            self._do_evaluate(runner)
+            self._evaluate_now(runner)
 
     def after_train_iter(self, runner):
         if not self.by_epoch and self._should_evaluate(runner):
@@ -107,12 +137,100 @@ class EvalHook(Hook):
                 if isinstance(hook, LoggerHook):
                     hook.after_train_iter(runner)
             runner.log_buffer.clear()
-            self._do_evaluate(runner)
+            self._evaluate_now(runner)
+
+    def _current(self, runner) -> int:
+        """The epoch (or iteration) just trained, 1-based."""
+        return (runner.epoch if self.by_epoch else runner.iter) + 1
+
+    def _evaluate_now(self, runner) -> None:
+        self._do_evaluate(runner)
+        self._last_evaluated = self._current(runner)
+        self._write_done_marker(runner)
+
+    # The checkpoint of an epoch is written before its evaluation, so it always says "due".
+    # A small file in the work dir records the last evaluation that finished; on resume an
+    # evaluation is re-run only when that file does not show it done.
+    _DONE_FILE = '.last_evaluation.json'
+
+    def _write_done_marker(self, runner) -> None:
+        if get_dist_info()[0] != 0 or not self.out_dir:
+            return
+        path = osp.join(self.out_dir, self._DONE_FILE)
+        with contextlib.suppress(OSError):
+            with open(path + '.part', 'w') as f:
+                json.dump({'by_epoch': self.by_epoch, 'done': self._last_evaluated}, f)
+            os.replace(path + '.part', path)
+
+    def _finished_before(self, n: int) -> bool:
+        try:
+            with open(osp.join(self.out_dir or '', self._DONE_FILE)) as f:
+                done = json.load(f)
+        except (OSError, ValueError):
+            return False
+        return done.get('by_epoch') == self.by_epoch and int(done.get('done') or 0) >= n
+
+    # -- an evaluation interrupted by a kill is run again on resume
+    def state_dict(self) -> dict:
+        """``{'eval_due': n}``: the epoch (or iteration) whose evaluation is due but not
+        done when the checkpoint is written (the checkpoint hook runs before this one), or
+        0. A run killed during that evaluation re-runs it on resume."""
+        runner = self._runner
+        if runner is None:
+            return {'eval_due': 0}
+        current = self._current(runner)
+        due = (self._should_evaluate(runner) and self._last_evaluated != current
+               and (not self.by_epoch or self.end_of_epoch(runner)))
+        return {'eval_due': current if due else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = int(state.get('eval_due', 0)) or None
+
+    def before_train_epoch(self, runner):
+        if self.by_epoch:
+            self._run_pending(runner)
+
+    def before_train_iter(self, runner):
+        if not self.by_epoch:
+            self._run_pending(runner)
+
+    def after_run(self, runner):
+        self._run_pending(runner)  # a resumed run that had no epoch left to train
+
+    def _run_pending(self, runner) -> None:
+        if self._pending is None:
+            return
+        pending, self._pending = self._pending, None
+        done = [self._finished_before(pending)]
+        if get_dist_info()[1] > 1 and dist.is_available() and dist.is_initialized():
+            dist.broadcast_object_list(done, src=0)  # rank 0's work dir decides for all ranks
+        if done[0]:
+            return
+        unit = 'epoch' if self.by_epoch else 'iteration'
+        runner.logger.info('evaluating %s %d again: its evaluation did not finish before the '
+                           'previous run stopped', unit, pending)
+        # the metrics are logged under the epoch (iteration) they belong to
+        counter = '_epoch' if self.by_epoch else '_iter'
+        saved, saved_mode = getattr(runner, counter), getattr(runner, 'mode', None)
+        setattr(runner, counter, pending - 1)
+        runner.mode = 'train'  # as after the epoch it belongs to (after_run has none)
+        try:
+            runner.log_buffer.clear_output()
+            self._evaluate_now(runner)
+            from .logger.base import LoggerHook
+            for hook in runner.hooks:
+                if isinstance(hook, LoggerHook) and runner.log_buffer.ready:
+                    hook.log(runner)
+            runner.log_buffer.clear_output()
+        finally:
+            setattr(runner, counter, saved)
+            runner.mode = saved_mode
 
     def _test(self, runner):
         from detforge.apis.test import single_gpu_test
         test_fn = self.test_fn or single_gpu_test
-        return test_fn(runner.model, self.dataloader, show=False)
+        with _unreadable_image_stops_the_run(runner):
+            return test_fn(runner.model, self.dataloader, show=False)
 
     def _do_evaluate(self, runner) -> None:
         with preserve_rng():
@@ -121,6 +239,7 @@ class EvalHook(Hook):
             runner.log_buffer.output['eval_iter_num'] = len(self.dataloader)
             key_score = self.evaluate(runner, results)
         runner.model.train()
+        self._last_evaluated = self._current(runner)  # before a best checkpoint records it
         if self.save_best and key_score is not None:
             self._save_ckpt(runner, key_score)
 
@@ -195,12 +314,14 @@ class DistEvalHook(EvalHook):
         key_score = None
         with preserve_rng():
             test_fn = self.test_fn or multi_gpu_test
-            results = test_fn(runner.model, self.dataloader, tmpdir=tmpdir,
-                              gpu_collect=self.gpu_collect)
+            with _unreadable_image_stops_the_run(runner):
+                results = test_fn(runner.model, self.dataloader, tmpdir=tmpdir,
+                                  gpu_collect=self.gpu_collect)
             self.latest_results = results
             if rank == 0:
                 runner.log_buffer.output['eval_iter_num'] = len(self.dataloader)
                 key_score = self.evaluate(runner, results)
         runner.model.train()
+        self._last_evaluated = self._current(runner)  # before a best checkpoint records it
         if rank == 0 and self.save_best and key_score is not None:
             self._save_ckpt(runner, key_score)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import numbers
 
 import torch
 from torch import nn
@@ -147,7 +148,55 @@ class DefaultOptimizerConstructor:
         if not cfg['params']:
             raise BuildError('the model has no trainable parameter (all are frozen)',
                              self.optimizer_cfg)
-        return build_from_cfg(cfg, OPTIMIZERS)
+        check_optimizer_args(self.optimizer_cfg)
+        try:
+            return build_from_cfg(cfg, OPTIMIZERS)
+        except (TypeError, ValueError) as e:  # torch's own checks (lr < 0, betas out of range)
+            raise BuildError(f'{cfg.get("type")}: {e}', self.optimizer_cfg) from e
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) or (
+        isinstance(value, torch.Tensor) and value.numel() == 1)
+
+
+def check_optimizer_args(cfg: dict) -> None:
+    """Check the values of an optimizer config against the optimizer's signature before
+    torch sees them: where torch's default is a number (``lr``, ``momentum``,
+    ``weight_decay``, ``eps``) the value must be a number, where it is a bool a bool, where
+    it is a tuple of numbers (``betas``) a list or tuple of as many numbers. The error names
+    the key (``optimizer.lr``), the value and what was expected."""
+    opt_type = cfg.get('type')
+    cls = OPTIMIZERS.get(opt_type) if isinstance(opt_type, str) else opt_type
+    if not inspect.isclass(cls):
+        return
+    params = inspect.signature(cls.__init__).parameters
+    for key, value in cfg.items():
+        if key in ('type', 'params') or key not in params:
+            continue
+        default = params[key].default
+        if default is inspect.Parameter.empty or default is None:
+            expected = 'a number' if key == 'lr' else None
+        elif isinstance(default, bool):
+            expected = 'True or False'
+        elif _is_number(default):
+            expected = 'a number'
+        elif isinstance(default, tuple) and all(_is_number(v) for v in default):
+            expected = f'a tuple of {len(default)} numbers'
+        else:
+            expected = None
+        if expected == 'a number':
+            ok = _is_number(value)
+        elif expected == 'True or False':
+            ok = isinstance(value, bool)
+        elif expected is not None:
+            ok = isinstance(value, (list, tuple)) and len(value) == len(default) and all(
+                _is_number(v) for v in value)
+        else:
+            ok = True
+        if not ok:
+            raise BuildError(f'{opt_type} argument {key} must be {expected}, got {value!r} '
+                             f'({type(value).__name__})', key_path=[key])
 
 
 def build_optimizer_constructor(cfg: dict):

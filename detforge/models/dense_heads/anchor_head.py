@@ -14,47 +14,24 @@ and the inference path as: per level, top ``nms_pre`` scores above ``score_thr``
 """
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
-from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
-                               PRIOR_GENERATORS, BuildError)
-from detforge.models.task_modules import assign_batch, gather_assigned, padded_batch_shape, sample_batch
+from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
+from detforge.models.postprocess import dense_post_process, nms_from_cfg, scale_factor_of, select_candidates
+from detforge.models.task_modules import PseudoSampler, padded_batch_shape
+from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig
 from detforge.structures import bbox_mapping_back
 
-__all__ = ['AnchorHead', 'get_nms_cfg']
+from .legacy_keys import translate_1x_head_keys
+from .dense_targets import (DenseTargets, compute_dense_targets, flatten_levels, inside_flags,
+                            moving_average_normalizer)
+
+__all__ = ['AnchorHead']
 
 _NO_SAMPLING_LOSSES = ('FocalLoss', 'GHMC', 'QualityFocalLoss')
-
-
-def _cfg_get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
-
-
-def get_nms_cfg(cfg) -> tuple[str, float]:
-    """``(type, iou_threshold)`` from a test config's ``nms`` entry; the 1.x key ``iou_thr``
-    is accepted with a DeprecationWarning."""
-    nms = _cfg_get(cfg, 'nms')
-    if nms is None:
-        raise BuildError("test_cfg needs nms=dict(type='nms', iou_threshold=...)", cfg, key_path=['nms'])
-    nms = dict(nms)
-    nms_type = nms.pop('type', 'nms')
-    if nms_type != 'nms':
-        raise BuildError(f"nms type {nms_type!r} is not supported; use type='nms'", cfg, key_path=['nms', 'type'])
-    if 'iou_thr' in nms:
-        warnings.warn("test_cfg.nms.iou_thr is deprecated; write nms=dict(type='nms', iou_threshold=...)",
-                      DeprecationWarning, stacklevel=3)
-        nms.setdefault('iou_threshold', nms.pop('iou_thr'))
-    if 'iou_threshold' not in nms:
-        raise BuildError('test_cfg.nms needs iou_threshold', cfg, key_path=['nms'])
-    return nms_type, float(nms['iou_threshold'])
 
 
 @HEADS.register_module()
@@ -76,11 +53,16 @@ class AnchorHead(nn.Module):
             batch divided by the batch's number of positives (sum over images of
             ``max(n_i, 1)``). ``'per_image'`` (torchvision's RetinaNet): each image's sum divided
             by its own ``max(n_i, 1)``, then the mean over the images. Same at batch 1.
-        train_cfg: ``assigner``, ``sampler`` (default PseudoSampler), ``allowed_border``
-            (anchors reaching further outside the image are not used; ``-1`` keeps all),
-            ``pos_weight`` (``<= 0``: 1).
-        test_cfg: ``nms_pre``, ``score_thr``, ``nms=dict(type='nms', iou_threshold=...)``,
-            ``max_per_img``.
+        train_cfg: a :class:`DenseTrainConfig` or its dict: ``assigner``, ``sampler``
+            (default PseudoSampler), ``allowed_border`` (anchors reaching further outside the
+            image are not used; ``-1`` keeps all), ``pos_weight`` (``<= 0``: 1).
+        test_cfg: a :class:`DenseTestConfig` or its dict: ``nms_pre``, ``score_thr``,
+            ``nms=dict(type='nms' | 'soft_nms', iou_threshold=...)``, ``max_per_img``,
+            ``min_bbox_size``.
+
+    A subclass changes the layers by overriding ``_init_layers`` and ``forward_single``
+    (MMDetection 2.x's way); targets, losses and post-processing stay shared
+    (:mod:`.dense_targets`, :mod:`detforge.models.postprocess`).
         anchor_scales, anchor_ratios, anchor_strides, anchor_base_sizes, octave_base_scale,
         scales_per_octave, target_means, target_stds: MMDetection 1.x keys, accepted with a
             DeprecationWarning and turned into ``anchor_generator`` / ``bbox_coder``.
@@ -100,7 +82,7 @@ class AnchorHead(nn.Module):
                  anchor_scales=None, anchor_ratios=None, anchor_strides=None, anchor_base_sizes=None,
                  octave_base_scale=None, scales_per_octave=None, target_means=None, target_stds=None):
         super().__init__()
-        anchor_generator, bbox_coder = self._legacy_keys(
+        anchor_generator, bbox_coder = translate_1x_head_keys(
             anchor_generator, bbox_coder, anchor_scales, anchor_ratios, anchor_strides,
             anchor_base_sizes, octave_base_scale, scales_per_octave, target_means, target_stds)
         if num_classes <= 0:
@@ -108,12 +90,15 @@ class AnchorHead(nn.Module):
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.feat_channels = feat_channels
-        self.use_sigmoid_cls = loss_cls.get('use_sigmoid', False)
-        self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
         self.reg_decoded_bbox = reg_decoded_bbox
-        self.sampling = loss_cls.get('type') not in _NO_SAMPLING_LOSSES
         self.bbox_coder = self._build(BBOX_CODERS, bbox_coder, 'bbox_coder')
         self.loss_cls = self._build(LOSSES, loss_cls, 'loss_cls')
+        # read from the config, or from the loss when a built one is given
+        cls_cfg = loss_cls if isinstance(loss_cls, dict) else \
+            dict(type=type(self.loss_cls).__name__, use_sigmoid=getattr(self.loss_cls, 'use_sigmoid', False))
+        self.use_sigmoid_cls = cls_cfg.get('use_sigmoid', False)
+        self.cls_out_channels = num_classes if self.use_sigmoid_cls else num_classes + 1
+        self.sampling = cls_cfg.get('type') not in _NO_SAMPLING_LOSSES
         self.loss_bbox = self._build(LOSSES, loss_bbox, 'loss_bbox')
         self.anchor_generator = self._build(PRIOR_GENERATORS, anchor_generator, 'anchor_generator')
         self.prior_generator = self.anchor_generator
@@ -121,20 +106,11 @@ class AnchorHead(nn.Module):
         if len(set(self.anchor_generator.num_base_anchors)) != 1:
             raise BuildError('every level must have the same number of anchors per position',
                              key_path=['anchor_generator'])
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
+        self.train_cfg = self.parse_train_cfg(train_cfg)
+        self.test_cfg = self.parse_test_cfg(test_cfg)
         self.init_cfg = init_cfg
-        if train_cfg is not None:
-            if 'assigner' not in train_cfg:
-                raise BuildError('train_cfg needs an assigner, e.g. dict(type="MaxIoUAssigner", ...)',
-                                 train_cfg, key_path=['train_cfg'])
-            self.assigner = self._build(BBOX_ASSIGNERS, train_cfg['assigner'], 'train_cfg', 'assigner')
-            sampler_cfg = train_cfg.get('sampler') if self.sampling else None
-            self.sampler = self._build(BBOX_SAMPLERS, sampler_cfg or dict(type='PseudoSampler'),
-                                       'train_cfg', 'sampler')
-            if getattr(self.sampler, 'add_gt_as_proposals', False):
-                raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
-                                 train_cfg, key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
+        if self.train_cfg is not None:
+            self.assigner, self.sampler = self._assigner_sampler(self.train_cfg, self.sampling)
         if loss_normalizer_momentum is not None and not 0 <= loss_normalizer_momentum < 1:
             raise BuildError(f'loss_normalizer_momentum must be in [0, 1), got {loss_normalizer_momentum}',
                              key_path=['loss_normalizer_momentum'])
@@ -147,46 +123,57 @@ class AnchorHead(nn.Module):
                              'no loss_normalizer_momentum and no sampled loss (FocalLoss-like losses only)',
                              key_path=['loss_normalization'])
         self.loss_normalization = loss_normalization
-        self.register_buffer('loss_normalizer', torch.tensor(float(loss_normalizer_init)), persistent=False)
+        self._loss_normalizer_init = float(loss_normalizer_init)
+        # the moving average changes during training: saved in checkpoints (when used) so
+        # that a resumed run continues it exactly
+        self.register_buffer('loss_normalizer', torch.tensor(float(loss_normalizer_init)),
+                             persistent=loss_normalizer_momentum is not None)
         self._init_layers()
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def parse_train_cfg(cls, cfg, path=('train_cfg',)) -> DenseTrainConfig | None:
+        """The typed record of a ``train_cfg`` dict (see :class:`DenseTrainConfig`)."""
+        return DenseTrainConfig.parse(cfg, path)
+
+    @classmethod
+    def parse_test_cfg(cls, cfg, path=('test_cfg',)) -> DenseTestConfig | None:
+        """The typed record of a ``test_cfg`` dict (see :class:`DenseTestConfig`)."""
+        return DenseTestConfig.parse(cfg, path)
+
+    @staticmethod
+    def _assigner_sampler(train_cfg: DenseTrainConfig, sampling: bool):
+        """The assigner and sampler of a dense head (a PseudoSampler unless the loss samples
+        and the config names a sampler)."""
+        if train_cfg.assigner is None:
+            raise BuildError('train_cfg needs an assigner, e.g. dict(type="MaxIoUAssigner", ...)',
+                             key_path=['train_cfg'])
+        sampler = train_cfg.sampler if sampling and train_cfg.sampler is not None else PseudoSampler()
+        if getattr(sampler, 'add_gt_as_proposals', False):  # a gt has no prior slot
+            raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
+                             key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
+        return train_cfg.assigner, sampler
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        # checkpoints written before the normaliser was saved: start it from its initial value
+        key = prefix + 'loss_normalizer'
+        if self.loss_normalizer_momentum is not None and key not in state_dict:
+            state_dict[key] = torch.tensor(self._loss_normalizer_init)
+        elif self.loss_normalizer_momentum is None:
+            state_dict.pop(key, None)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     @staticmethod
     def _build(registry, cfg, *keys):
+        """A part from its config dict, or the part itself when given built."""
+        if not isinstance(cfg, dict):
+            return cfg
         try:
             return registry.build(cfg)
         except BuildError as e:
             raise e.prefix(*keys)
-
-    @staticmethod
-    def _legacy_keys(anchor_generator, bbox_coder, anchor_scales, anchor_ratios, anchor_strides,
-                     anchor_base_sizes, octave_base_scale, scales_per_octave, target_means, target_stds):
-        anchor_keys = dict(scales=anchor_scales, ratios=anchor_ratios, strides=anchor_strides,
-                           base_sizes=anchor_base_sizes, octave_base_scale=octave_base_scale,
-                           scales_per_octave=scales_per_octave)
-        given = {k: v for k, v in anchor_keys.items() if v is not None}
-        if given:
-            old = {'scales': 'anchor_scales', 'ratios': 'anchor_ratios', 'strides': 'anchor_strides',
-                   'base_sizes': 'anchor_base_sizes'}
-            warnings.warn(
-                f'head keys {", ".join(old.get(k, k) for k in given)} are deprecated (MMDetection 1.x); '
-                f'write anchor_generator=dict(type="AnchorGenerator", '
-                + ', '.join(f'{k}={v!r}' for k, v in given.items()) + ')', DeprecationWarning, stacklevel=4)
-            anchor_generator = dict(anchor_generator)
-            if 'octave_base_scale' in given or 'scales' in given:  # replace the scale spec wholesale
-                for k in ('scales', 'octave_base_scale', 'scales_per_octave'):
-                    anchor_generator.pop(k, None)
-            anchor_generator.update(given)
-        if target_means is not None or target_stds is not None:
-            warnings.warn('head keys target_means/target_stds are deprecated (MMDetection 1.x); write '
-                          f'bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means={target_means!r}, '
-                          f'target_stds={target_stds!r})', DeprecationWarning, stacklevel=4)
-            bbox_coder = dict(bbox_coder)
-            if target_means is not None:
-                bbox_coder['target_means'] = list(target_means)
-            if target_stds is not None:
-                bbox_coder['target_stds'] = list(target_stds)
-        return anchor_generator, bbox_coder
 
     def _init_layers(self) -> None:
         self.conv_cls = nn.Conv2d(self.in_channels, self.num_anchors * self.cls_out_channels, 1)
@@ -229,9 +216,8 @@ class AnchorHead(nn.Module):
     # ------------------------------------------------------------------ targets
     @staticmethod
     def _flatten(maps: Sequence[Tensor], channels: int) -> Tensor:
-        """Per-level ``(B, A * channels, H, W)`` → ``(B, sum H * W * A, channels)`` in the anchors'
-        order (position-major)."""
-        return torch.cat([m.permute(0, 2, 3, 1).reshape(m.size(0), -1, channels) for m in maps], dim=1)
+        """See :func:`flatten_levels`."""
+        return flatten_levels(maps, channels)
 
     def get_anchors(self, featmap_sizes, img_metas, device='cpu', dtype=torch.float32):
         """Anchors of the batch ``(N, 4)`` (the same for every image) and valid flags ``(B, N)``.
@@ -253,9 +239,10 @@ class AnchorHead(nn.Module):
         return cache[key]
 
     def get_targets(self, anchors: Tensor, valid_flags: Tensor, gt_bboxes_list: Sequence[Tensor],
-                    img_metas: Sequence[dict], gt_bboxes_ignore_list=None, gt_labels_list=None):
-        """Classification and regression targets of every anchor of every image, the whole
-        batch at once (no loop over images unless the sampler draws at random).
+                    img_metas: Sequence[dict], gt_bboxes_ignore_list=None,
+                    gt_labels_list=None) -> DenseTargets:
+        """Targets of every anchor of every image, the whole batch at once (see
+        :func:`compute_dense_targets`).
 
         Args:
             anchors: ``(N, 4)`` anchors shared by the batch.
@@ -264,39 +251,15 @@ class AnchorHead(nn.Module):
                 (None: every object is class 0, as for RPN).
 
         Returns:
-            dict with ``labels (B, N)`` long (``num_classes`` = background),
-            ``label_weights (B, N)``, ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``,
-            ``num_pos`` and ``num_neg`` (tensors: the sum over images of ``max(n_i, 1)`` and the
-            number of negatives).
+            :class:`DenseTargets` (``labels (B, N)``, ``label_weights (B, N)``,
+            ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``, ``pos``, ``neg``).
         """
-        B, N = valid_flags.shape
-        allowed_border = _cfg_get(self.train_cfg, 'allowed_border', -1)
-        pos_weight = _cfg_get(self.train_cfg, 'pos_weight', -1)
-        inside = valid_flags
-        if allowed_border >= 0:
-            img_h, img_w = anchors.new_tensor([meta['img_shape'][:2] for meta in img_metas]).T[..., None]
-            inside = inside & (anchors[:, 0] >= -allowed_border) & (anchors[:, 1] >= -allowed_border) \
-                & (anchors[:, 2] < img_w + allowed_border) & (anchors[:, 3] < img_h + allowed_border)
-        gt_bboxes_list = [gt.to(anchors.dtype) for gt in gt_bboxes_list]
-        gt_inds, max_overlaps = assign_batch(self.assigner, anchors, inside, gt_bboxes_list, gt_bboxes_ignore_list)
-        pos, neg = sample_batch(self.sampler, gt_inds, max_overlaps, anchors, gt_bboxes_list, gt_labels_list)
-
-        matched_gts = gather_assigned(gt_bboxes_list, gt_inds, fill=1.)  # (B, N, 4)
-        matched_labels = torch.zeros_like(gt_inds) if gt_labels_list is None else \
-            gather_assigned([l.to(torch.long) for l in gt_labels_list], gt_inds)
-        targets = matched_gts if self.reg_decoded_bbox else \
-            self.bbox_coder.encode(anchors[None].expand(B, N, 4), matched_gts)
-
-        labels = torch.where(pos, matched_labels, self.num_classes)
-        label_weights = pos * (1.0 if pos_weight <= 0 else float(pos_weight)) + neg.to(anchors.dtype)
-        bbox_targets = torch.where(pos[..., None], targets, 0.)
-        bbox_weights = pos[..., None].expand(B, N, 4).to(anchors.dtype)
-        num_pos_per_image = pos.sum(dim=1).clamp(min=1).to(anchors.dtype)
-        num_pos = num_pos_per_image.sum()
-        num_neg = (neg.sum(dim=1).clamp(min=1) if self.sampling else neg.sum(dim=1)).sum().to(anchors.dtype)
-        return dict(labels=labels, label_weights=label_weights, bbox_targets=bbox_targets,
-                    bbox_weights=bbox_weights, num_pos=num_pos, num_neg=num_neg,
-                    num_pos_per_image=num_pos_per_image)
+        inside = inside_flags(anchors, valid_flags, [m['img_shape'] for m in img_metas],
+                              self.train_cfg.allowed_border)
+        return compute_dense_targets(anchors, inside, gt_bboxes_list, gt_labels_list, self.assigner,
+                             self.sampler, self.num_classes,
+                             None if self.reg_decoded_bbox else self.bbox_coder.encode,
+                             self.train_cfg.pos_weight, gt_bboxes_ignore_list)
 
     # ------------------------------------------------------------------ losses
     def loss(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], gt_bboxes: list[Tensor],
@@ -305,6 +268,16 @@ class AnchorHead(nn.Module):
         number of positives (sum over images of ``max(n_i, 1)``; plus negatives when sampling),
         or by its moving average with ``loss_normalizer_momentum``.
 
+        Args:
+            cls_scores: per level ``(B, A * cls_out, H, W)`` logits.
+            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            gt_bboxes: per image ``(k_i, 4)`` xyxy px; gt_labels: per image ``(k_i,)``.
+            img_metas: per image, ``img_shape`` and ``pad_shape``.
+            gt_bboxes_ignore: per image ``(m_i, 4)`` or None.
+
+        Returns:
+            ``dict(loss_cls, loss_bbox)``, scalar tensors.
+
         Computed in float32 whatever the autocast dtype of the head's outputs (MMDetection's
         ``force_fp32``): anchors, targets and the loss sums need the precision."""
         cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)
@@ -312,28 +285,28 @@ class AnchorHead(nn.Module):
         anchors, valid = self.get_anchors(featmap_sizes, img_metas, cls_scores[0].device, cls_scores[0].dtype)
         with torch.no_grad():
             t = self.get_targets(anchors, valid, gt_bboxes, img_metas, gt_bboxes_ignore, gt_labels)
-        avg_factor = t['num_pos'] + t['num_neg'] if self.sampling else t['num_pos']
+        avg_factor = t.num_pos_per_image_clamped()
+        if self.sampling:
+            avg_factor = avg_factor + t.num_neg_per_image_clamped()
         if self.loss_normalizer_momentum is not None:
-            m = self.loss_normalizer_momentum
-            if self.training:
-                self.loss_normalizer = m * self.loss_normalizer + (1 - m) * avg_factor.detach()
-            avg_factor = self.loss_normalizer
-        label_weights, bbox_weights = t['label_weights'], t['bbox_weights']
+            avg_factor = moving_average_normalizer(self.loss_normalizer, avg_factor,
+                                                   self.loss_normalizer_momentum, self.training)
+        label_weights, bbox_weights = t.label_weights, t.bbox_weights
         if self.loss_normalization == 'per_image':
             # torchvision: mean over images of (image's sum / image's positives); as weights
             # 1 / (B * n_i) on the image's anchors and an avg_factor of 1
-            image_factor = 1.0 / (t['num_pos_per_image'] * len(img_metas))   # (B,)
+            image_factor = 1.0 / (t.num_pos_per_image() * len(img_metas))   # (B,)
             label_weights = label_weights * image_factor[:, None]
             bbox_weights = bbox_weights * image_factor[:, None, None]
             avg_factor = avg_factor.new_ones(())
 
-        cls_score = self._flatten(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
-        bbox_pred = self._flatten(bbox_preds, 4)  # (B, N, 4)
-        loss_cls = self.loss_cls(cls_score, t['labels'].reshape(-1), label_weights.reshape(-1),
+        cls_score = flatten_levels(cls_scores, self.cls_out_channels).reshape(-1, self.cls_out_channels)
+        bbox_pred = flatten_levels(bbox_preds, 4)  # (B, N, 4)
+        loss_cls = self.loss_cls(cls_score, t.labels.reshape(-1), label_weights.reshape(-1),
                                  avg_factor=avg_factor)
         if self.reg_decoded_bbox:
             bbox_pred = self.bbox_coder.decode(anchors[None].expand_as(bbox_pred), bbox_pred)
-        loss_bbox = self.loss_bbox(bbox_pred.reshape(-1, 4), t['bbox_targets'].reshape(-1, 4),
+        loss_bbox = self.loss_bbox(bbox_pred.reshape(-1, 4), t.bbox_targets.reshape(-1, 4),
                                    bbox_weights.reshape(-1, 4), avg_factor=avg_factor)
         return dict(loss_cls=loss_cls, loss_bbox=loss_bbox)
 
@@ -341,9 +314,22 @@ class AnchorHead(nn.Module):
     def get_bboxes(self, cls_scores: list[Tensor], bbox_preds: list[Tensor], score_factors=None,
                    img_metas: list[dict] | None = None, cfg=None, rescale: bool = False,
                    with_nms: bool = True) -> list[tuple[Tensor, Tensor]]:
-        """Per image ``(det_bboxes (n, 5) [x1, y1, x2, y2, score], det_labels (n,))``; boxes in
-        the input image's pixels, or the original image's with ``rescale``."""
-        cfg = self.test_cfg if cfg is None else cfg
+        """Detections of a batch.
+
+        Args:
+            cls_scores: per level ``(B, A * cls_out, H, W)`` logits.
+            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            img_metas: per image, ``img_shape`` (boxes are clipped to it) and
+                ``scale_factor`` (with ``rescale``).
+            cfg: a :class:`DenseTestConfig` (or its dict); default ``self.test_cfg``.
+            rescale: boxes in the original image's pixels instead of the input's.
+            with_nms: False returns ``(boxes (n, 4), scores (n,), labels (n,))`` per image,
+                before NMS (test-time augmentation merges those).
+
+        Returns:
+            per image ``(det_bboxes (n, 5) [x1, y1, x2, y2, score], det_labels (n,))``.
+        """
+        cfg = self.test_cfg if cfg is None else self.parse_test_cfg(cfg)
         cls_scores, bbox_preds = _float32(cls_scores), _float32(bbox_preds)
         featmap_sizes = [tuple(s.shape[-2:]) for s in cls_scores]
         mlvl_anchors = self.anchor_generator.grid_priors(featmap_sizes, cls_scores[0].dtype,
@@ -356,12 +342,19 @@ class AnchorHead(nn.Module):
                                                    mlvl_anchors, meta, cfg, rescale, with_nms))
         return results
 
-    def _get_bboxes_single(self, cls_score_list, bbox_pred_list, mlvl_anchors, img_meta, cfg,
-                           rescale=False, with_nms=True):
-        """One image. ``cls_score_list``: per level ``(A * cls_out, H, W)``; returns
-        ``(det_bboxes, det_labels)``, or ``(boxes, scores, labels)`` before NMS if not with_nms."""
-        nms_pre = _cfg_get(cfg, 'nms_pre', -1)
-        score_thr = _cfg_get(cfg, 'score_thr', 0.0)
+    def _get_bboxes_single(self, cls_score_list, bbox_pred_list, mlvl_anchors, img_meta,
+                           cfg: DenseTestConfig, rescale=False, with_nms=True):
+        """One image: per level the ``nms_pre`` best (anchor, class) pairs above
+        ``score_thr``, decoded and clipped; then :func:`dense_post_process`.
+
+        Args:
+            cls_score_list: per level ``(A * cls_out, H, W)``; bbox_pred_list: per level
+                ``(A * 4, H, W)``; mlvl_anchors: per level ``(H * W * A, 4)``.
+
+        Returns:
+            ``(det_bboxes (n, 5), det_labels (n,))``, or ``(boxes, scores, labels)`` before
+            NMS when not ``with_nms``.
+        """
         img_shape = img_meta['img_shape']
         all_boxes, all_scores, all_labels = [], [], []
         for cls_score, bbox_pred, anchors in zip(cls_score_list, bbox_pred_list, mlvl_anchors):
@@ -369,33 +362,21 @@ class AnchorHead(nn.Module):
             scores = cls_score.sigmoid() if self.use_sigmoid_cls else cls_score.softmax(-1)[:, :-1]
             bbox_pred = bbox_pred.permute(1, 2, 0).reshape(-1, 4)
             # the candidates are (anchor, class) pairs: threshold, then keep the nms_pre best
-            flat = scores.reshape(-1)
-            keep = torch.nonzero(flat > score_thr, as_tuple=False).squeeze(-1)
-            flat = flat[keep]
-            if 0 < nms_pre < flat.numel():
-                flat, top = flat.topk(nms_pre)
-                keep = keep[top]
-            anchor_idx = keep // scores.size(1)
-            labels = keep % scores.size(1)
+            flat, anchor_idx, labels = select_candidates(scores, cfg.score_thr, cfg.nms_pre)
             boxes = self.bbox_coder.decode(anchors[anchor_idx], bbox_pred[anchor_idx], max_shape=img_shape)
             all_boxes.append(boxes)
             all_scores.append(flat)
             all_labels.append(labels)
-        boxes, scores, labels = torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels)
-        if rescale:
-            boxes = boxes / boxes.new_tensor(_scale_factor(img_meta))
-        if not with_nms:
-            return boxes, scores, labels
-        return self._nms(boxes, scores, labels, cfg)
+        return dense_post_process(torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels),
+                                  cfg, img_meta, rescale, with_nms)
 
     @staticmethod
-    def _nms(boxes, scores, labels, cfg):
-        _, iou_threshold = get_nms_cfg(cfg)
-        max_per_img = _cfg_get(cfg, 'max_per_img', 100)
-        keep = batched_nms(boxes, scores, labels, iou_threshold)
-        if max_per_img > 0:
-            keep = keep[:max_per_img]
-        return torch.cat([boxes[keep], scores[keep, None]], dim=-1), labels[keep]
+    def _nms(boxes, scores, labels, cfg: DenseTestConfig):
+        """``nms_from_cfg`` with ``cfg.nms`` and ``cfg.max_per_img`` → ``(dets (n, 5), labels (n,))``."""
+        if cfg.nms is None:
+            raise BuildError("test_cfg needs nms=dict(type='nms', iou_threshold=...)", key_path=['test_cfg'])
+        dets, keep = nms_from_cfg(boxes, scores, labels, cfg.nms, cfg.max_per_img)
+        return dets, labels[keep]
 
     def aug_test(self, feats_list, img_metas_list, rescale: bool = False):
         """Test-time augmentation for one image: detections of every augmentation (flips,
@@ -415,9 +396,7 @@ class AnchorHead(nn.Module):
         return [(det_bboxes, det_labels)]
 
 
-def _scale_factor(meta) -> np.ndarray:
-    sf = np.asarray(meta.get('scale_factor', 1.0), dtype=np.float32).reshape(-1)
-    return np.repeat(sf, 4) if sf.size == 1 else sf
+_scale_factor = scale_factor_of
 
 
 def _float32(tensors: Sequence[Tensor]) -> list[Tensor]:

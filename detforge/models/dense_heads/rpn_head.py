@@ -6,17 +6,15 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
-from detforge.models.task_modules import assign_batch, gather_assigned, padded_batch_shape, sample_batch
-from detforge.registry import (BBOX_ASSIGNERS, BBOX_CODERS, BBOX_SAMPLERS, HEADS, LOSSES,
-                               PRIOR_GENERATORS, BuildError)
+from detforge.models.postprocess import filter_min_size, nms_from_cfg
+from detforge.models.task_modules import padded_batch_shape
+from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NMSConfig
+from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
+
+from .anchor_head import AnchorHead
+from .dense_targets import DenseTargets, compute_dense_targets, inside_flags
 
 __all__ = ['RPNHead']
-
-
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
 
 
 @HEADS.register_module()
@@ -40,8 +38,12 @@ class RPNHead(nn.Module):
         anchor_generator, bbox_coder, loss_cls, loss_bbox: part configs.
         num_convs: 3x3 convs before the predictors.
         reg_decoded_bbox: the box loss sees decoded boxes (IoU losses).
-        train_cfg, test_cfg: filled in by the detector from ``train_cfg.rpn`` /
-            ``test_cfg.rpn``.
+        train_cfg, test_cfg: a :class:`DenseTrainConfig` / :class:`DenseTestConfig` (or their
+            dicts), filled in by the detector from ``train_cfg.rpn`` / ``test_cfg.rpn``.
+
+    Its targets are the dense heads' shared ones (:func:`compute_dense_targets`); what differs from
+    :class:`AnchorHead` is the layers, the loss averaging (over the sampled anchors of the
+    batch, as torchvision) and the per-level NMS of the proposals.
     """
 
     def __init__(self, in_channels: int, feat_channels: int = 256, num_convs: int = 1,
@@ -56,8 +58,8 @@ class RPNHead(nn.Module):
         self.feat_channels = feat_channels
         self.num_classes = 1
         self.reg_decoded_bbox = reg_decoded_bbox
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
+        self.train_cfg = self.parse_train_cfg(train_cfg)
+        self.test_cfg = self.parse_test_cfg(test_cfg)
         self.prior_generator = PRIOR_GENERATORS.build(anchor_generator or dict(
             type='AnchorGenerator', scales=[8], ratios=[0.5, 1.0, 2.0],
             strides=[4, 8, 16, 32, 64]))
@@ -70,12 +72,8 @@ class RPNHead(nn.Module):
         self.loss_bbox = LOSSES.build(loss_bbox or dict(type='L1Loss', loss_weight=1.0))
         self.use_sigmoid_cls = getattr(self.loss_cls, 'use_sigmoid', True)
         self.cls_out_channels = 1 if self.use_sigmoid_cls else 2
-        if train_cfg is not None:
-            self.assigner = BBOX_ASSIGNERS.build(_get(train_cfg, 'assigner'))
-            self.sampler = BBOX_SAMPLERS.build(_get(train_cfg, 'sampler', dict(type='PseudoSampler')))
-            if getattr(self.sampler, 'add_gt_as_proposals', False):  # the gts have no anchor slot
-                raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
-                                 train_cfg, key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
+        if self.train_cfg is not None:
+            self.assigner, self.sampler = AnchorHead._assigner_sampler(self.train_cfg, True)
             self.sampling = type(self.sampler).__name__ != 'PseudoSampler'
 
         num_anchors = self.prior_generator.num_base_anchors[0]
@@ -89,6 +87,17 @@ class RPNHead(nn.Module):
         self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1)
         self.num_convs = num_convs
         self.init_weights()
+
+    @classmethod
+    def parse_train_cfg(cls, cfg, path=('train_cfg',)) -> DenseTrainConfig | None:
+        """The typed record of ``train_cfg.rpn`` (see :class:`DenseTrainConfig`)."""
+        return DenseTrainConfig.parse(cfg, path)
+
+    @classmethod
+    def parse_test_cfg(cls, cfg, path=('test_cfg',)) -> DenseTestConfig | None:
+        """The typed record of ``test_cfg.rpn`` / ``train_cfg.rpn_proposal``
+        (``max_per_img`` defaults to 1000)."""
+        return DenseTestConfig.parse(cfg, path, max_per_img=1000)
 
     def init_weights(self) -> None:
         for m in self.modules():
@@ -135,55 +144,49 @@ class RPNHead(nn.Module):
         return losses, self.get_bboxes(cls_scores, bbox_preds, img_metas, cfg=proposal_cfg)
 
     @torch.no_grad()
-    def get_targets(self, anchors, valid, gt_bboxes, gt_bboxes_ignore):
-        """Targets of anchors ``(N, 4)`` with ``valid (B, N)`` flags, the batch assigned at once
-        (sampling, when random, draws image by image).
-
-        Returns labels (B, N) [0 object, 1 background], label_weights (B, N),
-        bbox_targets (B, N, 4), bbox_weights (B, N, 4) and the number of anchors that count
-        in the averages (sampled anchors, or positives without sampling; at least 1)."""
-        B, N = valid.shape
-        gt_bboxes = [gt.to(anchors.dtype) for gt in gt_bboxes]
-        gt_inds, max_overlaps = assign_batch(self.assigner, anchors, valid, gt_bboxes, gt_bboxes_ignore)
-        pos, neg = sample_batch(self.sampler, gt_inds, max_overlaps, anchors, gt_bboxes)
-        matched_gts = gather_assigned(gt_bboxes, gt_inds, fill=1.)
-        targets = matched_gts if self.reg_decoded_bbox else \
-            self.bbox_coder.encode(anchors[None].expand(B, N, 4), matched_gts)
-
-        pos_weight = _get(self.train_cfg, 'pos_weight', -1)
-        labels = (~pos).long()
-        label_weights = pos * (1.0 if pos_weight is None or pos_weight <= 0 else float(pos_weight)) \
-            + neg.to(anchors.dtype)
-        bbox_targets = torch.where(pos[..., None], targets, 0.)
-        bbox_weights = pos[..., None].expand(B, N, 4).to(anchors.dtype)
-        num_total = pos.sum() + neg.sum() if self.sampling else pos.sum()
-        return labels, label_weights, bbox_targets, bbox_weights, num_total.clamp(min=1).to(anchors.dtype)
+    def get_targets(self, anchors, valid, gt_bboxes, gt_bboxes_ignore, img_metas) -> DenseTargets:
+        """Targets of anchors ``(N, 4)`` with ``valid (B, N)`` flags (see
+        :func:`compute_dense_targets`): ``labels (B, N)`` 0 object, 1 background, ``label_weights
+        (B, N)``, ``bbox_targets (B, N, 4)``, ``bbox_weights (B, N, 4)``, ``pos``, ``neg``."""
+        inside = inside_flags(anchors, valid, [m['img_shape'] for m in img_metas],
+                              self.train_cfg.allowed_border)
+        return compute_dense_targets(anchors, inside, gt_bboxes, None, self.assigner, self.sampler, 1,
+                             None if self.reg_decoded_bbox else self.bbox_coder.encode,
+                             self.train_cfg.pos_weight, gt_bboxes_ignore)
 
     def valid_anchor_flags(self, anchors, featmap_sizes, img_metas):
-        """(B, N) bool: anchors on the image's feature cells, and within ``allowed_border``
-        px of the image when that is >= 0 (MMDetection's ``anchor_inside_flags``)."""
-        flags = []
-        border = _get(self.train_cfg, 'allowed_border', -1)
-        for meta in img_metas:
-            pad_shape = meta.get('pad_shape', meta['img_shape'])
-            valid = torch.cat(self.prior_generator.valid_flags(featmap_sizes, pad_shape,
-                                                               anchors.device))
-            if border is not None and border >= 0:
-                h, w = meta['img_shape'][:2]
-                valid = valid & (anchors[:, 0] >= -border) & (anchors[:, 1] >= -border) & \
-                    (anchors[:, 2] < w + border) & (anchors[:, 3] < h + border)
-            flags.append(valid)
-        return torch.stack(flags)
+        """(B, N) bool: anchors on the image's feature cells (not the padding's)."""
+        return torch.stack([
+            torch.cat(self.prior_generator.valid_flags(featmap_sizes,
+                                                       meta.get('pad_shape', meta['img_shape']),
+                                                       anchors.device))
+            for meta in img_metas])
 
     def loss(self, cls_scores, bbox_preds, gt_bboxes, img_metas, gt_bboxes_ignore=None):
-        """Returns ``dict(loss_rpn_cls, loss_rpn_bbox)``."""
+        """Objectness and box losses, averaged over the sampled anchors of the batch.
+
+        Args:
+            cls_scores: per level ``(B, A * c, H, W)`` logits (c = 1 sigmoid, 2 softmax).
+            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            gt_bboxes: per image ``(k_i, 4)`` xyxy px; gt_bboxes_ignore: per image
+                ``(m_i, 4)`` or None.
+            img_metas: per image, ``img_shape`` and ``pad_shape``.
+
+        Returns:
+            ``dict(loss_rpn_cls, loss_rpn_bbox)``, scalar tensors.
+        """
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
         anchors = torch.cat(self.prior_generator.grid_priors(
             featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas)))
         valid = self.valid_anchor_flags(anchors, featmap_sizes, img_metas)
-        labels, label_weights, bbox_targets, bbox_weights, avg_factor = self.get_targets(
-            anchors, valid, gt_bboxes, gt_bboxes_ignore)
+        t = self.get_targets(anchors, valid, gt_bboxes, gt_bboxes_ignore, img_metas)
+        labels, label_weights, bbox_targets, bbox_weights = \
+            t.labels, t.label_weights, t.bbox_targets, t.bbox_weights
+        # averaged over the sampled anchors of the batch (torchvision's and MMDetection's
+        # count agree unless an image has no positive)
+        num_total = t.pos.sum() + t.neg.sum() if self.sampling else t.pos.sum()
+        avg_factor = num_total.clamp(min=1).to(anchors.dtype)
         logits, deltas = self._flatten(cls_scores, bbox_preds)
 
         logits = logits.reshape(-1, self.cls_out_channels)
@@ -207,15 +210,16 @@ class RPNHead(nn.Module):
     def get_bboxes(self, cls_scores, bbox_preds, img_metas, cfg=None, rescale=False):
         """Proposals of a batch, in network-input px (``rescale`` divides by the scale factor).
 
-        Returns a list over images of (n_i, 5) tensors sorted by objectness."""
-        cfg = cfg if cfg is not None else self.test_cfg
-        nms_pre = _get(cfg, 'nms_pre', -1)
-        max_per_img = _get(cfg, 'max_per_img', _get(cfg, 'max_num', 1000))
-        nms_cfg = _get(cfg, 'nms', None)
-        iou_thr = _get(nms_cfg, 'iou_threshold', _get(cfg, 'nms_thr', 0.7))
-        min_size = _get(cfg, 'min_bbox_size', 0)
-        if nms_cfg is not None and _get(nms_cfg, 'type', 'nms') != 'nms':
-            raise BuildError(f"RPN proposals support nms=dict(type='nms'), got {nms_cfg}")
+        Args:
+            cls_scores: per level ``(B, A * c, H, W)``; bbox_preds: per level ``(B, A * 4, H, W)``.
+            img_metas: per image, ``img_shape`` (boxes are clipped to it), ``scale_factor``.
+            cfg: a :class:`DenseTestConfig` (or its dict); default ``self.test_cfg``.
+
+        Returns:
+            per image ``(n_i, 5)`` ``[x1, y1, x2, y2, objectness]`` sorted by objectness.
+        """
+        cfg = self.test_cfg if cfg is None else self.parse_test_cfg(cfg)
+        nms_pre, max_per_img, min_size = cfg.nms_pre, cfg.max_per_img, cfg.min_bbox_size
 
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
@@ -250,18 +254,24 @@ class RPNHead(nn.Module):
         y2 = torch.max(torch.min(boxes[..., 3], hw[:, :1]), zero)
         boxes = torch.stack([x1, y1, x2, y2], -1)
         img_ids = torch.arange(B, device=device)[:, None].expand_as(levels)
-        keep = ((x2 - x1) > min_size) & ((y2 - y1) > min_size) if min_size >= 0 else \
-            torch.ones_like(levels, dtype=torch.bool)
+        keep = filter_min_size(boxes.reshape(-1, 4), min_size).view_as(levels) if min_size >= 0 \
+            else torch.ones_like(levels, dtype=torch.bool)
         boxes, scores = boxes[keep], scores[keep]
         groups = (img_ids * len(cls_scores) + levels)[keep]
         img_ids = img_ids[keep]
-        kept = batched_nms(boxes, scores, groups, float(iou_thr))   # sorted by score
+        nms = cfg.nms if cfg.nms is not None else NMSConfig(iou_threshold=0.7)
+        if nms.type == 'nms' and not nms.class_agnostic:
+            # one call for the whole batch, (image, level) pairs as the groups
+            kept = batched_nms(boxes, scores, groups, nms.iou_threshold)   # sorted by score
         proposals = []
         for i, meta in enumerate(img_metas):
-            k = kept[img_ids[kept] == i]
-            if max_per_img > 0:
-                k = k[:max_per_img]
-            dets = torch.cat([boxes[k], scores[k, None]], 1)
+            if nms.type == 'nms' and not nms.class_agnostic:
+                k = kept[img_ids[kept] == i]
+                k = k[:max_per_img] if max_per_img > 0 else k
+                dets = torch.cat([boxes[k], scores[k, None]], 1)
+            else:  # soft_nms, or levels suppressing each other: image by image
+                mine = torch.nonzero(img_ids == i, as_tuple=True)[0]
+                dets, _ = nms_from_cfg(boxes[mine], scores[mine], groups[mine], nms, max_per_img)
             if rescale:
                 factor = dets.new_tensor(meta.get('scale_factor', [1.0] * 4))
                 dets[:, :4] /= factor

@@ -8,7 +8,7 @@ import numpy as np
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
 
 from .base import BaseDetector
-from .two_stage import _build, _get
+from .two_stage import _build, parse_two_stage_cfgs
 
 __all__ = ['RPN']
 
@@ -22,19 +22,21 @@ class RPN(BaseDetector):
     def __init__(self, backbone, neck, rpn_head, train_cfg, test_cfg, pretrained=None,
                  init_cfg=None, data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = copy.deepcopy(dict(backbone))
-        if pretrained is not None:
+        backbone = copy.deepcopy(dict(backbone)) if isinstance(backbone, dict) else backbone
+        if pretrained is not None and isinstance(backbone, dict):
             backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
         self.backbone = _build(BACKBONES, backbone, 'backbone')
         self.neck = _build(NECKS, neck, 'neck') if neck is not None else None
         if rpn_head is None:
             raise BuildError('an RPN detector needs rpn_head=dict(type="RPNHead", ...)',
                              rpn_head, key_path=['rpn_head'])
+        self.train_cfg, self.test_cfg = parse_two_stage_cfgs(
+            rpn_head, None, train_cfg, test_cfg, train_stages=('rpn', 'rpn_proposal'),
+            test_stages=('rpn',))
         rpn_head = copy.deepcopy(dict(rpn_head))
-        rpn_head.update(train_cfg=_get(train_cfg, 'rpn'), test_cfg=_get(test_cfg, 'rpn'))
+        rpn_head.update(train_cfg=self.train_cfg and self.train_cfg.rpn,
+                        test_cfg=self.test_cfg and self.test_cfg.rpn)
         self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
 
     @property
     def with_rpn(self) -> bool:

@@ -4,19 +4,56 @@ from __future__ import annotations
 import copy
 
 from detforge.registry import BACKBONES, DETECTORS, HEADS, NECKS, BuildError
+from detforge.models.train_test_cfg import (DenseTestConfig, TwoStageTestConfig,
+                                            TwoStageTrainConfig, parse_for_head,
+                                            parse_stage_cfgs, written_at)
 
 from .base import BaseDetector
 
-__all__ = ['TwoStageDetector']
+__all__ = ['TwoStageDetector', 'parse_two_stage_cfgs']
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+def parse_two_stage_cfgs(rpn_head, roi_head, train_cfg, test_cfg,
+                         train_stages=('rpn', 'rpn_proposal', 'rcnn'),
+                         test_stages=('rpn', 'rcnn')):
+    """``train_cfg`` / ``test_cfg`` of a two-stage detector as typed records
+    (:class:`TwoStageTrainConfig`, :class:`TwoStageTestConfig`; None stays None), each
+    stage parsed by the head it configures; unknown stage names or keys fail with their
+    path (``train_cfg.rcnn.assigner...``)."""
+    with written_at(train_cfg, ['train_cfg']):
+        train_rec = _parse_train(rpn_head, roi_head, train_cfg, train_stages)
+    with written_at(test_cfg, ['test_cfg']):
+        test_rec = _parse_test(rpn_head, roi_head, test_cfg, test_stages)
+    return train_rec, test_rec
+
+
+def _parse_train(rpn_head, roi_head, train_cfg, train_stages):
+    train = parse_stage_cfgs(train_cfg, train_stages, ['train_cfg'], 'train config')
+    train_rec = None
+    if train_cfg is not None:
+        proposal = train.get('rpn_proposal')
+        train_rec = TwoStageTrainConfig(
+            rpn=parse_for_head(rpn_head, train.get('rpn'), ['train_cfg', 'rpn'], 'train'),
+            rpn_proposal=DenseTestConfig.parse(proposal, ['train_cfg', 'rpn_proposal'],
+                                               max_per_img=1000),
+            rcnn=parse_for_head(roi_head, train.get('rcnn'), ['train_cfg', 'rcnn'], 'train'))
+    return train_rec
+
+
+def _parse_test(rpn_head, roi_head, test_cfg, test_stages):
+    test = parse_stage_cfgs(test_cfg, test_stages, ['test_cfg'], 'test config')
+    test_rec = None
+    if test_cfg is not None:
+        test_rec = TwoStageTestConfig(
+            rpn=parse_for_head(rpn_head, test.get('rpn'), ['test_cfg', 'rpn'], 'test'),
+            rcnn=parse_for_head(roi_head, test.get('rcnn'), ['test_cfg', 'rcnn'], 'test'))
+    return test_rec
 
 
 def _build(registry, cfg, key):
+    """A part from its config dict, or the part itself when given built."""
+    if not isinstance(cfg, dict):
+        return cfg
     try:
         return registry.build(cfg)
     except BuildError as e:
@@ -42,21 +79,22 @@ class TwoStageDetector(BaseDetector):
     def __init__(self, backbone, neck=None, rpn_head=None, roi_head=None, train_cfg=None,
                  test_cfg=None, pretrained=None, init_cfg=None, data_preprocessor=None):
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
-        backbone = copy.deepcopy(dict(backbone))
-        if pretrained is not None:
+        backbone = copy.deepcopy(dict(backbone)) if isinstance(backbone, dict) else backbone
+        if pretrained is not None and isinstance(backbone, dict):
             backbone['init_cfg'] = dict(type='Pretrained', checkpoint=pretrained)
         self.backbone = _build(BACKBONES, backbone, 'backbone')
         if neck is not None:
             self.neck = _build(NECKS, neck, 'neck')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
+        self.train_cfg, self.test_cfg = parse_two_stage_cfgs(rpn_head, roi_head, train_cfg,
+                                                             test_cfg)
+        train, test = self.train_cfg, self.test_cfg
         if rpn_head is not None:
             rpn_head = copy.deepcopy(dict(rpn_head))
-            rpn_head.update(train_cfg=_get(train_cfg, 'rpn'), test_cfg=_get(test_cfg, 'rpn'))
+            rpn_head.update(train_cfg=train and train.rpn, test_cfg=test and test.rpn)
             self.rpn_head = _build(HEADS, rpn_head, 'rpn_head')
         if roi_head is not None:
             roi_head = copy.deepcopy(dict(roi_head))
-            roi_head.update(train_cfg=_get(train_cfg, 'rcnn'), test_cfg=_get(test_cfg, 'rcnn'))
+            roi_head.update(train_cfg=train and train.rcnn, test_cfg=test and test.rcnn)
             self.roi_head = _build(HEADS, roi_head, 'roi_head')
 
     @property
@@ -98,7 +136,9 @@ class TwoStageDetector(BaseDetector):
         x = self.extract_feat(self.preprocess(img, img_metas))
         losses = {}
         if self.with_rpn:
-            proposal_cfg = _get(self.train_cfg, 'rpn_proposal', _get(self.test_cfg, 'rpn'))
+            proposal_cfg = self.train_cfg.rpn_proposal if self.train_cfg is not None else None
+            if proposal_cfg is None and self.test_cfg is not None:
+                proposal_cfg = self.test_cfg.rpn
             rpn_losses, proposal_list = self.rpn_head.forward_train(
                 x, img_metas, gt_bboxes, gt_labels=None, gt_bboxes_ignore=gt_bboxes_ignore,
                 proposal_cfg=proposal_cfg)

@@ -3,22 +3,17 @@ from __future__ import annotations
 
 from torch import nn
 
-from detforge.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, SHARED_HEADS, BuildError
+from detforge.models.train_test_cfg import RoITestConfig, RoITrainConfig
+from detforge.registry import SHARED_HEADS, BuildError
 
 __all__ = ['BaseRoIHead']
 
 
-def cfg_get(cfg, key, default=None):
-    """``cfg[key]`` for dicts and ConfigDicts, ``default`` when absent or cfg is None."""
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
-
-
 class BaseRoIHead(nn.Module):
-    """Holds ``train_cfg`` (the ``rcnn`` part of the detector's train config) and
-    ``test_cfg``; builds the assigner and sampler of ``train_cfg`` and the optional shared
-    head (a ResNet stage run on pooled features, as in the C4 detectors)."""
+    """Holds ``train_cfg`` (the ``rcnn`` part of the detector's train config, a
+    :class:`RoITrainConfig` or its dict) and ``test_cfg`` (:class:`RoITestConfig`); takes
+    the assigner and sampler of ``train_cfg`` and builds the optional shared head (a ResNet
+    stage run on pooled features, as in the C4 detectors)."""
 
     def __init__(self, bbox_roi_extractor=None, bbox_head=None, mask_roi_extractor=None,
                  mask_head=None, shared_head=None, train_cfg=None, test_cfg=None,
@@ -31,13 +26,23 @@ class BaseRoIHead(nn.Module):
         if bbox_head is None:
             raise BuildError('an RoI head needs bbox_head=dict(type=...)', bbox_head,
                              key_path=['bbox_head'])
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
+        self.train_cfg = self.parse_train_cfg(train_cfg)
+        self.test_cfg = self.parse_test_cfg(test_cfg)
         if shared_head is not None:
             self.shared_head = SHARED_HEADS.build(shared_head)
         self.init_bbox_head(bbox_roi_extractor, bbox_head)
-        if train_cfg is not None:
+        if self.train_cfg is not None:
             self.init_assigner_sampler()
+
+    @classmethod
+    def parse_train_cfg(cls, cfg, path=('train_cfg',)):
+        """The typed record of ``train_cfg.rcnn`` (:class:`RoITrainConfig`)."""
+        return RoITrainConfig.parse(cfg, path)
+
+    @classmethod
+    def parse_test_cfg(cls, cfg, path=('test_cfg',)):
+        """The typed record of ``test_cfg.rcnn`` (:class:`RoITestConfig`)."""
+        return RoITestConfig.parse(cfg, path)
 
     @property
     def with_bbox(self) -> bool:
@@ -55,8 +60,7 @@ class BaseRoIHead(nn.Module):
         raise NotImplementedError
 
     def init_assigner_sampler(self):
-        self.bbox_assigner = BBOX_ASSIGNERS.build(cfg_get(self.train_cfg, 'assigner'))
-        self.bbox_sampler = BBOX_SAMPLERS.build(cfg_get(self.train_cfg, 'sampler'))
+        self.bbox_assigner, self.bbox_sampler = _assigner_sampler(self.train_cfg)
 
     @staticmethod
     def assign_and_sample(assigner, sampler, proposal_list, gt_bboxes, gt_labels,
@@ -83,3 +87,11 @@ class BaseRoIHead(nn.Module):
     def aug_test(self, x, proposal_list, img_metas, rescale=False):
         raise BuildError(f'{type(self).__name__} has no test-time augmentation; use a test '
                          'pipeline with a single scale and no flip')
+
+
+def _assigner_sampler(cfg: RoITrainConfig, path=('train_cfg',)):
+    """The (built) assigner and sampler of a second stage's train config; both required."""
+    for key in ('assigner', 'sampler'):
+        if getattr(cfg, key) is None:
+            raise BuildError(f'the rcnn train config needs a {key}', key_path=[*path, key])
+    return cfg.assigner, cfg.sampler

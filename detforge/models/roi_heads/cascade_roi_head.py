@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from detforge.registry import BBOX_ASSIGNERS, BBOX_SAMPLERS, HEADS, ROI_EXTRACTORS, BuildError
+from detforge.models.train_test_cfg import RoITrainConfig
+from detforge.registry import HEADS, ROI_EXTRACTORS, BuildError
 
-from .base_roi_head import BaseRoIHead, cfg_get
+from .base_roi_head import BaseRoIHead, _assigner_sampler
 from .test_mixins import BBoxAugTestMixin, empty_predictions, rois_of
 
 __all__ = ['CascadeRoIHead']
@@ -75,11 +76,22 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             except BuildError as e:
                 raise e.prefix('bbox_head', str(i))
 
+    @classmethod
+    def parse_train_cfg(cls, cfg, path=('train_cfg',)):
+        """A list of :class:`RoITrainConfig`, one per stage (``train_cfg.rcnn.<i>``)."""
+        if cfg is None:
+            return None
+        if not isinstance(cfg, (list, tuple)):
+            raise BuildError('the rcnn train config of a CascadeRoIHead must be a list of '
+                             'stage configs', key_path=list(path))
+        return [RoITrainConfig.parse(c, [*path, str(i)]) for i, c in enumerate(cfg)]
+
     def init_assigner_sampler(self):
         self.bbox_assigner, self.bbox_sampler = [], []
-        for stage_cfg in self.train_cfg:
-            self.bbox_assigner.append(BBOX_ASSIGNERS.build(cfg_get(stage_cfg, 'assigner')))
-            self.bbox_sampler.append(BBOX_SAMPLERS.build(cfg_get(stage_cfg, 'sampler')))
+        for i, stage_cfg in enumerate(self.train_cfg):
+            assigner, sampler = _assigner_sampler(stage_cfg, ('train_cfg', str(i)))
+            self.bbox_assigner.append(assigner)
+            self.bbox_sampler.append(sampler)
 
     def _bbox_forward(self, stage, x, rois):
         extractor = self.bbox_roi_extractor[stage]

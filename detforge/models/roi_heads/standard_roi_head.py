@@ -5,7 +5,7 @@ import torch
 
 from detforge.registry import HEADS, ROI_EXTRACTORS
 
-from .base_roi_head import BaseRoIHead, cfg_get
+from .base_roi_head import BaseRoIHead
 from .test_mixins import BBoxAugTestMixin, empty_predictions, rois_of
 
 __all__ = ['StandardRoIHead']

@@ -19,7 +19,9 @@ from torchvision.ops import nms
 from detforge.registry import BuildError
 from detforge.structures.bbox import bbox2result, bbox2roi, bbox_mapping, bbox_mapping_back
 
-from .bbox_heads.bbox_head import _cfg_get, multiclass_nms
+from detforge.models.train_test_cfg import DenseTestConfig, RoITestConfig
+
+from .bbox_heads.bbox_head import multiclass_nms
 
 __all__ = ['merge_aug_proposals', 'merge_aug_bboxes', 'aug_test_rpn', 'BBoxAugTestMixin']
 
@@ -44,15 +46,15 @@ def merge_aug_proposals(aug_proposals: list[torch.Tensor], img_metas: list[dict]
             augmentation's network-input pixels.
         img_metas: per augmentation the image's meta (``img_shape``, ``scale_factor``,
             ``flip``, ``flip_direction``).
-        rpn_test_cfg: ``nms.iou_threshold`` (or the old ``nms_thr``) and ``max_per_img``
-            (or the old ``max_num``).
+        rpn_test_cfg: a :class:`DenseTestConfig` (or its dict): ``nms.iou_threshold`` and
+            ``max_per_img`` (the 1.x ``nms_thr`` / ``max_num`` are translated when parsed).
 
     Returns:
         (k, 5) proposals sorted by objectness, ``k <= max_per_img``.
     """
-    nms_cfg = _cfg_get(rpn_test_cfg, 'nms')
-    iou_thr = _cfg_get(nms_cfg, 'iou_threshold', _cfg_get(rpn_test_cfg, 'nms_thr', 0.7))
-    max_num = _cfg_get(rpn_test_cfg, 'max_per_img', _cfg_get(rpn_test_cfg, 'max_num', 1000))
+    cfg = DenseTestConfig.parse(rpn_test_cfg, ('test_cfg', 'rpn'), max_per_img=1000)
+    iou_thr = 0.7 if cfg.nms is None else cfg.nms.iou_threshold
+    max_num = cfg.max_per_img
     recovered = []
     for proposals, meta in zip(aug_proposals, img_metas):
         recovered.append(torch.cat([_map_back(proposals[:, :4], meta), proposals[:, 4:]], 1))
@@ -117,10 +119,9 @@ class BBoxAugTestMixin:
         bboxes, scores = merge_aug_bboxes(aug_bboxes, aug_scores, [m[0] for m in img_metas])
         if bboxes.size(0) == 0:
             return bboxes.new_zeros(0, 5), bboxes.new_zeros(0, dtype=torch.long)
-        return multiclass_nms(bboxes, scores, _cfg_get(rcnn_test_cfg, 'score_thr', 0.05),
-                              _cfg_get(rcnn_test_cfg, 'nms'),
-                              _cfg_get(rcnn_test_cfg, 'max_per_img', 100),
-                              _cfg_get(rcnn_test_cfg, 'min_bbox_size', 0.))
+        cfg = RoITestConfig.parse(rcnn_test_cfg, ('test_cfg', 'rcnn'))
+        return multiclass_nms(bboxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img,
+                              cfg.min_bbox_size)
 
     def aug_test(self, x, proposal_list, img_metas, rescale=False):
         """x: per augmentation the feature levels of one image; proposal_list: one (n, 5)

@@ -89,7 +89,7 @@ class RandomSampler:
     """
 
     def __init__(self, num: int, pos_fraction: float, neg_pos_ub: float = -1,
-                 add_gt_as_proposals: bool = True, **kwargs):
+                 add_gt_as_proposals: bool = True):
         self.num = num
         self.pos_fraction = pos_fraction
         self.neg_pos_ub = neg_pos_ub

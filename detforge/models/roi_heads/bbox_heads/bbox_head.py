@@ -6,27 +6,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
 
+from detforge.models.postprocess import filter_min_size, nms_from_cfg
+from detforge.models.train_test_cfg import NMSConfig, RoITestConfig, RoITrainConfig
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, BuildError
 
 __all__ = ['BBoxHead', 'multiclass_nms', 'clip_to_shape']
-
-
-def _cfg_get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
-
-
-def _nms_iou(nms_cfg) -> float:
-    if nms_cfg is None:
-        raise BuildError('the test config needs nms=dict(type="nms", iou_threshold=...)')
-    nms_type = _cfg_get(nms_cfg, 'type', 'nms')
-    if nms_type != 'nms':
-        raise BuildError(f"only nms=dict(type='nms', ...) is supported, got type={nms_type!r}",
-                         nms_cfg)
-    return float(_cfg_get(nms_cfg, 'iou_threshold', _cfg_get(nms_cfg, 'iou_thr', 0.5)))
 
 
 def multiclass_nms(multi_bboxes: torch.Tensor, multi_scores: torch.Tensor, score_thr: float,
@@ -38,7 +23,8 @@ def multiclass_nms(multi_bboxes: torch.Tensor, multi_scores: torch.Tensor, score
         multi_scores: (n, num_classes + 1) softmax scores; the last column (background) is
             ignored.
         score_thr: keep pairs with score strictly greater.
-        nms_cfg: ``dict(type='nms', iou_threshold=0.5)``.
+        nms_cfg: an :class:`NMSConfig` or its dict, ``dict(type='nms', iou_threshold=0.5)``
+            or ``dict(type='soft_nms', ...)``.
         max_num: keep at most this many detections (highest scores first); -1 = all.
         min_bbox_size: drop boxes whose width or height is not above this (px).
 
@@ -54,17 +40,17 @@ def multiclass_nms(multi_bboxes: torch.Tensor, multi_scores: torch.Tensor, score
     labels = torch.arange(num_classes, device=scores.device).view(1, -1).expand_as(scores)
     bboxes, scores, labels = bboxes.reshape(-1, 4), scores.reshape(-1), labels.reshape(-1)
 
+    if nms_cfg is None:
+        raise BuildError('the test config needs nms=dict(type="nms", iou_threshold=...)')
+    nms_cfg = NMSConfig.parse(nms_cfg)
     keep = scores > score_thr
     if min_bbox_size > 0:
-        keep &= ((bboxes[:, 2] - bboxes[:, 0]) > min_bbox_size) & \
-                ((bboxes[:, 3] - bboxes[:, 1]) > min_bbox_size)
+        keep &= filter_min_size(bboxes, min_bbox_size)
     bboxes, scores, labels = bboxes[keep], scores[keep], labels[keep]
     if bboxes.numel() == 0:
         return bboxes.new_zeros(0, 5), labels
-    keep = batched_nms(bboxes, scores, labels, _nms_iou(nms_cfg))
-    if max_num > 0:
-        keep = keep[:max_num]
-    return torch.cat([bboxes[keep], scores[keep, None]], 1), labels[keep]
+    dets, keep = nms_from_cfg(bboxes, scores, labels, nms_cfg, max_num)
+    return dets, labels[keep]
 
 
 def clip_to_shape(boxes: torch.Tensor, img_shape) -> torch.Tensor:
@@ -161,8 +147,9 @@ class BBoxHead(nn.Module):
                     concat: bool = True):
         """Per sampled RoI: label (background = num_classes), label weight, box target and
         box weight; positives first in each image, as ``SamplingResult.bboxes`` orders them."""
-        pos_weight = _cfg_get(rcnn_train_cfg, 'pos_weight', -1)
-        pos_weight = 1.0 if pos_weight is None or pos_weight <= 0 else float(pos_weight)
+        rcnn_train_cfg = RoITrainConfig.parse(rcnn_train_cfg, ('train_cfg', 'rcnn'))
+        pos_weight = -1 if rcnn_train_cfg is None else rcnn_train_cfg.pos_weight
+        pos_weight = 1.0 if pos_weight <= 0 else float(pos_weight)
         labels, label_weights, bbox_targets, bbox_weights = [], [], [], []
         for res in sampling_results:
             num_pos, num_neg = res.pos_bboxes.size(0), res.neg_bboxes.size(0)
@@ -256,9 +243,9 @@ class BBoxHead(nn.Module):
             bboxes = (bboxes.view(bboxes.size(0), -1, 4) / factor).view(bboxes.size(0), -1)
         if cfg is None:
             return bboxes, scores
-        return multiclass_nms(bboxes, scores, _cfg_get(cfg, 'score_thr', 0.05),
-                              _cfg_get(cfg, 'nms'), _cfg_get(cfg, 'max_per_img', 100),
-                              _cfg_get(cfg, 'min_bbox_size', 0.))
+        cfg = RoITestConfig.parse(cfg, ('test_cfg', 'rcnn'))
+        return multiclass_nms(bboxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img,
+                              cfg.min_bbox_size)
 
     def regress_by_class(self, rois, label, bbox_pred, img_meta):
         """Decode each RoI with the deltas of its class and clip it to the image.
