@@ -11,16 +11,15 @@ classes.
 from .anchor_generator import AnchorGenerator, padded_batch_shape
 from .assign_result import AssignResult, assign_batch, gather_assigned
 from .atss_assigner import ATSSAssigner
-from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from .distance_point_bbox_coder import DistancePointBBoxCoder, bbox2distance, distance2bbox
 from .dynamic_soft_label_assigner import DynamicSoftLabelAssigner
+from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from .iou_calculator import BboxOverlaps2D
 from .max_iou_assigner import MaxIoUAssigner
 from .point_generator import MlvlPointGenerator
 from .samplers import PseudoSampler, RandomSampler, SamplingResult, sample_batch
 
 __all__ = ['AnchorGenerator', 'padded_batch_shape', 'AssignResult', 'assign_batch', 'gather_assigned',
-           'ATSSAssigner', 'DeltaXYWHBBoxCoder', 'DistancePointBBoxCoder', 'bbox2distance',
-           'distance2bbox', 'DynamicSoftLabelAssigner', 'BboxOverlaps2D', 'MaxIoUAssigner',
-           'MlvlPointGenerator', 'PseudoSampler', 'RandomSampler', 'SamplingResult',
-           'sample_batch']
+           'DeltaXYWHBBoxCoder', 'BboxOverlaps2D', 'MaxIoUAssigner', 'PseudoSampler',
+           'RandomSampler', 'SamplingResult', 'sample_batch', 'ATSSAssigner', 'DistancePointBBoxCoder',
+           'bbox2distance', 'distance2bbox', 'DynamicSoftLabelAssigner', 'MlvlPointGenerator']
