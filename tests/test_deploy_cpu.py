@@ -212,8 +212,7 @@ def test_int8_quantization_keeps_the_head_float_and_the_float_score_profile(reti
                                       for n in meta['kept_float'])
     float_model = init_detector(str(cfg), str(ckpt))
     for runtime in ('onnxruntime', 'openvino'):
-        if runtime == 'openvino':
-                int8 = build_backend_model(str(cfg), str(out), backend=runtime, num_threads=1)
+        int8 = build_backend_model(str(cfg), str(out), backend=runtime, num_threads=1)
         for path in images[:2]:
             exp = np.concatenate(inference_detector(float_model, str(path)))
             act = np.concatenate(inference_detector(int8, str(path)))
