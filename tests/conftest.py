@@ -61,3 +61,18 @@ def data_options(repo_root, ann_file):
     prefix = str(repo_root / 'data' / 'bccd') + '/'
     return [f'data.{split}.{key}={value}' for split in ('train', 'val', 'test')
             for key, value in (('ann_file', ann_file), ('img_prefix', prefix))]
+
+
+@pytest.fixture(autouse=True)
+def _drop_closed_log_streams():
+    """A CLI run inside a test attaches detforge's console handler to pytest's captured
+    stream, which pytest closes after the test: drop such handlers so that later tests log
+    to a live stream."""
+    import logging
+    yield
+    for name in ('detforge', ''):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            stream = getattr(handler, 'stream', None)
+            if stream is not None and getattr(stream, 'closed', False):
+                logger.removeHandler(handler)

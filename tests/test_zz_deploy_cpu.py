@@ -1,3 +1,7 @@
+# Named to run last: with it placed before tests/test_distributed.py, the first
+# torch.multiprocessing spawn after these tests segfaulted the pytest process (rc 139) in a
+# full run (2026-12-04; root cause not isolated: OpenVINO or onnxruntime quantization loaded in
+# the same process are the suspects).
 """The CPU fast path: batch norm folded into convolutions, the OpenVINO backend, INT8
 quantization and the side-by-side `detforge benchmark` table, on real BCCD test images.
 
