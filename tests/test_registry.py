@@ -186,7 +186,7 @@ def test_unknown_type_names_registry_and_closest_names(toy):
     with pytest.raises(BuildError) as info:
         toy['losses'].build(dict(type='FocalLos'))
     msg = str(info.value)
-    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'?" in msg
+    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'" in msg
 
 
 def test_unknown_type_without_close_names_lists_the_registered_ones(toy):
@@ -200,7 +200,7 @@ def test_unknown_type_in_a_nested_build_names_the_key_path_and_file(toy):
         with build_context('model', filename=cfg.filename):
             toy['detectors'].build(cfg.model, default_args=dict(train_cfg=dict(x=1)))
     msg = str(info.value)
-    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'?" in msg
+    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'" in msg
     assert 'in model.bbox_head.loss_cls of ' in msg and 'typo_loss.py' in msg
     assert info.value.key_path == ['model', 'bbox_head', 'loss_cls']
 
@@ -279,7 +279,7 @@ def test_real_retinanet_errors_name_key_path_and_file(shared_data):
         with build_context('model', filename=cfg.filename):
             DETECTORS.build(cfg.model)
     msg = str(info.value)
-    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'?" in msg
+    assert "'FocalLos' is not in the LOSSES registry; did you mean 'FocalLoss'" in msg
     assert 'in model.bbox_head.loss_cls of ' in msg and 'retinanet_r101_fpn_1x.py' in msg
 
     cfg.model.bbox_head.loss_cls.type = 'FocalLoss'
