@@ -99,3 +99,36 @@ def test_pickle_with_code_stays_refused(tmp_path, monkeypatch, suffix):
     with pytest.raises(DetforgeError, match='evil'):
         load_checkpoint(_model(), path)
     assert not mark.exists()
+
+
+def test_checkpoint_hook_writes_safetensors_beside_the_resumable_pth(tmp_path):
+    """``checkpoint_config=dict(save_format='safetensors')``: every epoch_N.pth gets an
+    epoch_N.safetensors twin holding the same weights (no optimizer); max_keep_ckpts prunes
+    both kinds; the .pth still resumes."""
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_engine_runner import make_runner
+    from test_engine_toys import toy_loader
+    runner = make_runner(tmp_path, length=3, checkpoint_config=dict(
+        interval=1, max_keep_ckpts=2, save_format='safetensors'))
+    runner.run([toy_loader()], [('train', 1)])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith('.log')
+                  and not p.name.endswith('.json')) == [
+        'epoch_2.pth', 'epoch_2.safetensors', 'epoch_3.pth', 'epoch_3.safetensors',
+        'latest.pth']
+    pth = read_checkpoint(tmp_path / 'epoch_3.pth')
+    st = load_safetensors(tmp_path / 'epoch_3.safetensors')
+    assert 'optimizer' in pth and set(st) == {'meta', 'state_dict'}
+    assert st['meta']['epoch'] == 3 == pth['meta']['epoch']
+    assert st['state_dict'].keys() == pth['state_dict'].keys()
+    for key, value in pth['state_dict'].items():
+        assert torch.equal(st['state_dict'][key], value), key
+    # the weights are the model's at the end of epoch 3, not at some earlier save
+    for key, value in runner.model.state_dict().items():
+        assert torch.equal(st['state_dict'][key], value), key
+
+
+def test_checkpoint_hook_rejects_an_unknown_save_format():
+    from detforge.engine.hooks import CheckpointHook
+    from detforge.registry import BuildError
+    with pytest.raises(BuildError, match=r"save_format.*'pth', 'safetensors'.*'onnx'"):
+        CheckpointHook(interval=1, save_format='onnx')

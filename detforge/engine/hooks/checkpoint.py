@@ -6,7 +6,7 @@ import os
 import os.path as osp
 import re
 
-from detforge.registry import HOOKS
+from detforge.registry import HOOKS, BuildError
 
 from ..dist_utils import master_only
 from .hook import Hook
@@ -26,11 +26,26 @@ class CheckpointHook(Hook):
         out_dir: where to write; default the runner's work dir.
         max_keep_ckpts: delete older numbered checkpoints beyond this many (-1: keep all).
         save_last: always save at the end of training.
+        save_format: ``'pth'`` (default) or ``'safetensors'``. With ``'safetensors'`` each
+            checkpoint is written twice: the resumable ``epoch_N.pth`` (weights, optimizer,
+            runner state) and beside it ``epoch_N.safetensors`` with the weights and ``meta``
+            only, a file to share or deploy (safetensors cannot hold an optimizer state, and
+            reading it never runs code). Both are written atomically; ``max_keep_ckpts``
+            removes old ones of both kinds. Not an MMCV argument (MMCV writes ``.pth`` only).
     """
+
+    SAVE_FORMATS = ('pth', 'safetensors')
 
     def __init__(self, interval: int = -1, by_epoch: bool = True, save_optimizer: bool = True,
                  out_dir: str | None = None, max_keep_ckpts: int = -1, save_last: bool = True,
-                 sync_buffer: bool = False, **kwargs):
+                 sync_buffer: bool = False, save_format: str = 'pth', **kwargs):
+        if save_format not in self.SAVE_FORMATS:
+            raise BuildError(f'checkpoint_config.save_format: expected one of '
+                             f'{list(self.SAVE_FORMATS)}, got {save_format!r}')
+        if save_format == 'safetensors':
+            from ..checkpoint_formats import _require_safetensors
+            _require_safetensors()  # fail at build time, not after the first epoch
+        self.save_format = save_format
         self.interval = interval
         self.by_epoch = by_epoch
         self.save_optimizer = save_optimizer
@@ -78,8 +93,25 @@ class CheckpointHook(Hook):
                                       **{k: v for k, v in self.args.items()
                                          if k != 'filename_tmpl'})
         runner.meta.setdefault('hook_msgs', {})['last_ckpt'] = path
+        if self.save_format == 'safetensors':
+            self._export_safetensors(runner, tmpl)
         if self.max_keep_ckpts > 0:
             self._remove_old(tmpl)
+            if self.save_format == 'safetensors':
+                self._remove_old(self._safetensors_tmpl(tmpl))
+
+    @staticmethod
+    def _safetensors_tmpl(tmpl: str) -> str:
+        """``epoch_{}.pth`` -> ``epoch_{}.safetensors`` (the same stem, so the pair sorts
+        together)."""
+        stem, ext = osp.splitext(tmpl)
+        return (stem if ext == '.pth' else tmpl) + '.safetensors'
+
+    def _export_safetensors(self, runner, tmpl: str) -> None:
+        """The weights-only twin of the checkpoint just written (same meta, same number)."""
+        runner.save_checkpoint(self.out_dir, filename_tmpl=self._safetensors_tmpl(tmpl),
+                               save_optimizer=False, create_symlink=False,
+                               meta=self.args.get('meta'))
 
     def _remove_old(self, tmpl: str) -> None:
         pattern = re.compile('^' + re.escape(tmpl).replace(r'\{\}', r'(\d+)') + '$')
