@@ -70,9 +70,11 @@ class BaseRoIHead(nn.Module):
 
     @staticmethod
     def assign_and_sample(assigner, sampler, proposal_list, gt_bboxes, gt_labels,
-                          gt_bboxes_ignore=None):
+                          gt_bboxes_ignore=None, roi_losses=None):
         """Per image: match proposals (n_i, 4 or 5) to GT boxes and sample RoIs.
 
+        ``roi_losses``: per image a :class:`~detforge.models.task_modules.RoILoss`, the
+        head's current loss of any box, for samplers that choose by it (``OHEMSampler``).
         Returns a list of ``SamplingResult`` (positives first; GT boxes added as proposals
         when the sampler says so)."""
         results = []
@@ -80,8 +82,15 @@ class BaseRoIHead(nn.Module):
             boxes = proposals[:, :4]
             ignore = None if gt_bboxes_ignore is None else gt_bboxes_ignore[i]
             assign_result = assigner.assign(boxes, gt_bboxes[i], ignore, gt_labels[i])
-            results.append(sampler.sample(assign_result, boxes, gt_bboxes[i], gt_labels[i]))
+            extra = {} if roi_losses is None else {'roi_loss': roi_losses[i]}
+            results.append(sampler.sample(assign_result, boxes, gt_bboxes[i], gt_labels[i],
+                                          **extra))
         return results
+
+    @staticmethod
+    def image_features(x, i):
+        """Image ``i`` of each level of ``x`` (B, C, H_l, W_l), as (1, C, H_l, W_l)."""
+        return [level[i:i + 1] for level in x]
 
     def forward_train(self, x, img_metas, proposal_list, gt_bboxes, gt_labels,
                       gt_bboxes_ignore=None, **kwargs):

@@ -107,6 +107,15 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
         cls_score, bbox_pred = self.bbox_head[stage](bbox_feats)
         return dict(cls_score=cls_score, bbox_pred=bbox_pred, bbox_feats=bbox_feats)
 
+    def roi_losses(self, stage, x, num_imgs):
+        """Per image, stage ``stage``'s current classification loss of any box (for OHEM)."""
+        from detforge.models.task_modules import RoILoss
+
+        def cls_score_of(feats):
+            return lambda rois: self._bbox_forward(stage, feats, rois)['cls_score']
+        return [RoILoss(cls_score_of(self.image_features(x, i)), self.bbox_head[stage])
+                for i in range(num_imgs)]
+
     def forward_train(self, x, img_metas, proposal_list, gt_bboxes, gt_labels,
                       gt_bboxes_ignore=None, **kwargs):
         """Returns ``dict(s0.loss_cls, s0.acc, s0.loss_bbox, s1.loss_cls, ...)``."""
@@ -117,7 +126,8 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             head, weight = self.bbox_head[i], self.stage_loss_weights[i]
             sampling_results = self.assign_and_sample(self.bbox_assigner[i],
                                                       self.bbox_sampler[i], proposal_list,
-                                                      gt_bboxes, gt_labels, gt_bboxes_ignore)
+                                                      gt_bboxes, gt_labels, gt_bboxes_ignore,
+                                                      self.roi_losses(i, x, len(proposal_list)))
             rois = bbox2roi([res.bboxes for res in sampling_results])
             out = self._bbox_forward(i, x, rois)
             targets = head.get_targets(sampling_results, gt_bboxes, gt_labels,

@@ -51,7 +51,8 @@ class StandardRoIHead(BBoxAugTestMixin, BaseRoIHead):
         from detforge.structures.bbox import bbox2roi
         sampling_results = self.assign_and_sample(self.bbox_assigner, self.bbox_sampler,
                                                   proposal_list, gt_bboxes, gt_labels,
-                                                  gt_bboxes_ignore)
+                                                  gt_bboxes_ignore,
+                                                  self.roi_losses(x, len(proposal_list)))
         rois = bbox2roi([res.bboxes for res in sampling_results])
         out = self._bbox_forward(x, rois)
         targets = self.bbox_head.get_targets(sampling_results, gt_bboxes, gt_labels,
@@ -60,6 +61,15 @@ class StandardRoIHead(BBoxAugTestMixin, BaseRoIHead):
         if self.with_mask:
             losses.update(self._mask_forward_train(x, sampling_results, kwargs.get('gt_masks')))
         return losses
+
+    def roi_losses(self, x, num_imgs):
+        """Per image, the head's current classification loss of any box (for OHEM)."""
+        from detforge.models.task_modules import RoILoss
+
+        def cls_score_of(feats):
+            return lambda rois: self._bbox_forward(feats, rois)['cls_score']
+        return [RoILoss(cls_score_of(self.image_features(x, i)), self.bbox_head)
+                for i in range(num_imgs)]
 
     def simple_test_bboxes(self, x, img_metas, proposals, rcnn_test_cfg, rescale=False):
         """proposals: per image (n_i, 4 or 5) -> per image dets (k, 5) and labels (k,)."""

@@ -16,10 +16,12 @@ from .dynamic_soft_label_assigner import DynamicSoftLabelAssigner
 from .delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from .iou_calculator import BboxOverlaps2D
 from .max_iou_assigner import MaxIoUAssigner
+from .ohem_sampler import OHEMSampler, RoILoss
 from .point_generator import MlvlPointGenerator
 from .samplers import PseudoSampler, RandomSampler, SamplingResult, sample_batch
 
 __all__ = ['AnchorGenerator', 'padded_batch_shape', 'AssignResult', 'assign_batch', 'gather_assigned',
            'DeltaXYWHBBoxCoder', 'BboxOverlaps2D', 'MaxIoUAssigner', 'PseudoSampler',
            'RandomSampler', 'SamplingResult', 'sample_batch', 'ATSSAssigner', 'DistancePointBBoxCoder',
-           'bbox2distance', 'distance2bbox', 'DynamicSoftLabelAssigner', 'MlvlPointGenerator']
+           'bbox2distance', 'distance2bbox', 'DynamicSoftLabelAssigner', 'MlvlPointGenerator',
+           'OHEMSampler', 'RoILoss']

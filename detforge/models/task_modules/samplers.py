@@ -116,15 +116,26 @@ class RandomSampler:
 
         num_expected_pos = int(self.num * self.pos_fraction)
         pos_all = torch.nonzero(assign_result.gt_inds > 0, as_tuple=False).squeeze(-1)
-        pos_inds = self.random_choice(pos_all, num_expected_pos)
+        pos_inds = self._sample_pos(pos_all, num_expected_pos, assign_result, bboxes, **kwargs)
 
         num_expected_neg = self.num - pos_inds.numel()
         if self.neg_pos_ub >= 0:
             neg_upper_bound = int(self.neg_pos_ub * max(1, pos_inds.numel()))
             num_expected_neg = min(num_expected_neg, neg_upper_bound)
         neg_all = torch.nonzero(assign_result.gt_inds == 0, as_tuple=False).squeeze(-1)
-        neg_inds = self.random_choice(neg_all, num_expected_neg)
+        neg_inds = self._sample_neg(neg_all, num_expected_neg, assign_result, bboxes, **kwargs)
         return SamplingResult(pos_inds, neg_inds, bboxes, gt_bboxes, assign_result, gt_flags)
+
+    def _sample_pos(self, pos_all: Tensor, num: int, assign_result: AssignResult,
+                    bboxes: Tensor, **kwargs) -> Tensor:
+        """At most ``num`` of the positive indices ``pos_all``: here at random (subclasses
+        choose otherwise, e.g. :class:`~.ohem_sampler.OHEMSampler` by loss)."""
+        return self.random_choice(pos_all, num)
+
+    def _sample_neg(self, neg_all: Tensor, num: int, assign_result: AssignResult,
+                    bboxes: Tensor, **kwargs) -> Tensor:
+        """At most ``num`` of the negative indices ``neg_all``, at random."""
+        return self.random_choice(neg_all, num)
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num={self.num}, pos_fraction={self.pos_fraction}, '
