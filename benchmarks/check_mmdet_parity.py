@@ -49,6 +49,12 @@ FAMILIES = {
     'faster_rcnn_x101': ('faster_rcnn/faster_rcnn_x101_32x4d_fpn_1x_coco.py',
                          ['rpn_head', 'roi_head.bbox_head']),
     'retinanet_x101': ('retinanet/retinanet_x101_32x4d_fpn_1x_coco.py', ['bbox_head']),
+    # C4: backbone to conv4, RPN on it, conv5 as the ResLayer shared head on 14x14 RoIs
+    'faster_rcnn_c4': ('faster_rcnn/faster_rcnn_r50_caffe_c4_1x_coco.py',
+                       ['rpn_head', 'roi_head.bbox_head']),
+    # OHEM changes training only: its inference must be Faster R-CNN's
+    'faster_rcnn_ohem': ('faster_rcnn/faster_rcnn_r50_fpn_ohem_1x_coco.py',
+                         ['rpn_head', 'roi_head.bbox_head']),
 }
 BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
 # Two-stage models with random weights give near-equal RPN scores (ties whose order is
@@ -126,6 +132,8 @@ def mmdet_side(family: str) -> None:
     cfg.model.pretrained = None
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None
+    if cfg.model.get('roi_head', {}).get('shared_head', {}).get('init_cfg'):
+        cfg.model.roi_head.shared_head.init_cfg = None
     torch.manual_seed(0)
     model = init_detector(cfg, None, device='cpu')
     _perturb(model)

@@ -13,7 +13,8 @@ Semantics (MMCV 1.x ``initialize``):
 - Parts are initialised outermost first, so a part's own ``init_cfg`` wins over its
   parent's (``model.init_cfg`` < ``model.roi_head.init_cfg`` < ``...bbox_head.init_cfg``).
 
-``Pretrained`` is loaded by the backbone and by the detector (``model.init_cfg``) in
+``Pretrained`` is loaded by the backbone, by the detector (``model.init_cfg``) and by parts
+that say they load it (``loads_pretrained = True``: the ``ResLayer`` shared head) in
 ``init_weights``; elsewhere it is refused at build time. Any other ``type`` is a build error.
 """
 from __future__ import annotations
@@ -203,7 +204,8 @@ def apply_init_cfgs(model: nn.Module, model_cfg) -> list:
                              'initialise', init_cfg, key_path=key_path)
         check_init_cfg(init_cfg, part, key_path)
         pretrained = [c for c in _as_list(init_cfg) if c['type'] == 'Pretrained']
-        if pretrained and path not in ((), ('backbone',)):
+        if pretrained and path not in ((), ('backbone',)) and \
+                not getattr(part, 'loads_pretrained', False):
             raise BuildError("init_cfg type 'Pretrained' is loaded for model.backbone and for "
                              'the whole model (model.init_cfg, with prefixed keys), not for '
                              f'model.{".".join(path)}', init_cfg, key_path=key_path)

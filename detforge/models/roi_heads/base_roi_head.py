@@ -57,6 +57,12 @@ class BaseRoIHead(nn.Module):
     def with_shared_head(self) -> bool:
         return getattr(self, 'shared_head', None) is not None
 
+    def init_weights(self) -> None:
+        """Load the shared head's pretrained stage (its ``init_cfg``); the box and mask heads
+        initialise themselves when built."""
+        if self.with_shared_head and hasattr(self.shared_head, 'init_weights'):
+            self.shared_head.init_weights()
+
     def init_bbox_head(self, bbox_roi_extractor, bbox_head):
         raise NotImplementedError
 
