@@ -12,7 +12,7 @@ from detforge.registry import PIPELINES
 from ..image_meta import ImageMeta
 
 __all__ = ['to_tensor', 'image_to_tensor', 'ImageToTensor', 'ToTensor', 'DefaultFormatBundle',
-           'Collect', 'DEFAULT_META_KEYS']
+           'Collect', 'ToDataContainer', 'DEFAULT_META_KEYS']
 
 DEFAULT_META_KEYS = ('filename', 'ori_filename', 'ori_shape', 'img_shape', 'pad_shape',
                      'scale_factor', 'flip', 'flip_direction', 'img_norm_cfg')
@@ -145,3 +145,41 @@ class Collect:
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(keys={self.keys}, meta_keys={tuple(self.meta_keys)})'
+
+
+@PIPELINES.register_module()
+class ToDataContainer:
+    """MMCV's ``DataContainer`` wrapping, kept so MMDetection 2.x pipelines run unchanged.
+
+    detforge's ``collate`` already batches as the DataContainers asked: ``img`` stacked into
+    one padded tensor, every other key a per-image list (``stack=False``). So this step only
+    checks that its fields exist and ask for that behaviour.
+
+    Args:
+        fields: ``dict(key=..., stack=..., cpu_only=...)`` entries (MMDetection's default:
+            ``img`` stacked, ``gt_bboxes`` and ``gt_labels`` not).
+    """
+
+    def __init__(self, fields=(dict(key='img', stack=True), dict(key='gt_bboxes'),
+                               dict(key='gt_labels'))):
+        from detforge.registry import BuildError
+        self.fields = [dict(f) for f in fields]
+        for i, field in enumerate(self.fields):
+            if 'key' not in field:
+                raise BuildError('ToDataContainer: each field needs a key', field,
+                                 key_path=['fields', str(i)])
+            if field.get('stack', False) and field['key'] != 'img':
+                raise BuildError(f"ToDataContainer: only 'img' is stacked in a batch (the "
+                                 f"others stay per-image lists), got stack=True for "
+                                 f"{field['key']!r}", field, key_path=['fields', str(i)])
+
+    def __call__(self, results: dict) -> dict:
+        for field in self.fields:
+            if field['key'] not in results:
+                from ..errors import DatasetError
+                raise DatasetError(f"ToDataContainer: key {field['key']!r} is not in the "
+                                   f'results (available: {sorted(results)})')
+        return results
+
+    def __repr__(self) -> str:
+        return f'{type(self).__name__}(fields={tuple(self.fields)})'
