@@ -1,7 +1,10 @@
-"""Convert a torchvision ``fasterrcnn_resnet50_fpn`` checkpoint to detforge's layout.
+"""Convert a torchvision ``fasterrcnn_resnet50_fpn`` (v1) or ``fasterrcnn_resnet50_fpn_v2``
+checkpoint to detforge's layout.
 
-Use it with ``configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py`` (torchvision's conventions:
-91 class slots = 90 foreground classes plus background). torchvision puts background at
+Use it with ``configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py`` (v1) or
+``configs/faster_rcnn/faster_rcnn_r50_fpn_tv_v2.py`` (v2: batch norm in the FPN, two RPN
+convs, a box head of four conv+BN layers and one fc), both with torchvision's conventions:
+91 class slots = 90 foreground classes plus background. torchvision puts background at
 class index 0, detforge (as MMDetection 2.x) at the last index, so the classifier rows are
 rotated (``[1..90, 0]``) and the background rows of the box regressor are dropped; our
 class ``k`` is torchvision's label ``k + 1``.
@@ -22,7 +25,7 @@ import torch
 from detforge.registry import DetforgeError
 
 NAME = 'torchvision-fasterrcnn'
-HELP = "torchvision's fasterrcnn_resnet50_fpn checkpoint -> detforge checkpoint"
+HELP = "torchvision's fasterrcnn_resnet50_fpn (v1 or _v2) checkpoint -> detforge checkpoint"
 
 # (torchvision pattern, detforge replacement); both the current (Conv2dNormActivation,
 # ``.0.0``/``.0``) and the older plain-conv key names are accepted
@@ -30,18 +33,37 @@ _RULES = [
     (r'^backbone\.body\.', 'backbone.'),
     (r'^backbone\.fpn\.inner_blocks\.(\d+)\.(?:0\.)?(weight|bias)$', r'neck.lateral_convs.\1.conv.\2'),
     (r'^backbone\.fpn\.layer_blocks\.(\d+)\.(?:0\.)?(weight|bias)$', r'neck.fpn_convs.\1.conv.\2'),
+    # v2: the FPN's convs are Conv2dNormActivation(conv, BatchNorm2d)
+    (r'^backbone\.fpn\.inner_blocks\.(\d+)\.1\.', r'neck.lateral_convs.\1.bn.'),
+    (r'^backbone\.fpn\.layer_blocks\.(\d+)\.1\.', r'neck.fpn_convs.\1.bn.'),
     (r'^rpn\.head\.conv\.(?:0\.0\.)?(weight|bias)$', r'rpn_head.rpn_conv.\1'),
     (r'^rpn\.head\.cls_logits\.', 'rpn_head.rpn_cls.'),
     (r'^rpn\.head\.bbox_pred\.', 'rpn_head.rpn_reg.'),
     (r'^roi_heads\.box_head\.fc6\.', 'roi_head.bbox_head.shared_fcs.0.'),
     (r'^roi_heads\.box_head\.fc7\.', 'roi_head.bbox_head.shared_fcs.1.'),
+    # v2: FastRCNNConvFCHead = 4 x (conv, BN, ReLU), Flatten (index 4), Linear (index 5), ReLU
+    (r'^roi_heads\.box_head\.([0-3])\.0\.', r'roi_head.bbox_head.shared_convs.\1.conv.'),
+    (r'^roi_heads\.box_head\.([0-3])\.1\.', r'roi_head.bbox_head.shared_convs.\1.norm.'),
+    (r'^roi_heads\.box_head\.5\.', 'roi_head.bbox_head.shared_fcs.0.'),
     (r'^roi_heads\.box_predictor\.cls_score\.', 'roi_head.bbox_head.fc_cls.'),
     (r'^roi_heads\.box_predictor\.bbox_pred\.', 'roi_head.bbox_head.fc_reg.'),
 ]
 
 
-def convert_key(key: str) -> str:
+# v2: RPNHead(conv_depth=2) -> rpn_conv.{0,1}.0; detforge's RPNHead(num_convs=2) is the
+# Sequential (conv, ReLU, conv, ReLU): convs at 0 and 2
+_RPN_CONV_V2 = re.compile(r'^rpn\.head\.conv\.(\d+)\.0\.(weight|bias)$')
+
+
+def is_v2(tv_state: dict) -> bool:
+    """A ``fasterrcnn_resnet50_fpn_v2`` state dict (a second RPN conv)."""
+    return 'rpn.head.conv.1.0.weight' in tv_state
+
+
+def convert_key(key: str, v2: bool = False) -> str:
     """A torchvision key -> the detforge key, or raise ``DetforgeError`` for unknown keys."""
+    if v2 and (m := _RPN_CONV_V2.match(key)):
+        return f'rpn_head.rpn_conv.{2 * int(m.group(1))}.{m.group(2)}'
     for pattern, repl in _RULES:
         new, n = re.subn(pattern, repl, key)
         if n:
@@ -50,10 +72,11 @@ def convert_key(key: str) -> str:
 
 
 def convert_state_dict(tv_state: dict) -> OrderedDict:
-    """torchvision ``FasterRCNN.state_dict()`` -> detforge ``FasterRCNN.state_dict()``."""
+    """torchvision ``FasterRCNN.state_dict()`` (v1 or v2) -> detforge ``FasterRCNN.state_dict()``."""
     out = OrderedDict()
+    v2 = is_v2(tv_state)
     for key, value in tv_state.items():
-        new = convert_key(key)
+        new = convert_key(key, v2)
         if new.startswith('roi_head.bbox_head.fc_cls.'):
             # background: torchvision row 0 -> our last row
             value = torch.cat([value[1:], value[:1]])
@@ -86,8 +109,11 @@ def main(args):
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(dst.suffix + '.tmp')
-    torch.save({'meta': dict(source=str(src), converter=NAME, num_classes=num_classes),
+    config = 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv{}.py'.format('_v2' if is_v2(state) else '')
+    torch.save({'meta': dict(source=str(src), converter=NAME, num_classes=num_classes,
+                             config=config),
                 'state_dict': converted}, tmp)
     tmp.replace(dst)
-    print(f'wrote {dst}: {len(converted)} tensors, {num_classes} foreground classes')
+    print(f'wrote {dst}: {len(converted)} tensors, {num_classes} foreground classes; '
+          f'use it with {config}')
     return 0

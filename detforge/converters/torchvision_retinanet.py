@@ -1,6 +1,8 @@
-"""Convert a torchvision ``retinanet_resnet50_fpn`` checkpoint to detforge's RetinaNet.
+"""Convert a torchvision ``retinanet_resnet50_fpn`` (v1) or ``retinanet_resnet50_fpn_v2``
+checkpoint to detforge's RetinaNet.
 
-The result loads into ``configs/retinanet/retinanet_r50_fpn_tv.py``::
+v1 loads into ``configs/retinanet/retinanet_r50_fpn_tv.py``, v2 (GroupNorm in the head's
+conv towers, P6 from C5, GIoU loss) into ``configs/retinanet/retinanet_r50_fpn_tv_v2.py``::
 
     detforge convert torchvision-retinanet torchvision://retinanet_resnet50_fpn retinanet_tv.pth
     detforge test configs/retinanet/retinanet_r50_fpn_tv.py retinanet_tv.pth ...
@@ -21,7 +23,8 @@ import torch
 from detforge.registry import DetforgeError
 
 NAME = 'torchvision-retinanet'
-HELP = "torchvision's retinanet_resnet50_fpn weights → configs/retinanet/retinanet_r50_fpn_tv.py"
+HELP = ("torchvision's retinanet_resnet50_fpn (v1 or _v2) weights → "
+        "configs/retinanet/retinanet_r50_fpn_tv[_v2].py")
 
 __all__ = ['convert_state_dict']
 
@@ -33,7 +36,8 @@ _RULES = [
     (r'^head\.classification_head\.cls_logits\.(weight|bias)$', r'bbox_head.retina_cls.\1'),
     (r'^head\.regression_head\.bbox_reg\.(weight|bias)$', r'bbox_head.retina_reg.\1'),
 ]
-_TOWER = re.compile(r'^head\.(classification|regression)_head\.conv\.(\d+)\.(?:(0)\.)?(weight|bias)$')
+_TOWER = re.compile(r'^head\.(classification|regression)_head\.conv\.(\d+)\.(?:([01])\.)?'
+                    r'(weight|bias)$')
 _EXTRA = re.compile(r'^backbone\.fpn\.extra_blocks\.(p6|p7)\.(weight|bias)$')
 
 
@@ -47,10 +51,12 @@ def convert_state_dict(tv_state: dict, num_fpn_levels: int = 3) -> dict:
                 new = re.sub(pattern, repl, key)
                 break
         if new is None and (m := _TOWER.match(key)):
-            branch, idx, new_layout, param = m.groups()
-            # current layout: conv.{j}.0 (Conv2dNormActivation); old: conv.{2j} (conv, relu, ...)
-            j = int(idx) if new_layout else int(idx) // 2
-            new = f"bbox_head.{'cls' if branch == 'classification' else 'reg'}_convs.{j}.conv.{param}"
+            branch, idx, part, param = m.groups()
+            # current layout: conv.{j}.0 (Conv2dNormActivation's conv) and, in v2, conv.{j}.1
+            # (its GroupNorm); old: conv.{2j} (conv, relu, ...)
+            j = int(idx) if part else int(idx) // 2
+            layer = 'gn' if part == '1' else 'conv'
+            new = f"bbox_head.{'cls' if branch == 'classification' else 'reg'}_convs.{j}.{layer}.{param}"
         if new is None and (m := _EXTRA.match(key)):
             level, param = m.groups()
             new = f'neck.fpn_convs.{num_fpn_levels + (0 if level == "p6" else 1)}.conv.{param}'
@@ -84,10 +90,11 @@ def main(args) -> int:
     state = convert_state_dict(_load_source(args.src))
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    meta = dict(CLASSES=_class_names(), converted_from=str(args.src),
-                config='configs/retinanet/retinanet_r50_fpn_tv.py')
+    v2 = any('.gn.' in key for key in state)
+    config = 'configs/retinanet/retinanet_r50_fpn_tv{}.py'.format('_v2' if v2 else '')
+    meta = dict(CLASSES=_class_names(), converted_from=str(args.src), config=config)
     tmp = dst.with_name(dst.name + '.tmp')
     torch.save(dict(meta=meta, state_dict=state), tmp)
     tmp.replace(dst)
-    print(f'wrote {len(state)} tensors to {dst}')
+    print(f'wrote {len(state)} tensors to {dst}; use it with {config}')
     return 0
