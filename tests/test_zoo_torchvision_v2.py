@@ -136,3 +136,95 @@ def test_faster_rcnn_v2_features_proposals_and_detections_equal_torchvision(fast
     dets, labels = ours.roi_head.simple_test_bboxes(list(x), metas, props, ours.roi_head.test_cfg)
     for i, (d, l, r) in enumerate(zip(dets, labels, ref)):
         compare(f'faster_rcnn_v2 {size} image {i}', d[:, :4], d[:, 4], l + 1, r)
+
+
+# ---------------------------------------------------------------------------- MobileNetV3 FPN
+@pytest.fixture(scope='module')
+def faster_rcnn_mobilenet(repo_root):
+    torch.manual_seed(0)
+    # a score threshold and no cap on the count: on a stride-32 map some RoIs pool equal
+    # features, and a cut at the 100th detection would fall between equal scores
+    tv = torchvision_detection.fasterrcnn_mobilenet_v3_large_fpn(
+        weights=None, weights_backbone=None, image_mean=[0., 0., 0.], image_std=[1., 1., 1.],
+        box_score_thresh=0.3, box_detections_per_img=10 ** 4)
+    _random_norms(tv.backbone, 3)
+    with torch.no_grad():
+        # objectness around sigmoid(-3) = 0.047: about half the anchors fall under
+        # torchvision's rpn_score_thresh 0.05, so the threshold is exercised
+        nn.init.normal_(tv.rpn.head.cls_logits.weight, std=0.1)
+        tv.rpn.head.cls_logits.bias.fill_(-3.0)
+        # class scores that differ between RoIs (a fresh classifier gives ~1/91 everywhere,
+        # with float ties deciding which of two boxes is the 100th detection)
+        nn.init.normal_(tv.roi_heads.box_predictor.cls_score.weight, std=2.0)
+    cfg = Config.fromfile(
+        str(repo_root / 'configs/faster_rcnn/faster_rcnn_mobilenet_v3_large_fpn_tv.py'))
+    cfg.model.test_cfg.rcnn.update(score_thr=0.3, max_per_img=10 ** 4)
+    tv.rpn._post_nms_top_n['testing'] = cfg.model.test_cfg.rpn.max_per_img = 300
+    ours = build_detector(cfg.model)
+    ours.load_state_dict(convert_fasterrcnn(tv.state_dict()), strict=True)
+    return no_resize(tv).eval(), ours.eval()
+
+
+@torch.no_grad()
+def test_faster_rcnn_mobilenet_v3_end_to_end_equals_torchvision(faster_rcnn_mobilenet, inputs):
+    """The whole network (MobileNetV3 body included, it is cheap) on a batch of two."""
+    tv, ours = faster_rcnn_mobilenet
+    images = inputs['batch2']
+    fpn, rpn = capture(tv.backbone), capture(tv.rpn)
+    ref = tv(images)
+    batch, metas = batch_and_metas(images)
+    x = ours.extract_feat(batch)
+    _assert_same_features(list(x), list(fpn['out'].values()), 'faster_rcnn_mobilenet batch2')
+    props = ours.rpn_head.simple_test_rpn(list(x), metas)
+    for i, (p, tv_p) in enumerate(zip(props, rpn['out'][0])):
+        assert p.shape == (len(tv_p), 5) and 0 < len(tv_p) < 300 * 3
+        dist = (p[:, None, :4] - tv_p[None]).abs().amax(-1)
+        diff = max(dist.min(1).values.max().item(), dist.min(0).values.max().item())
+        assert diff <= BOX_ATOL, f'proposals of image {i}: {diff}'
+    assert all(bool((p[:, 4] >= 0.05).all()) for p in props)
+    dets, labels = ours.roi_head.simple_test_bboxes(list(x), metas, props, ours.roi_head.test_cfg)
+    for i, (d, l, r) in enumerate(zip(dets, labels, ref)):
+        compare_as_sets(f'faster_rcnn_mobilenet batch2 image {i}', d[:, :4], d[:, 4], l + 1, r)
+
+
+def compare_as_sets(name, boxes, scores, labels, ref):
+    """Same detections as sets: each one on either side has one on the other with the same
+    label, a box within 1e-2 px and a score within 1e-4. On a stride-32 map small RoIs in
+    the same cells pool the same values, so different boxes get exactly equal scores and
+    their order (both sides sort unstably) is arbitrary: ``compare``'s sorted pairing fails
+    on them although the sets agree."""
+    assert len(scores) == len(ref['scores']) > 20, f'{name}: {len(scores)} vs {len(ref["scores"])}'
+
+    def keys(b, s, l):
+        # scaled so that 1e-2 px, 1e-4 score and any label difference are comparable
+        return torch.cat([b, s[:, None] * (SCORE_SCALE), l[:, None].float() * 1e6], 1)
+    dist = (keys(boxes, scores, labels)[:, None] -
+            keys(ref['boxes'], ref['scores'], ref['labels'])[None]).abs().amax(-1)
+    diff = max(dist.min(1).values.max().item(), dist.min(0).values.max().item())
+    print(f'{name}: {len(scores)} detections, max set distance {diff:.2e} (px; score x100)')
+    assert diff <= BOX_ATOL, name
+
+
+SCORE_SCALE = BOX_ATOL / 1e-4   # a score difference of 1e-4 weighs as 1e-2 px
+
+
+def test_mobilenet_v3_backbone_loads_torchvision_imagenet_names(tmp_path):
+    import torchvision
+    from detforge.registry import BACKBONES
+    net = torchvision.models.mobilenet_v3_large()
+    _random_norms(net, 4)
+    path = tmp_path / 'mnv3.pth'
+    torch.save(net.state_dict(), path)          # features.* and classifier.*
+    # torchvision's classifier network has BatchNorm2d(eps=0.001); its detection models pass
+    # their own norm layer (eps 1e-5), as the _tv config does
+    ours = BACKBONES.build(dict(type='MobileNetV3', out_indices=(3, 16),
+                                norm_cfg=dict(type='BN', eps=1e-3),
+                                init_cfg=dict(type='Pretrained', checkpoint=str(path))))
+    ours.init_weights()
+    ours.eval(), net.eval()
+    x = torch.randn(1, 3, 97, 131)
+    with torch.no_grad():
+        c3, c16 = ours(x)
+        torch.testing.assert_close(c16, net.features(x))
+        torch.testing.assert_close(c3, net.features[:4](x))
+    assert ours.out_channels == [24, 960]

@@ -30,6 +30,8 @@ HELP = "torchvision's fasterrcnn_resnet50_fpn (v1 or _v2) checkpoint -> detforge
 # (torchvision pattern, detforge replacement); both the current (Conv2dNormActivation,
 # ``.0.0``/``.0``) and the older plain-conv key names are accepted
 _RULES = [
+    # MobileNetV3 bodies are torchvision's `features` (numbered blocks); ResNet ones named layers
+    (r'^backbone\.body\.(\d+)\.', r'backbone.features.\1.'),
     (r'^backbone\.body\.', 'backbone.'),
     (r'^backbone\.fpn\.inner_blocks\.(\d+)\.(?:0\.)?(weight|bias)$', r'neck.lateral_convs.\1.conv.\2'),
     (r'^backbone\.fpn\.layer_blocks\.(\d+)\.(?:0\.)?(weight|bias)$', r'neck.fpn_convs.\1.conv.\2'),
@@ -109,7 +111,11 @@ def main(args):
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(dst.suffix + '.tmp')
-    config = 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv{}.py'.format('_v2' if is_v2(state) else '')
+    if 'backbone.body.0.0.weight' in state:
+        config = 'configs/faster_rcnn/faster_rcnn_mobilenet_v3_large_fpn_tv.py'
+    else:
+        config = 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv{}.py'.format(
+            '_v2' if is_v2(state) else '')
     torch.save({'meta': dict(source=str(src), converter=NAME, num_classes=num_classes,
                              config=config),
                 'state_dict': converted}, tmp)

@@ -256,6 +256,8 @@ class RPNHead(nn.Module):
         img_ids = torch.arange(B, device=device)[:, None].expand_as(levels)
         keep = filter_min_size(boxes.reshape(-1, 4), min_size).view_as(levels) if min_size >= 0 \
             else torch.ones_like(levels, dtype=torch.bool)
+        if cfg.score_thr > 0:  # torchvision's rpn_score_thresh (MMDetection has none)
+            keep &= scores >= cfg.score_thr
         boxes, scores = boxes[keep], scores[keep]
         groups = (img_ids * len(cls_scores) + levels)[keep]
         img_ids = img_ids[keep]
