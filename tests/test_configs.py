@@ -39,6 +39,9 @@ def test_config_builds_its_model_and_bundled_data(path, monkeypatch):
     ann_file = cfg.data.train.get('ann_file')
     if isinstance(ann_file, str) and not Path(ann_file).is_file():
         return  # COCO configs: the data is the user's
+    proposal_file = cfg.data.train.get('proposal_file')
+    if isinstance(proposal_file, str) and not Path(proposal_file).is_file():
+        return  # Fast R-CNN: the proposal files are made by the user's RPN (`detforge test`)
     train, test = build_dataset(cfg.data.train), build_dataset(cfg.data.test, dict(test_mode=True))
     assert len(train) > 0 and len(test) > 0
     num_classes = _head_num_classes(cfg.model)
