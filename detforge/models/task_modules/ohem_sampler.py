@@ -57,6 +57,11 @@ class OHEMSampler(RandomSampler):
     group fits its quota it is kept whole and nothing is computed. The chosen indices come
     back sorted, as MMDetection's (its ``unique``).
 
+    The head scores the candidates in the mode it is in (training), without gradient, as
+    MMDetection's does: the box heads have no dropout, and a ``ResLayer`` shared head with
+    ``norm_eval=True`` keeps its batch norms in eval mode (with ``norm_eval=False`` this extra
+    forward also updates their running statistics, in MMDetection too).
+
     The RoI head supplies ``roi_loss`` (a :class:`RoILoss`) when it calls :meth:`sample`;
     only the two-stage RoI heads do, so this sampler is for ``train_cfg.rcnn`` only.
 
