@@ -98,6 +98,31 @@ def test_retinanet_v2_features_and_detections_equal_torchvision(retinanet_v2, in
         compare(f'retinanet_v2 {size} image {i}', det[:, :4], det[:, 4], labels.long(), r)
 
 
+def test_retinanet_v2_giou_losses_at_batch2_equal_torchvision(retinanet_v2, inputs):
+    """torchvision's training losses (focal + GIoU on decoded boxes, each image over its own
+    positives) at batch 2, against detforge's head on torchvision's FPN features."""
+    tv, ours = retinanet_v2
+    images, boxes, labels = inputs['train']
+    tv.train()
+    for m in tv.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    fpn = capture(tv.backbone)
+    try:
+        with stand_in_body(tv), torch.no_grad():
+            ref = tv(images, [dict(boxes=b, labels=l) for b, l in zip(boxes, labels)])
+    finally:
+        tv.eval()
+    _, metas = batch_and_metas(images)
+    with torch.no_grad():
+        losses = ours.bbox_head.forward_train(list(fpn['out'].values()), metas, boxes, labels)
+    print('retinanet_v2 losses', {k: float(v) for k, v in losses.items()},
+          {k: float(v) for k, v in ref.items()})
+    torch.testing.assert_close(losses['loss_cls'], ref['classification'], rtol=1e-4, atol=0)
+    # GIoU: torchvision's eps is 1e-7, MMDetection's (ours) 1e-6
+    torch.testing.assert_close(losses['loss_bbox'], ref['bbox_regression'], rtol=1e-4, atol=0)
+
+
 # ---------------------------------------------------------------------------- Faster R-CNN v2
 @pytest.fixture(scope='module')
 def faster_rcnn_v2(repo_root):
