@@ -12,6 +12,8 @@ detforge's neck on the same body outputs), the GroupNorm head towers, the two-co
 conv+BN box head. The ResNet-50 itself is the v1 one (compared end to end elsewhere); here it
 is checked by strict loading of every converted key.
 """
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -253,3 +255,45 @@ def test_mobilenet_v3_backbone_loads_torchvision_imagenet_names(tmp_path):
         torch.testing.assert_close(c16, net.features(x))
         torch.testing.assert_close(c3, net.features[:4](x))
     assert ours.out_channels == [24, 960]
+
+
+# ---------------------------------------------------------------------------- training losses
+def _two_stage_losses(tv, ours, inputs, stand_in):
+    """torchvision's and detforge's four losses at batch 2 on the same features, every
+    candidate sampled (the losses then do not depend on the random draw) and 200 proposals
+    per image (not 2000) for speed; batch norms in eval mode on both sides."""
+    images, boxes, labels = inputs['train']
+    tv.rpn.fg_bg_sampler.batch_size_per_image = 10 ** 7
+    tv.roi_heads.fg_bg_sampler.batch_size_per_image = 10 ** 7
+    ours.rpn_head.sampler.num = 10 ** 7
+    ours.roi_head.bbox_sampler.num = 10 ** 7
+    tv.rpn._post_nms_top_n['training'] = ours.train_cfg.rpn_proposal.max_per_img = 200
+    tv.train(), ours.train()
+    for m in [*tv.modules(), *ours.modules()]:
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    fpn = capture(tv.backbone)
+    ours.extract_feat = lambda img: list(fpn['out'].values())
+    try:
+        with (stand_in_body(tv) if stand_in else contextlib.nullcontext()), torch.no_grad():
+            ref = tv(images, [dict(boxes=b, labels=l + 1) for b, l in zip(boxes, labels)])
+            batch, metas = batch_and_metas(images)
+            losses = ours(batch, metas, gt_bboxes=boxes, gt_labels=labels)
+    finally:
+        tv.eval(), ours.eval()
+        del ours.extract_feat
+    pairs = dict(loss_objectness='loss_rpn_cls', loss_rpn_box_reg='loss_rpn_bbox',
+                 loss_classifier='loss_cls', loss_box_reg='loss_bbox')
+    for tv_name, name in pairs.items():
+        print(f'{name}: {losses[name].item():.7f} torchvision {ref[tv_name].item():.7f}')
+        torch.testing.assert_close(losses[name], ref[tv_name], rtol=1e-4, atol=0,
+                                   msg=f'{name} vs {tv_name}')
+
+
+def test_faster_rcnn_v2_losses_at_batch2_equal_torchvision(faster_rcnn_v2, inputs):
+    _two_stage_losses(*faster_rcnn_v2, inputs, stand_in=True)
+
+
+def test_faster_rcnn_mobilenet_v3_losses_at_batch2_equal_torchvision(faster_rcnn_mobilenet,
+                                                                     inputs):
+    _two_stage_losses(*faster_rcnn_mobilenet, inputs, stand_in=False)

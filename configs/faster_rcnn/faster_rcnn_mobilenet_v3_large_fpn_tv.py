@@ -9,7 +9,7 @@
 #     channels) and of the last 1x1 conv (960), both at stride 32;
 #   - the FPN on those two maps plus a max-pooled third (stride 64), no extra convs;
 #   - the RPN: anchors of sizes 32..512 at each of the 3 levels (15 per position), and
-#     objectness >= 0.05 kept (torchvision's rpn_score_thresh for this model);
+#     objectness >= 0.05 kept, in training and testing (torchvision's rpn_score_thresh);
 #   - RoIs pooled from the first FPN map only (stride 32): torchvision's MultiScaleRoIAlign
 #     reads the maps named '0'..'3', and with both at stride 32 its level mapper puts every
 #     RoI on '0'.
@@ -36,4 +36,6 @@ model = dict(
             round_base_anchors=True,
             stride_rule='batch_shape')),
     roi_head=dict(bbox_roi_extractor=dict(featmap_strides=[32])),
+    # torchvision filters proposals by objectness in training too
+    train_cfg=dict(rpn_proposal=dict(score_thr=0.05)),
     test_cfg=dict(rpn=dict(score_thr=0.05)))
