@@ -73,6 +73,10 @@ class DetectedData:
     metric: str = 'bbox'
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self):
+        order = {'train': 0, 'val': 1, 'test': 2}
+        self.splits = dict(sorted(self.splits.items(), key=lambda kv: order.get(kv[0], 3)))
+
     def dataset_cfg(self, split: str, pipeline=None, **overrides) -> dict:
         """A copy of the config of ``split`` with ``pipeline`` and ``overrides`` set."""
         if split not in self.splits:
