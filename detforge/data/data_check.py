@@ -149,6 +149,8 @@ def load_check_source(source: str, cfg_options: dict | None = None):
     from .formats import detect_format
     found = detect_format(source)
     splits = {s: found.dataset_cfg(s, pipeline=[], test_mode=True) for s in found.splits}
+    for s, names in found.split_classes.items():  # read with its own names, to compare them
+        splits[s]['classes'] = names
     return found.format, found.classes, splits, None
 
 
@@ -347,8 +349,9 @@ def check_images(datasets: dict, report: DataReport) -> None:
             if img is None:
                 unreadable.append(path)
                 continue
-            if repair is not None:
-                truncated.append(path)
+            if repair is not None or (buf.startswith(b'\xff\xd8')
+                                      and not buf.rstrip(b'\x00').endswith(b'\xff\xd9')):
+                truncated.append(path)  # (an OpenCV that decodes it silently: no EOI marker)
             h, w = img.shape[:2]
             if exif_orientation(buf) in (5, 6, 7, 8):
                 w, h = h, w

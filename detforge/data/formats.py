@@ -65,6 +65,9 @@ class DetectedData:
         metric: the ``evaluation.metric`` for these dataset types: ``'bbox'`` (COCO box AP),
             which every type returned here evaluates (``XMLDataset`` also takes ``'mAP'``).
         notes: what was guessed (one line each), for the user to check.
+        split_classes: ``{split: names}`` for splits whose own class names differ from
+            ``classes`` (COCO files with other categories); ``detforge check-data`` reads
+            such a split with its own names to report the difference.
     """
     format: str
     root: str
@@ -72,6 +75,7 @@ class DetectedData:
     splits: dict[str, dict]
     metric: str = 'bbox'
     notes: list[str] = field(default_factory=list)
+    split_classes: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self):
         order = {'train': 0, 'val': 1, 'test': 2}
@@ -211,7 +215,8 @@ def _coco(ann_files: dict[str, str], root: str, fmt: str = 'coco',
             root if osp.isdir(root) else osp.dirname(root), split)
         splits[split] = dict(type='CocoDataset', ann_file=ann_file, img_prefix=prefix + os.sep,
                              classes=classes)
-    return DetectedData(fmt, root, classes, splits, 'bbox', notes)
+    differ = {s: n for s, n in names_by_split.items() if n != classes}
+    return DetectedData(fmt, root, classes, splits, 'bbox', notes, differ)
 
 
 def _detect_roboflow(root: str) -> DetectedData | None:
