@@ -50,10 +50,12 @@ def make_layouts(voc: Path, tmp: Path) -> dict[str, Path]:
     return layouts
 
 
-def write_train_config(repo_root: Path, found, path: Path, **overrides) -> Path:
-    """The tiny RetinaNet test config reading the data ``found`` by ``detect_format``."""
+def write_train_config(repo_root: Path, found, path: Path, base: str = TINY,
+                       **overrides) -> Path:
+    """The tiny RetinaNet test config (or ``base``) reading the data ``found`` by
+    ``detect_format``."""
     from detforge.compat import load_config
-    cfg = load_config(str(repo_root / TINY))
+    cfg = load_config(str(repo_root / base))
     train_pipeline, test_pipeline = cfg.data.train.pipeline, cfg.data.val.pipeline
     cfg.data.train = found.dataset_cfg('train', pipeline=train_pipeline)
     val = 'val' if 'val' in found.splits else 'train'

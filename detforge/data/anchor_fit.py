@@ -108,8 +108,8 @@ def anchor_fit(cfg, dataset, max_examples: int = 5) -> dict:
         gt = torch.as_tensor(boxes * [fx, fy, fx, fy], dtype=torch.float32)
         best = box_iou(gt, cache[(pw, ph)]).max(dim=1).values.numpy()
         ious.append(best)
-        sizes.append(np.sqrt(np.clip((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]), 0, None)
-                             .numpy()))
+        wh = (gt[:, 2:] - gt[:, :2]).numpy()
+        sizes.append(np.sqrt(np.clip(wh[:, 0] * wh[:, 1], 0, None)))
         for i in np.flatnonzero(best < pos_thr)[:max_examples - len(examples)]:
             examples.append(f'{info["filename"]} box {i} (best IoU {best[i]:.2f})')
     best_ious = np.concatenate(ious) if ious else np.zeros(0)

@@ -161,11 +161,17 @@ def check_data(source: str, *, images: bool = True, cfg_options: dict | None = N
     fmt, classes, split_cfgs, cfg = load_check_source(source, cfg_options)
     report = DataReport(source)
     datasets = {}
-    for split, dcfg in split_cfgs.items():
-        try:
-            datasets[split] = build_dataset(dcfg)
-        except DetforgeError as e:
-            report.add(ERROR, 'annotation_file', f'{split}: {e}')
+    data_logger = logging.getLogger('detforge.data')
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)  # the datasets' skip warnings are in the report
+    try:
+        for split, dcfg in split_cfgs.items():
+            try:
+                datasets[split] = build_dataset(dcfg)
+            except DetforgeError as e:
+                report.add(ERROR, 'annotation_file', f'{split}: {e}')
+    finally:
+        data_logger.setLevel(level)
     if not datasets:
         return report
     check_datasets(datasets, report, imbalance=imbalance)
