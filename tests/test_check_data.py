@@ -8,6 +8,7 @@ import logging
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from detforge.cli import main as _cli
@@ -161,6 +162,11 @@ def test_anchor_check_against_the_config(repo_root, clean, tmp_path, capsys):
     assert report.anchors['pos_iou_thr'] == 0.5
     assert report.anchors['unmatched_fraction'] < 0.05
     assert 'anchor_unmatched' not in report.kinds()
+    # boxes are compared at the training scale: 640x480 -> short side 320, x 2/3
+    train = report.stats['train']
+    at_file = np.sqrt(train['widths'] * train['heights'])
+    np.testing.assert_allclose(np.sort(report.anchors['sizes']), np.sort(at_file) * 2 / 3,
+                               rtol=1e-4)
     # anchors 4x too tall for round cells: most boxes match none at IoU 0.5
     assert cli(['check-data', str(config), '--no-images', '--out-dir', str(tmp_path / 'p'),
                 '--cfg-options', 'model.bbox_head.anchor_generator.ratios=[4.0]']) == 0
