@@ -190,6 +190,14 @@ def test_coco_annotations_folder_finds_the_image_folder(layouts, tmp_path):
     assert len(_read(found, 'val')) == len(VAL)
 
 
+def test_a_folder_holding_one_data_set_folder(shared_data):
+    """``bccd/`` holds ``BCCD/`` (VOC) and a LICENSE file: the folder inside is used."""
+    found = detect_format(shared_data / 'bccd')
+    assert found.format == 'voc' and found.root.endswith('BCCD')
+    assert list(found.splits) == ['train', 'val', 'test']
+    assert found.classes == ('Platelets', 'RBC', 'WBC')
+
+
 def test_unknown_layout_is_a_clear_error(tmp_path):
     (tmp_path / 'notes.txt').write_text('hello')
     with pytest.raises(DatasetError, match='not a data set layout detforge recognises'):

@@ -111,15 +111,29 @@ def detect_format(path: str) -> DetectedData:
             return _coco({'train': path}, path)
         raise DatasetError(f'{path}: expected a folder, a data.yaml (YOLO) or a .json file '
                            f'(COCO, LabelMe)')
-    for detector in (_detect_roboflow, _detect_yolo, _detect_voc, _detect_labelme, _detect_coco):
-        found = detector(path)
-        if found is not None:
-            return found
+    found = _detect_folder(path)
+    if found is not None:
+        return found
     raise DatasetError(
         f'{path}: not a data set layout detforge recognises; expected one of: Roboflow COCO '
         f'(train/ valid/ test/ with _annotations.coco.json), YOLO (data.yaml, images/ and '
         f'labels/), Pascal VOC (Annotations/*.xml and JPEGImages/), LabelMe (*.json with '
         f'"shapes"), COCO (annotations/*.json)')
+
+
+def _detect_folder(path: str, depth: int = 2) -> DetectedData | None:
+    for detector in (_detect_roboflow, _detect_yolo, _detect_voc, _detect_labelme, _detect_coco):
+        found = detector(path)
+        if found is not None:
+            return found
+    # an archive unpacked into one folder (bccd/BCCD, VOCdevkit/VOC2007): look inside it
+    subs = [d for d in os.listdir(path) if osp.isdir(osp.join(path, d)) and not d.startswith('.')]
+    if depth > 0 and len(subs) == 1:
+        found = _detect_folder(osp.join(path, subs[0]), depth - 1)
+        if found is not None:
+            found.notes.append(f'{path} holds one folder, {subs[0]}: its data set is used')
+        return found
+    return None
 
 
 # ----------------------------------------------------------------------------- helpers
