@@ -169,6 +169,15 @@ def test_labelme_polygons_circles_points_and_moved_images(layouts, tmp_path):
                                                        [200, 100, 300, 200], [1, 2, 5, 9]])
     assert info['ann']['labels'].tolist() == [1, 2, 0, 1]
     assert ds.skipped.count('no_area_shape') == 1
+    # the outlines are instance masks: a polygon as drawn, a rectangle's corners
+    from detforge.data.pipelines.loading import LoadAnnotations
+    results = LoadAnnotations(with_bbox=True, with_mask=True)(
+        dict(img_info=info, ann_info=info['ann'], bbox_fields=[], mask_fields=[]))
+    masks = results['gt_masks'].to_ndarray()
+    assert masks.shape == (4, 480, 640)
+    assert masks[0, 40, 30] and not masks[0, 50, 45]  # inside / outside the triangle
+    assert masks[2, 100:200, 200:300].all() and masks[2].sum() == 100 * 100
+    assert masks[1, 100, 100] and not masks[1, 95, 95]  # a disc, not its box
 
 
 # ----------------------------------------------------------------------------- COCO layouts
