@@ -178,6 +178,12 @@ def test_labelme_polygons_circles_points_and_moved_images(layouts, tmp_path):
     assert masks[0, 40, 30] and not masks[0, 50, 45]  # inside / outside the triangle
     assert masks[2, 100:200, 200:300].all() and masks[2].sum() == 100 * 100
     assert masks[1, 100, 100] and not masks[1, 95, 95]  # a disc, not its box
+    # and to COCO, the outlines become "segmentation" polygons
+    assert cli(['convert', 'to-coco', str(root), str(tmp_path / 'coco')]) == 0
+    coco = json.loads((tmp_path / 'coco' / 'train' / '_annotations.coco.json').read_text())
+    first = [a for a in coco['annotations'] if a['image_id'] == 1]
+    assert first[0]['segmentation'] == [[10, 20, 50, 25, 30, 60]]
+    assert len(first[1]['segmentation'][0]) == 64  # the circle's 32-gon
 
 
 # ----------------------------------------------------------------------------- COCO layouts
