@@ -205,6 +205,26 @@ def test_coco_annotations_folder_finds_the_image_folder(layouts, tmp_path):
     assert len(_read(found, 'val')) == len(VAL)
 
 
+def test_voc_xml_beside_the_images_roboflow_export(layouts, tmp_path):
+    """Roboflow's Pascal VOC export: ``train/ valid/``, each with images and XML files."""
+    voc = layouts['voc']
+    for split, sub, ids in (('train', 'train', TRAIN), ('val', 'valid', VAL)):
+        (tmp_path / sub).mkdir()
+        for i in ids:
+            shutil.copy(voc / 'JPEGImages' / f'{i}.jpg', tmp_path / sub)
+            shutil.copy(voc / 'Annotations' / f'{i}.xml', tmp_path / sub)
+    found = detect_format(tmp_path)
+    assert found.format == 'voc' and list(found.splits) == ['train', 'val']
+    assert found.classes == ('Platelets', 'RBC', 'WBC')
+    a, b = _read(detect_format(voc), 'val'), _read(found, 'val')
+    assert len(b) == len(VAL)
+    for ia, ib in zip(a.data_infos, b.data_infos):
+        np.testing.assert_array_equal(ia['ann']['bboxes'], ib['ann']['bboxes'])
+    from detforge.data.pipelines.loading import LoadImageFromFile
+    results = dict(img_info=b.data_infos[0], img_prefix=b.img_prefix)
+    assert LoadImageFromFile()(results)['img'].shape == (480, 640, 3)
+
+
 def test_a_folder_holding_one_data_set_folder(shared_data):
     """``bccd/`` holds ``BCCD/`` (VOC) and a LICENSE file: the folder inside is used."""
     found = detect_format(shared_data / 'bccd')

@@ -18,7 +18,8 @@ Recognised layouts (checked in this order):
   ``labels/SPLIT`` folders with the names in ``classes.txt`` (or darknet's ``obj.names``).
 - ``voc``: Pascal VOC XML files in ``Annotations/`` (or ``annotations/``) and images in
   ``JPEGImages/`` (or ``images/``); splits from ``ImageSets/Main/SPLIT.txt`` or ``SPLIT.txt``
-  beside them (none: every XML is ``train``).
+  beside them (none: every XML is ``train``). Or XML files beside their images, in the
+  folder or in ``train/ valid/ test/`` (Roboflow's Pascal VOC export).
 - ``labelme``: LabelMe JSON files (one per image, with ``shapes``) in the folder (one
   ``train`` split), or in ``train/ val/ test/`` sub-folders. Class names from ``labels.txt``
   / ``classes.txt`` (labelme2coco's ``__ignore__``/``_background_`` lines skipped), else the
@@ -405,13 +406,44 @@ def _voc_names(ann_dir: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _has_xml_and_images(folder: str) -> bool:
+    return (osp.isdir(folder) and any(f.endswith('.xml') for f in os.listdir(folder))
+            and bool(list_images(folder)))
+
+
+def _detect_voc_side_by_side(root: str) -> DetectedData | None:
+    """XML files beside their images: in the folder (one train split), or in
+    ``train/ valid/ test/`` (Roboflow's Pascal VOC export)."""
+    split_dirs = {}
+    if _has_xml_and_images(root):
+        split_dirs['train'] = root
+    else:
+        for sub in sorted(os.listdir(root)):
+            split = _split_of(sub)
+            if split and split not in split_dirs and _has_xml_and_images(osp.join(root, sub)):
+                split_dirs[split] = osp.join(root, sub)
+    if not split_dirs:
+        return None
+    names, exts = set(), []
+    for d in split_dirs.values():
+        names.update(_voc_names(d))
+        exts += [osp.splitext(f)[1] for f in list_images(d)]
+    suffix = max(set(exts), key=exts.count)
+    classes = tuple(sorted(names))
+    splits = {s: dict(type='XMLDataset', ann_file=None, img_prefix=d + os.sep, img_subdir='',
+                      ann_subdir='', img_suffix=suffix, classes=classes)
+              for s, d in split_dirs.items()}
+    return DetectedData('voc', root, classes, splits, 'bbox',
+                        ['XML files beside their images: every XML of a folder is one split'])
+
+
 def _detect_voc(root: str) -> DetectedData | None:
     ann_sub = next((s for s in ('Annotations', 'annotations') if osp.isdir(osp.join(root, s))
                     and any(f.endswith('.xml') for f in os.listdir(osp.join(root, s)))), None)
     img_sub = next((s for s in ('JPEGImages', 'images', 'Images') if osp.isdir(osp.join(root, s))),
                    None)
     if ann_sub is None or img_sub is None:
-        return None
+        return _detect_voc_side_by_side(root)
     exts = [osp.splitext(f)[1] for f in list_images(osp.join(root, img_sub))]
     if not exts:
         raise DatasetError(f'{osp.join(root, img_sub)}: no images')
