@@ -79,6 +79,7 @@ class DataReport:
     stats: dict = field(default_factory=dict)
     classes: tuple = ()
     anchors: dict | None = None
+    notes: list = field(default_factory=list)
 
     def add(self, level, kind, message, examples=(), count=None) -> None:
         examples = list(examples)
@@ -102,7 +103,8 @@ class DataReport:
         return 1 if self.errors else 0
 
     def summary(self) -> str:
-        lines = [f'check-data {self.source}', f'classes: {list(self.classes)}']
+        lines = [f'check-data {self.source}'] + [f'note: {n}' for n in self.notes]
+        lines.append(f'classes: {list(self.classes)}')
         for split, s in self.stats.items():
             per_class = ', '.join(f'{n} {c}' for n, c in zip(self.classes, s['class_counts']))
             lines.append(f'{split}: {s["images"]} images, {s["boxes"]} boxes ({per_class})')
@@ -129,8 +131,9 @@ def _unwrap(cfg: dict) -> list[dict]:
 
 
 def load_check_source(source: str, cfg_options: dict | None = None):
-    """``(format name, classes, {split: dataset config}, cfg or None)`` for a data set path or
-    a config file (``.py``); dataset configs come without pipeline, in test mode."""
+    """``(format name, notes, {split: dataset config}, cfg or None)`` for a data set path or
+    a config file (``.py``); dataset configs come without pipeline, in test mode; ``notes``:
+    what :func:`~detforge.data.formats.detect_format` guessed."""
     if source.endswith('.py'):
         from detforge.compat import load_config
         cfg = load_config(source, cfg_options)
@@ -145,21 +148,22 @@ def load_check_source(source: str, cfg_options: dict | None = None):
             for i, part in enumerate(parts):
                 name = split if len(parts) == 1 else f'{split}[{i}]'
                 splits[name] = dict(part, pipeline=[], test_mode=True)
-        return 'config', None, splits, cfg
+        return 'config', [], splits, cfg
     from .formats import detect_format
     found = detect_format(source)
     splits = {s: found.dataset_cfg(s, pipeline=[], test_mode=True) for s in found.splits}
     for s, names in found.split_classes.items():  # read with its own names, to compare them
         splits[s]['classes'] = names
-    return found.format, found.classes, splits, None
+    notes = [f'{found.format} data at {found.root}'] + list(found.notes)
+    return found.format, notes, splits, None
 
 
 def check_data(source: str, *, images: bool = True, cfg_options: dict | None = None,
                imbalance: float = 20.0, anchor_warn: float = 0.05) -> DataReport:
     """Check a data set folder or a config's data (see the module docstring)."""
     from .builder import build_dataset
-    fmt, classes, split_cfgs, cfg = load_check_source(source, cfg_options)
-    report = DataReport(source)
+    fmt, notes, split_cfgs, cfg = load_check_source(source, cfg_options)
+    report = DataReport(source, notes=notes)
     datasets = {}
     data_logger = logging.getLogger('detforge.data')
     level = data_logger.level
