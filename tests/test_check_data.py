@@ -135,6 +135,19 @@ def test_warnings_only_exit_zero(clean, tmp_path, capsys):
     assert 'WARNING [truncated_image]' in out and '0 error(s), 1 warning(s)' in out
 
 
+def test_a_training_image_also_in_val_is_reported(clean, tmp_path):
+    """The same file listed in train and val (a config mistake, not a copied file)."""
+    root = tmp_path / 'leak'
+    shutil.copytree(clean, root)
+    val_path = root / 'valid' / '_annotations.coco.json'
+    val = json.loads(val_path.read_text())
+    val['images'][0]['file_name'] = f'../train/{TRAIN[0]}.jpg'
+    val_path.write_text(json.dumps(val))
+    found = {f.kind: f for f in check_data(str(root)).findings}
+    assert 'across splits' in found['duplicate_image'].message
+    assert f'train:{TRAIN[0]}.jpg = val:../train/{TRAIN[0]}.jpg' in found['duplicate_image'].line()
+
+
 def test_yolo_class_number_without_name_and_class_only_in_val(clean, tmp_path):
     yolo = tmp_path / 'yolo'
     assert cli(['convert', 'to-yolo', str(clean), str(yolo)]) == 0

@@ -339,22 +339,22 @@ def check_images(datasets: dict, report: DataReport) -> None:
     from .pipelines.loading import decode_tolerant, exif_orientation
     missing, unreadable, truncated, mismatch = [], [], [], []
     by_hash = defaultdict(list)
-    seen = set()
+    seen = {}  # path -> its hash key
     for split, ds in datasets.items():
         for info in ds.data_infos:
             path = osp.join(ds.img_prefix, info['filename']) if ds.img_prefix else info['filename']
             path = osp.normpath(path)
             if path in seen:  # the same file in two splits' records: read it once
-                by_hash[('path', path)].append(f'{split}:{info["filename"]}')
+                by_hash[seen[path]].append(f'{split}:{info["filename"]}')
                 continue
-            seen.add(path)
             try:
                 with open(path, 'rb') as f:
                     buf = f.read()
             except (FileNotFoundError, IsADirectoryError):
                 missing.append(path)
                 continue
-            by_hash[hashlib.sha1(buf).hexdigest()].append(f'{split}:{info["filename"]}')
+            seen[path] = hashlib.sha1(buf).hexdigest()
+            by_hash[seen[path]].append(f'{split}:{info["filename"]}')
             img, repair = decode_tolerant(buf)
             if img is None:
                 unreadable.append(path)
@@ -380,7 +380,11 @@ def check_images(datasets: dict, report: DataReport) -> None:
     if mismatch:
         report.add(ERROR, 'size_mismatch', f'{len(mismatch)} images whose size in the '
                    f'annotations differs from the file (width x height)', mismatch)
-    dups = [names for key, names in by_hash.items() if key[0] != 'path' and len(names) > 1]
+    # a val set that is also the test set (one file for both) is common and harmless; the
+    # same bytes twice within a split, or in train and in val/test, are not
+    dups = [names for names in by_hash.values()
+            if len(names) > 1 and (len({n.split(':', 1)[0] for n in names}) < len(names)
+                                   or any(n.startswith('train') for n in names))]
     if dups:
         cross = [n for n in dups if len({x.split(':', 1)[0] for x in n}) > 1]
         leak = f'; {len(cross)} of them across splits (evaluation sees training images)' \
