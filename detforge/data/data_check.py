@@ -39,7 +39,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os.path as osp
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -327,7 +327,8 @@ def _check_class_presence(report: DataReport, imbalance: float) -> None:
         report.add(WARNING, 'class_without_boxes', f'classes {missing} have no box in train')
     present = counts[counts > 0]
     if len(present) > 1 and present.max() / present.min() > imbalance:
-        i, j = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+        i = int(np.argmax(counts))
+        j = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))  # least, but present
         report.add(WARNING, 'class_imbalance', f'train: {classes[i]} has {counts[i]} boxes, '
                    f'{classes[j]} {counts[j]} ({counts[i] / counts[j]:.0f}x, more than '
                    f'{imbalance:g}x); consider ClassBalancedDataset or more {classes[j]} images')

@@ -49,7 +49,8 @@ __all__ = ['DetectedData', 'detect_format', 'FORMATS', 'IMAGE_EXTENSIONS', 'list
 FORMATS = ('coco', 'roboflow-coco', 'voc', 'yolo', 'labelme')
 # the image types Ultralytics and common tools write (lower case, with the dot)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.mpo')
-_SPLIT_WORDS = {'train': ('train', 'trainval'), 'val': ('val', 'valid', 'validation'), 'test': ('test',)}
+_SPLIT_WORDS = {'train': ('train', 'trainval'), 'val': ('val', 'valid', 'validation'),
+                'test': ('test',)}
 
 
 @dataclass
