@@ -27,7 +27,8 @@ no_labels            warning  images without any box (left out of training)
 class_without_boxes  warning  a class with no box in train
 class_imbalance      warning  most / least frequent class in train > ``imbalance`` (20)
 anchor_unmatched     warning  (with a config) more than ``anchor_warn`` (5 %) of the gt boxes
-                              have no anchor at the assigner's ``pos_iou_thr``
+                              have no anchor at the assigner's ``pos_iou_thr`` (at 0.5 for an
+                              RPN's 0.7: it matches the rest through ``min_pos_iou``)
 other skip kinds     warning  strings as coordinates, shapes without an area (points, lines)
 ===================  =======  ==========================================================
 
@@ -110,9 +111,11 @@ class DataReport:
             lines.append(f'{split}: {s["images"]} images, {s["boxes"]} boxes ({per_class})')
         if self.anchors:
             a = self.anchors
+            poor = (f', {a["poor"]} ({100 * a["poor_fraction"]:.1f} %) none with IoU >= '
+                    f'{a["warn_iou"]}' if a['warn_iou'] != a['pos_iou_thr'] else '')
             lines.append(f'anchors ({a["scale_note"]}): {a["unmatched"]} of {a["boxes"]} train '
                          f'boxes ({100 * a["unmatched_fraction"]:.1f} %) have no anchor with IoU '
-                         f'>= {a["pos_iou_thr"]}; median best IoU {a["median_iou"]:.2f}')
+                         f'>= {a["pos_iou_thr"]}{poor}; median best IoU {a["median_iou"]:.2f}')
         order = {ERROR: 0, WARNING: 1, INFO: 2}
         for f in sorted(self.findings, key=lambda f: order[f.level]):
             lines.append(f.line())
@@ -187,14 +190,14 @@ def check_data(source: str, *, images: bool = True, cfg_options: dict | None = N
             report.anchors = anchor_fit(cfg, datasets['train'])
         except DetforgeError as e:
             report.add(INFO, 'anchor_fit', f'no anchor check: {e}')
-        if report.anchors and report.anchors['unmatched_fraction'] > anchor_warn:
+        if report.anchors and report.anchors['poor_fraction'] > anchor_warn:
             a = report.anchors
             report.add(WARNING, 'anchor_unmatched',
-                       f'{a["unmatched"]} of {a["boxes"]} train boxes '
-                       f'({100 * a["unmatched_fraction"]:.1f} %) match no anchor at IoU >= '
-                       f'{a["pos_iou_thr"]} ({a["scale_note"]}); they only get their best '
+                       f'{a["poor"]} of {a["boxes"]} train boxes '
+                       f'({100 * a["poor_fraction"]:.1f} %) match no anchor at IoU >= '
+                       f'{a["warn_iou"]} ({a["scale_note"]}); they only get their best '
                        f'anchor (min_pos_iou={a["min_pos_iou"]}); consider other anchor sizes, '
-                       f'ratios or image scale', a['examples'], a['unmatched'])
+                       f'ratios or image scale', a['examples'], a['poor'])
     return report
 
 
