@@ -61,7 +61,8 @@ def write_train_config(repo_root: Path, found, path: Path, base: str = TINY,
     val = 'val' if 'val' in found.splits else 'train'
     cfg.data.val = found.dataset_cfg(val, pipeline=test_pipeline, test_mode=True)
     cfg.data.test = found.dataset_cfg(val, pipeline=test_pipeline, test_mode=True)
-    cfg.model.bbox_head.num_classes = len(found.classes)
+    head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
+    head.num_classes = len(found.classes)
     cfg.evaluation = dict(interval=1, metric=found.metric)
     cfg.data.samples_per_gpu = 2
     for key, value in overrides.items():

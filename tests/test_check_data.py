@@ -188,6 +188,18 @@ def test_anchor_check_against_the_config(repo_root, clean, tmp_path, capsys):
     assert (tmp_path / 'p' / 'anchor_iou.png').is_file()
 
 
+def test_anchor_check_of_a_two_stage_model_uses_the_rpn(repo_root, clean, tmp_path):
+    """Faster R-CNN: the RPN's anchors and assigner (pos_iou_thr 0.7, by design above what
+    many boxes reach: the warning judges the fit at 0.5)."""
+    config = write_train_config(repo_root, detect_format(clean), tmp_path / 'cfg.py',
+                                base='configs/faster_rcnn/faster_rcnn_r18_fpn_1x_bccd.py')
+    report = check_data(str(config), images=False)
+    a = report.anchors
+    assert (a['pos_iou_thr'], a['min_pos_iou'], a['warn_iou']) == (0.7, 0.3, 0.5)
+    assert a['poor'] < a['unmatched']
+    assert a['poor_fraction'] < 0.05 and 'anchor_unmatched' not in report.kinds()
+
+
 @pytest.mark.slow
 def test_train_stops_on_annotation_errors_before_the_first_iteration(repo_root, clean,
                                                                      tmp_path, capsys):
