@@ -344,8 +344,14 @@ def check_images(datasets: dict, report: DataReport) -> None:
     missing, unreadable, truncated, mismatch = [], [], [], []
     by_hash = defaultdict(list)
     seen = {}  # path -> its hash key
+    import sys
+
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(ds.data_infos) for ds in datasets.values()), desc='images',
+               unit='img', file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
     for split, ds in datasets.items():
         for info in ds.data_infos:
+            bar.update()
             path = osp.join(ds.img_prefix, info['filename']) if ds.img_prefix else info['filename']
             path = osp.normpath(path)
             if path in seen:  # the same file in two splits' records: read it once
@@ -372,6 +378,7 @@ def check_images(datasets: dict, report: DataReport) -> None:
             aw, ah = info.get('width'), info.get('height')
             if aw is not None and ah is not None and (int(aw), int(ah)) != (w, h):
                 mismatch.append(f'{path} (annotations {aw}x{ah}, file {w}x{h})')
+    bar.close()
     if missing:
         report.add(ERROR, 'missing_image', f'{len(missing)} image files not found', missing)
     if unreadable:
