@@ -134,6 +134,10 @@ def test_yolo_bad_label_line_names_file_and_line(layouts, tmp_path):
     (root / 'labels' / 'train' / f'{TRAIN[1]}.txt').write_text('0 0.5 0.5 0.1 0.1\n1 0.5 0.5\n')
     with pytest.raises(AnnotationError, match=rf'{TRAIN[1]}\.txt, line 2: expected "CLASS cx cy'):
         _read(detect_format(root), 'train')
+    (root / 'labels' / 'train' / f'{TRAIN[1]}.txt').write_text('0 320 240 30 30\n')
+    with pytest.raises(AnnotationError, match=r'line 1: YOLO coordinates are normalised to 0\.\.1'
+                       r'.*pixel coordinates\?'):
+        _read(detect_format(root), 'train')
 
 
 def test_yolo_without_names_is_a_clear_error(layouts, tmp_path):
