@@ -165,7 +165,7 @@ def check_data(source: str, *, images: bool = True, cfg_options: dict | None = N
                imbalance: float = 20.0, anchor_warn: float = 0.05) -> DataReport:
     """Check a data set folder or a config's data (see the module docstring)."""
     from .builder import build_dataset
-    fmt, notes, split_cfgs, cfg = load_check_source(source, cfg_options)
+    _, notes, split_cfgs, cfg = load_check_source(source, cfg_options)
     report = DataReport(source, notes=notes)
     datasets = {}
     data_logger = logging.getLogger('detforge.data')
