@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
                         help='job launcher for distributed training')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
                         help='device (default: cuda when available)')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar (it is drawn only when stderr is a terminal '
+                             'anyway; TQDM_DISABLE=1 turns off every bar)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse_suppress())
 
@@ -143,6 +146,8 @@ def main(args) -> int:
     cfg.auto_resume = args.auto_resume
     if args.device is not None:
         cfg.device = args.device
+    if args.no_progress:
+        cfg.progress_bar = False
     if cfg.get('device', None) == 'cuda' and not torch.cuda.is_available():
         raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
     if cfg.get('optimizer', None) is None:

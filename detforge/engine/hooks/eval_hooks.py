@@ -85,6 +85,7 @@ class EvalHook(Hook):
         self.less_keys = list(self._default_less_keys) + list(less_keys or [])
         self.best_ckpt_path: str | None = None
         self.latest_results = None
+        self.latest_metrics: dict | None = None  # of the last evaluation (rank 0)
         self._runner = None  # set in before_run; state_dict() needs the loop counters
         self._last_evaluated: int | None = None  # epoch (or iteration) last evaluated, 1-based
         self._pending: int | None = None  # an evaluation due when the resumed run stopped
@@ -144,9 +145,15 @@ class EvalHook(Hook):
         return (runner.epoch if self.by_epoch else runner.iter) + 1
 
     def _evaluate_now(self, runner) -> None:
+        self.latest_metrics = None
         self._do_evaluate(runner)
         self._last_evaluated = self._current(runner)
         self._write_done_marker(runner)
+        # e.g. EarlyStoppingHook; every rank calls it (the others with None) so that a hook
+        # can share rank 0's decision
+        for hook in runner.hooks:
+            if hook is not self and hasattr(hook, 'after_evaluate'):
+                hook.after_evaluate(runner, self.latest_metrics)
 
     # The checkpoint of an epoch is written before its evaluation, so it always says "due".
     # A small file in the work dir records the last evaluation that finished; on resume an
@@ -246,6 +253,7 @@ class EvalHook(Hook):
     def evaluate(self, runner, results):
         eval_res = self.dataloader.dataset.evaluate(results, logger=runner.logger,
                                                     **self.eval_kwargs)
+        self.latest_metrics = dict(eval_res)
         for name, val in eval_res.items():
             runner.log_buffer.output[name] = val
         runner.log_buffer.ready = True
