@@ -4,7 +4,8 @@ from .ema import EMAHook, ExpMomentumEMAHook
 from .eval_hooks import DistEvalHook, EvalHook
 from .hook import Hook
 from .iter_timer import IterTimerHook
-from .logger import LoggerHook, TensorboardLoggerHook, TextLoggerHook, max_memory_mb
+from .logger import (LoggerHook, MlflowLoggerHook, TensorboardLoggerHook, TextLoggerHook,
+                     WandbLoggerHook, max_memory_mb)
 from .lr_updater import (CosineAnnealingLrUpdaterHook, CosineRestartLrUpdaterHook,
                          ExpLrUpdaterHook, FixedLrUpdaterHook, FlatCosineAnnealingLrUpdaterHook,
                          InvLrUpdaterHook, LrUpdaterHook, OneCycleLrUpdaterHook,
@@ -21,7 +22,8 @@ from .sampler_seed import DistSamplerSeedHook
 
 __all__ = [
     'Hook', 'CheckpointHook', 'EarlyStoppingHook', 'EMAHook', 'ExpMomentumEMAHook', 'EvalHook', 'DistEvalHook',
-    'IterTimerHook', 'LoggerHook', 'TextLoggerHook', 'TensorboardLoggerHook', 'max_memory_mb',
+    'IterTimerHook', 'LoggerHook', 'TextLoggerHook', 'TensorboardLoggerHook', 'MlflowLoggerHook',
+    'WandbLoggerHook', 'max_memory_mb',
     'LrUpdaterHook', 'FixedLrUpdaterHook', 'StepLrUpdaterHook', 'ExpLrUpdaterHook',
     'PolyLrUpdaterHook', 'InvLrUpdaterHook', 'CosineAnnealingLrUpdaterHook',
     'FlatCosineAnnealingLrUpdaterHook', 'CosineRestartLrUpdaterHook', 'OneCycleLrUpdaterHook',
