@@ -121,6 +121,15 @@ def init_launcher(launcher: str, cfg) -> bool:
     return True
 
 
+def check_training_data(datasets, cfg, logger) -> None:
+    """The cheap part of ``detforge check-data`` (annotations only, no image opened) on the
+    datasets just built, before the first iteration: warnings are logged; errors (e.g. boxes
+    of a category id with no name, a class only in val) stop the run with one message.
+    ``check_data = False`` in the config skips it."""
+    from detforge.data.data_check import check_before_training
+    check_before_training(datasets, cfg, logger)
+
+
 def main(args) -> int:
     import torch
     from detforge.apis.train import init_random_seed, set_random_seed, train_detector
@@ -201,6 +210,7 @@ def main(args) -> int:
         val_cfg.pipeline = cfg.data.train.pipeline
         with build_context('data', 'val', filename=args.config):
             datasets.append(build_dataset(val_cfg))
+    check_training_data(datasets, cfg, logger)
     classes = getattr(datasets[0], 'CLASSES', None)
     if cfg.get('checkpoint_config', None) is not None and classes is not None:
         cfg.checkpoint_config['meta'] = dict(CLASSES=list(classes))
