@@ -170,3 +170,33 @@ def test_train_rejects_config_and_data_together(raccoon_voc, capsys):
     assert 'not both' in capsys.readouterr().err
     with pytest.raises(DetforgeError):
         config_from_data(str(raccoon_voc), 'no_such_model')
+
+
+@pytest.fixture
+def raccoon_yolo(shared_data, tmp_path):
+    """3 raccoon images in the Ultralytics layout: data.yaml, images/{train,val}, labels/."""
+    src = shared_data / 'raccoon' / 'images'
+    root = tmp_path / 'yolo_raccoons'
+    for split, names in (('train', ['raccoon-1', 'raccoon-2']), ('val', ['raccoon-3'])):
+        (root / 'images' / split).mkdir(parents=True)
+        (root / 'labels' / split).mkdir(parents=True)
+        for name in names:
+            shutil.copy(src / f'{name}.jpg', root / 'images' / split)
+            (root / 'labels' / split / f'{name}.txt').write_text('0 0.5 0.5 0.4 0.6\n')
+    (root / 'data.yaml').write_text('path: .\ntrain: images/train\nval: images/val\n'
+                                    'names: [raccoon]\n')
+    return root
+
+
+def test_a_yolo_folder_becomes_a_config_whose_datasets_read_the_boxes(raccoon_yolo):
+    from detforge.data import build_dataset
+    cfg, notes = config_from_data(str(raccoon_yolo), 'fcos_r18', img_size=128)
+    assert cfg['data']['train']['type'] == 'YOLODataset' and cfg['classes'] == ('raccoon',)
+    assert cfg['model']['bbox_head']['num_classes'] == 1
+    train = build_dataset(Config(cfg).data.train)
+    val = build_dataset(Config(cfg).data.val, dict(test_mode=True))
+    assert (len(train), len(val)) == (2, 1)
+    ann = train.get_ann_info(0)
+    w, h = train.data_infos[0]['width'], train.data_infos[0]['height']
+    assert ann['bboxes'][0] == pytest.approx([0.3 * w, 0.2 * h, 0.7 * w, 0.8 * h], abs=1e-3)
+    assert max(train[0]['img'].shape[-2:]) <= 188  # multi-scale range scaled 0.4: <= 188x141
