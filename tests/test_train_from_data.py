@@ -79,14 +79,21 @@ def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc,
     assert [r['epoch'] for r in records if r.get('mode') == 'val'] == [1]
     assert cfg.model.bbox_head.feat_channels == 32
 
-    # the artefact the user edits: train it again as a plain config file
+    # the artefact the user edits: train it again as a plain config file, here with the
+    # validation loss of MMDetection 2.x's workflow added
+    edited = text.replace("workflow = [('train', 1)]", "workflow = [('train', 1), ('val', 1)]")
+    assert edited != text
+    written.write_text(edited)
     again = tmp_path / 'again'
     assert cli(['train', str(written), '--work-dir', str(again), '--seed', '0']) == 0
-    assert written.read_text() == text  # not overwritten by the run
+    assert written.read_text() == edited  # not overwritten by the run
     assert (again / 'retinanet_r18_my_raccoons.py').is_file()
     assert Config.fromfile(str(again / 'retinanet_r18_my_raccoons.py')).data == cfg.data
     records = [json.loads(x) for x in next(again.glob('*.log.json')).read_text().splitlines()]
     assert [r['iter'] for r in records if r.get('mode') == 'train'] == [1, 2]
+    val_loss = [r for r in records if r.get('mode') == 'val' and 'loss' in r]
+    assert len(val_loss) == 1 and val_loss[0]['loss'] > 0  # loss on the 2 val images
+    assert {'loss_cls', 'loss_bbox'} <= set(val_loss[0])
 
 
 def test_the_written_config_reads_back_as_the_config_that_was_built(raccoon_voc, tmp_path):
