@@ -75,6 +75,8 @@ def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc,
     assert cfg.data.test.pipeline[1].img_scale == (85, 64)  # 427x320 scaled to short side 64
     records = [json.loads(x) for x in next(work.glob('*.log.json')).read_text().splitlines()]
     assert [r['iter'] for r in records if r.get('mode') == 'train'] == [1, 2]
+    log_text = next(work.glob('*.log')).read_text()
+    assert 'ProgressBarHook' in log_text  # registered; it draws on a terminal only
     # evaluated after the epoch (an untrained model may detect nothing: no AP then)
     assert [r['epoch'] for r in records if r.get('mode') == 'val'] == [1]
     assert cfg.model.bbox_head.feat_channels == 32
@@ -85,7 +87,9 @@ def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc,
     assert edited != text
     written.write_text(edited)
     again = tmp_path / 'again'
-    assert cli(['train', str(written), '--work-dir', str(again), '--seed', '0']) == 0
+    assert cli(['train', str(written), '--work-dir', str(again), '--seed', '0',
+                '--no-progress']) == 0
+    assert 'ProgressBarHook' not in next(again.glob('*.log')).read_text()
     assert written.read_text() == edited  # not overwritten by the run
     assert (again / 'retinanet_r18_my_raccoons.py').is_file()
     assert Config.fromfile(str(again / 'retinanet_r18_my_raccoons.py')).data == cfg.data
