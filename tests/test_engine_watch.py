@@ -171,3 +171,14 @@ def test_early_stopping_missing_monitor_warns_or_raises(tmp_path):
     runner.register_hook(EarlyStoppingHook(monitor='bbox_mAP', strict=True))
     with pytest.raises(DetforgeError, match="'bbox_mAP' is not among the metrics"):
         runner.run([toy_loader()], [('train', 1)])
+
+
+def test_early_stopping_with_an_iteration_runner(tmp_path):
+    runner = make_runner(tmp_path, runner_type='IterBasedRunner', length=20,
+                         checkpoint_config=dict(interval=7, by_epoch=False))
+    with_eval(runner, [1] * 10, by_epoch=False, interval=2)
+    runner.register_hook(EarlyStoppingHook(monitor='toy_mAP', patience=2, min_delta=1))
+    runner.run([toy_loader()], [('train', 1)])
+    assert runner.iter == 6  # evaluated at 2 (best), 4 and 6 (no gain of >= 1): stop
+    assert read(str(tmp_path / 'latest.pth'))['meta']['iter'] == 6
+    assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == ['iter_6.pth']
