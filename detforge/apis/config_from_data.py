@@ -195,16 +195,20 @@ def render_config(cfg: dict, model: str, argv: list[str] | None = None,
     from detforge.config import format_python
     entry = find_model(model)
     command = 'detforge ' + ' '.join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    head = [
-        f'# Written by `{command}`.',
-        f'# Model {model!r}: {entry.summary}; from {entry.config}, resolved in full (no',
-        '# _base_): edit anything here and train again with',
-        '#     detforge train THIS_FILE.py',
-        '# data.train / data.val / data.test are what the run reads; their pipelines are copies of',
-        '# train_pipeline / test_pipeline below (edit those inside data to change the run).',
-    ]
+    import textwrap
+
+    def comment(text: str) -> list[str]:
+        return ['# ' + line for line in textwrap.wrap(text, 90, break_long_words=False,
+                                                     break_on_hyphens=False)]
+    head = comment(f'Written by `{command}`.')
+    head += comment(f'Model {model!r}: {entry.summary}. From {entry.config}, resolved in '
+                    f'full (no _base_): edit anything here and train again with')
+    head += ['#     detforge train THIS_FILE.py']
+    head += comment('data.train / data.val / data.test are what the run reads; their '
+                    'pipelines are copies of train_pipeline / test_pipeline below (edit the '
+                    'ones inside data to change the run).')
     for note in notes or []:
-        head.append(f'# note: {note}')
+        head += comment(f'note: {note}')
     parts = ['\n'.join(head), '']
     done = set()
     for title, keys in _SECTIONS.items():
