@@ -211,3 +211,17 @@ def test_a_yolo_folder_becomes_a_config_whose_datasets_read_the_boxes(raccoon_yo
     w, h = train.data_infos[0]['width'], train.data_infos[0]['height']
     assert ann['bboxes'][0] == pytest.approx([0.3 * w, 0.2 * h, 0.7 * w, 0.8 * h], abs=1e-3)
     assert max(train[0]['img'].shape[-2:]) <= 188  # multi-scale range scaled 0.4: <= 188x141
+
+
+def test_a_coco_file_and_a_mask_model(repo_root, shared_data):
+    cfg, _ = config_from_data(str(repo_root / 'data/bccd/annotations/trainval.json'), 'atss_r18')
+    assert cfg['data']['train']['type'] == 'CocoDataset'
+    assert cfg['classes'] == ('RBC', 'WBC', 'Platelets')  # COCO category id order
+    assert cfg['model']['bbox_head']['num_classes'] == 3
+    cfg, notes = config_from_data(str(shared_data / 'pennfudan'), 'mask_rcnn_r18')
+    assert cfg['model']['roi_head']['bbox_head']['num_classes'] == 1
+    assert cfg['model']['roi_head']['mask_head']['num_classes'] == 1
+    assert cfg['data']['train']['pipeline'][1]['with_mask'] is True
+    assert cfg['evaluation']['metric'] == ['bbox', 'segm']
+    assert cfg['data']['val']['ann_file'].endswith('test.json')
+    assert any('evaluating on the test split' in n for n in notes)

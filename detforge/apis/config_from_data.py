@@ -179,7 +179,10 @@ def config_from_data(data_path: str, model: str, epochs: int | None = None,
 
     if epochs is not None:
         scale_schedule(cfg, epochs)
-    cfg['evaluation'] = dict(interval=1, metric=found.metric, save_best='auto')
+    metric = found.metric
+    if entry.needs_masks:  # box and mask AP, as the model's own config evaluates
+        metric = (cfg.get('evaluation') or {}).get('metric', ['bbox', 'segm'])
+    cfg['evaluation'] = dict(interval=1, metric=metric, save_best='auto')
     checkpoint = dict(cfg.get('checkpoint_config') or {})
     checkpoint.update(interval=1, max_keep_ckpts=3)
     cfg['checkpoint_config'] = checkpoint
