@@ -167,7 +167,7 @@ def config_from_data(data_path: str, model: str, epochs: int | None = None,
     new_data['test'] = _split_cfg(found, test_split, test_pipeline)
     cfg['data'] = dict(new_data)
 
-    for stale in [k for k in cfg if k.startswith('train_pipeline') or k.startswith('test_pipeline')]:
+    for stale in [k for k in cfg if k.startswith(('train_pipeline', 'test_pipeline'))]:
         del cfg[stale]  # e.g. train_pipeline_ms of the base dataset file
     cfg['train_pipeline'] = train_pipeline
     cfg['test_pipeline'] = test_pipeline
