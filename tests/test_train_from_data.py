@@ -58,7 +58,8 @@ FAST = ['--epochs', '1', '--img-size', '64', '--batch-size', '2', '--seed', '0',
 
 
 @pytest.mark.slow
-def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc, tmp_path):
+def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc, tmp_path,
+                                                                   capsys):
     work = tmp_path / 'work'
     assert cli(['train', '--data', str(raccoon_voc), '--model', 'retinanet_r18',
                 '--work-dir', str(work), *FAST]) == 0
@@ -91,6 +92,11 @@ def test_train_from_a_data_folder_writes_a_config_that_trains_again(raccoon_voc,
                 '--no-progress']) == 0
     assert 'ProgressBarHook' not in next(again.glob('*.log')).read_text()
     assert written.read_text() == edited  # not overwritten by the run
+    # nor by running the --data command again: the edited file is kept, with a clear error
+    assert cli(['train', '--data', str(raccoon_voc), '--model', 'retinanet_r18',
+                '--work-dir', str(work), *FAST]) == 2
+    assert 'exists and differs from the config this command writes' in capsys.readouterr().err
+    assert written.read_text() == edited
     assert (again / 'retinanet_r18_my_raccoons.py').is_file()
     assert Config.fromfile(str(again / 'retinanet_r18_my_raccoons.py')).data == cfg.data
     records = [json.loads(x) for x in next(again.glob('*.log.json')).read_text().splitlines()]

@@ -183,6 +183,12 @@ def write_config_for_data(args) -> str:
     from detforge.engine.runner.base_runner import _ensure_writable
     _ensure_writable(osp.abspath(work_dir))
     path = osp.join(osp.abspath(work_dir), f'{model}_{data_name}.py')
+    if osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            if f.read() != text:  # edited since, or written by another command: keep it
+                raise DetforgeError(
+                    f'{path} exists and differs from the config this command writes (edited?); '
+                    f'train it with `detforge train {path}`, or give another --work-dir')
     with open(path + '.part', 'w', encoding='utf-8') as f:
         f.write(text)
     os.replace(path + '.part', path)
