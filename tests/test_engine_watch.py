@@ -150,12 +150,14 @@ def test_early_stopping_follows_mmengine_on_ties_and_thresholds():
 
 def test_early_stopping_on_the_validation_loss_of_the_workflow(tmp_path, caplog):
     runner = make_runner(tmp_path, length=5)
+    with_eval(runner, [1] * 5)  # an evaluation too: no warning that it lacks 'loss'
     runner.register_hook_from_cfg(dict(type='EarlyStoppingHook', monitor='loss',
                                        stopping_threshold=1e9))
     with caplog.at_level(logging.INFO, logger=LOGGER.name):
         runner.run([toy_loader(), toy_loader()], [('train', 1), ('val', 1)])
     assert runner.epoch == 1
     assert 'early stopping after the validation losses of epoch 1' in caplog.text
+    assert 'is not among the metrics' not in caplog.text
 
 
 def test_early_stopping_bad_settings_are_clear_errors():

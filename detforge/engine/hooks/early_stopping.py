@@ -130,6 +130,8 @@ class EarlyStoppingHook(Hook):
 
     # ----------------------------------------------------------------- hook stages
     def after_evaluate(self, runner, metrics):
+        if self._is_loss():
+            return  # a loss is watched after the ('val', n) phase (same test on every rank)
         unit = 'epoch' if runner.max_epochs is not None else 'iteration'
         number = (runner.epoch if unit == 'epoch' else runner.iter) + 1
         if self._observe(runner, metrics, f'after the evaluation of {unit} {number}'):
