@@ -184,3 +184,21 @@ def test_early_stopping_with_an_iteration_runner(tmp_path):
     assert runner.iter == 6  # evaluated at 2 (best), 4 and 6 (no gain of >= 1): stop
     assert read(str(tmp_path / 'latest.pth'))['meta']['iter'] == 6
     assert sorted(p.name for p in tmp_path.glob('iter_*.pth')) == ['iter_6.pth']
+
+
+def test_resume_from_the_checkpoint_before_a_finished_evaluation_keeps_its_results(tmp_path):
+    """epoch_2.pth is written before evaluation 2 (as in MMCV); that evaluation finished, so
+    the resumed run does not repeat it, and takes its best score and the early-stopping
+    state from the work dir's record of it."""
+    first = with_eval(make_runner(tmp_path, length=2), [1, 5], save_best='auto')
+    first.register_hook(EarlyStoppingHook(monitor='toy_mAP', min_delta=1, patience=2))
+    first.run([toy_loader()], [('train', 1)])
+    assert read(str(tmp_path / 'epoch_2.pth'))['meta']['hook_msgs']['best_score'] == 1
+    resumed = with_eval(make_runner(tmp_path, length=4), [4, 4], save_best='auto')
+    stopper = EarlyStoppingHook(monitor='toy_mAP', min_delta=1, patience=2)
+    resumed.register_hook(stopper)
+    resumed.resume(str(tmp_path / 'epoch_2.pth'))
+    resumed.run([toy_loader()], [('train', 1)])
+    # 4 < 5: no new best; two evaluations without a gain of 1 over 5: stopped after epoch 4
+    assert sorted(p.name for p in tmp_path.glob('best_*.pth')) == ['best_toy_mAP_epoch_2.pth']
+    assert stopper.best_score == 5 and stopper.wait_count == 2 and resumed.epoch == 4
