@@ -297,3 +297,22 @@ def test_faster_rcnn_v2_losses_at_batch2_equal_torchvision(faster_rcnn_v2, input
 def test_faster_rcnn_mobilenet_v3_losses_at_batch2_equal_torchvision(faster_rcnn_mobilenet,
                                                                      inputs):
     _two_stage_losses(*faster_rcnn_mobilenet, inputs, stand_in=False)
+
+
+@pytest.mark.parametrize('builder, config', [
+    ('fasterrcnn_mobilenet_v3_large_fpn', 'configs/faster_rcnn/faster_rcnn_mobilenet_v3_large_fpn_tv.py'),
+    ('fasterrcnn_resnet50_fpn_v2', 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv_v2.py'),
+    ('retinanet_resnet50_fpn_v2', 'configs/retinanet/retinanet_r50_fpn_tv_v2.py')])
+def test_convert_cli_names_the_config_that_loads_the_result(repo_root, tmp_path, builder, config):
+    from detforge.cli import main
+    from detforge.engine.checkpoint import load_checkpoint
+    tv = getattr(torchvision_detection, builder)(weights=None, weights_backbone=None)
+    src, dst = tmp_path / 'tv.pth', tmp_path / 'converted.pth'
+    torch.save(tv.state_dict(), src)
+    command = 'torchvision-retinanet' if 'retinanet' in builder else 'torchvision-fasterrcnn'
+    assert main(['convert', command, str(src), str(dst)]) == 0
+    ckpt = torch.load(dst, weights_only=True)
+    assert ckpt['meta']['config'] == config
+    model = build_detector(Config.fromfile(str(repo_root / config)).model)
+    report = load_checkpoint(model, str(dst), log_report=False)['load_report']
+    assert report.ok, report
