@@ -316,3 +316,17 @@ def test_convert_cli_names_the_config_that_loads_the_result(repo_root, tmp_path,
     model = build_detector(Config.fromfile(str(repo_root / config)).model)
     report = load_checkpoint(model, str(dst), log_report=False)['load_report']
     assert report.ok, report
+
+
+def test_rpn_head_with_two_convs_has_mmdetection_parameter_names():
+    """MMDetection 2.x's RPNHead(num_convs=2) is a Sequential of ConvModules; its checkpoints
+    name the convs rpn_conv.0.conv / rpn_conv.1.conv."""
+    from detforge.registry import HEADS
+    head = HEADS.build(dict(type='RPNHead', in_channels=8, feat_channels=8, num_convs=2))
+    assert [k for k in head.state_dict() if k.startswith('rpn_conv.')] == [
+        'rpn_conv.0.conv.weight', 'rpn_conv.0.conv.bias', 'rpn_conv.1.conv.weight',
+        'rpn_conv.1.conv.bias']
+    x = torch.randn(1, 8, 5, 6)
+    c0, c1 = head.rpn_conv[0].conv, head.rpn_conv[1].conv
+    torch.testing.assert_close(head.forward_single(x)[0],
+                               head.rpn_cls(torch.relu(c1(torch.relu(c0(x))))))

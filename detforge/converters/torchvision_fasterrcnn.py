@@ -52,8 +52,8 @@ _RULES = [
 ]
 
 
-# v2: RPNHead(conv_depth=2) -> rpn_conv.{0,1}.0; detforge's RPNHead(num_convs=2) is the
-# Sequential (conv, ReLU, conv, ReLU): convs at 0 and 2
+# v2: RPNHead(conv_depth=2) -> rpn_conv.{0,1}.0; detforge's RPNHead(num_convs=2) is
+# MMDetection's Sequential of two ConvModules: rpn_conv.{0,1}.conv
 _RPN_CONV_V2 = re.compile(r'^rpn\.head\.conv\.(\d+)\.0\.(weight|bias)$')
 
 
@@ -65,7 +65,7 @@ def is_v2(tv_state: dict) -> bool:
 def convert_key(key: str, v2: bool = False) -> str:
     """A torchvision key -> the detforge key, or raise ``DetforgeError`` for unknown keys."""
     if v2 and (m := _RPN_CONV_V2.match(key)):
-        return f'rpn_head.rpn_conv.{2 * int(m.group(1))}.{m.group(2)}'
+        return f'rpn_head.rpn_conv.{m.group(1)}.conv.{m.group(2)}'
     for pattern, repl in _RULES:
         new, n = re.subn(pattern, repl, key)
         if n:

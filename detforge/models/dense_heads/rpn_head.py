@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms
 
+from detforge.models.layers import ConvModule
 from detforge.models.postprocess import filter_min_size, nms_from_cfg
 from detforge.models.task_modules import padded_batch_shape
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NMSConfig
@@ -78,11 +79,13 @@ class RPNHead(nn.Module):
 
         num_anchors = self.prior_generator.num_base_anchors[0]
         self.num_anchors = num_anchors
-        convs = []
-        for i in range(num_convs):
-            convs += [nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3,
-                                padding=1), nn.ReLU(inplace=True)]
-        self.rpn_conv = nn.Sequential(*convs) if num_convs > 1 else convs[0]
+        if num_convs > 1:
+            # MMDetection 2.x: a Sequential of ConvModules (conv + ReLU), keys rpn_conv.i.conv.*
+            self.rpn_conv = nn.Sequential(*[
+                ConvModule(in_channels if i == 0 else feat_channels, feat_channels, 3, padding=1,
+                           inplace=False) for i in range(num_convs)])
+        else:
+            self.rpn_conv = nn.Conv2d(in_channels, feat_channels, 3, padding=1)
         self.rpn_cls = nn.Conv2d(feat_channels, num_anchors * self.cls_out_channels, 1)
         self.rpn_reg = nn.Conv2d(feat_channels, num_anchors * 4, 1)
         self.num_convs = num_convs
