@@ -78,6 +78,24 @@ def _flatten(out) -> list:
     return []
 
 
+def _record_rois(model):
+    """The RoIs (n, 5) each call of the RoI head's box extractor gets (the proposals, with
+    their image index), when the model has one."""
+    store = []
+    try:
+        extractor = model.get_submodule('roi_head.bbox_roi_extractor')
+    except AttributeError:
+        return store
+    if isinstance(extractor, __import__('torch').nn.ModuleList):
+        extractor = extractor[0]
+
+    def wrapped(feats, rois, *args, _forward=extractor.forward, **kwargs):
+        store.append(rois.detach().clone())
+        return _forward(feats, rois, *args, **kwargs)
+    extractor.forward = wrapped
+    return store
+
+
 def _record(model, heads):
     """Keep every call's output of the named sub-modules. The instance's ``forward`` is
     wrapped (not a forward hook): MMDetection's dense heads call ``self.forward(feats)``
@@ -147,9 +165,11 @@ def mmdet_side(family: str) -> None:
     ckpt = osp.join(OUT, f'{family}.pth')
     save_checkpoint(model, ckpt, meta=dict(CLASSES=model.CLASSES))
     store = _record(model, heads)
+    rois = _record_rois(model)
     with torch.no_grad():
         dets = inference_detector(model, IMAGES)
-    torch.save({'heads': store, 'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
+    torch.save({'heads': store, 'rois': rois,
+                'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
                osp.join(OUT, f'{family}_mmdet.pt'))
 
 
@@ -162,6 +182,7 @@ def detforge_side(family: str) -> dict:
     model = init_detector(osp.join(MMDET_CONFIGS, config), None, device='cpu')
     report = load_checkpoint(model, ckpt, log_report=False)['load_report']
     store = _record(model, heads)
+    rois = _record_rois(model)
     with torch.no_grad():
         dets = inference_detector(model, IMAGES)
     ref = torch.load(osp.join(OUT, f'{family}_mmdet.pt'), weights_only=True)
@@ -185,6 +206,14 @@ def detforge_side(family: str) -> dict:
                     out_of_order += int(((x - y).flatten(1).abs().max(1).values > 1e-3).sum())
                 else:
                     head_diff = max(head_diff, (x - y).abs().max().item())
+    # proposals: each RoI of one side against the nearest of the other (same image index)
+    roi_input_diff = 0.0
+    for a, b in zip(ref.get('rois', []), rois):
+        if len(a) and len(b):
+            d = (a[:, None, :] - b[None, :, :]).abs().amax(-1)
+            d = d + 1e6 * (a[:, None, 0] != b[None, :, 0])
+            roi_input_diff = max(roi_input_diff, d.min(1).values.max().item(),
+                                 d.min(0).values.max().item())
     box_diff = score_diff = 0.0
     count_ok, n = True, 0
     for r_ref, r_ours in zip(ref['dets'], dets):
@@ -203,6 +232,7 @@ def detforge_side(family: str) -> dict:
                 unexpected=len(report.unexpected), mismatched=len(report.mismatched),
                 detections=n, same_counts=count_ok, max_dense_head_diff=head_diff,
                 max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
+                max_proposal_diff_px=roi_input_diff,
                 max_box_diff_px=box_diff, max_score_diff=score_diff, ok=ok)
 
 
