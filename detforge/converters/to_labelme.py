@@ -3,8 +3,8 @@
     detforge convert to-labelme SRC OUT [--images {copy, link, keep}]
 
 Writes OUT/SPLIT/*.json (rectangle shapes) with the images beside them. SRC is recognised as
-``detforge check-data`` and ``detforge train --data`` recognise it (:func:`detforge.data.formats.detect_format`);
-every split it has is written.
+``detforge check-data`` and ``detforge train --data`` recognise it
+(:func:`detforge.data.formats.detect_format`); every split it has is written.
 Boxes are the boxes detforge trains on (invalid ones dropped and counted); see
 :mod:`detforge.data.format_writers` for the details of the format.
 """

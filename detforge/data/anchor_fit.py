@@ -67,7 +67,12 @@ def _scale_factors(w: int, h: int, scale, keep_ratio: bool) -> tuple[float, floa
 def anchor_fit(cfg, dataset, max_examples: int = 5) -> dict:
     """Best-IoU statistics of the gt boxes of ``dataset`` against the anchors of ``cfg``.
 
-    Returns ``dict(boxes, unmatched, unmatched_fraction, pos_iou_thr, min_pos_iou,
+    ``unmatched``: boxes with no anchor at ``pos_iou_thr``; ``poor``: boxes with no anchor
+    at ``warn_iou = min(pos_iou_thr, 0.5)`` (what ``check-data`` warns about: an RPN assigns
+    at 0.7 by design and matches the rest through ``min_pos_iou``).
+
+    Returns ``dict(boxes, unmatched, unmatched_fraction, poor, poor_fraction, warn_iou,
+    pos_iou_thr, min_pos_iou,
     median_iou, best_ious (n,) array, sizes (n,) sqrt(w h) at the training scale,
     anchor_sizes, ratios, scale_note, examples)``. Raises :class:`DetforgeError` when the model
     has no anchors or its assigner no IoU threshold.
@@ -88,6 +93,9 @@ def anchor_fit(cfg, dataset, max_examples: int = 5) -> dict:
     if not assigner or assigner.get('pos_iou_thr') is None:
         raise DetforgeError(f'the assigner ({(assigner or {}).get("type")}) has no pos_iou_thr')
     pos_thr = float(assigner['pos_iou_thr'])
+    # the warning's threshold: RPNs assign at 0.7 by design and rely on min_pos_iou for the
+    # rest, so a poor fit is judged at 0.5 there (= pos_iou_thr of single-stage heads)
+    warn_thr = min(pos_thr, 0.5)
     min_pos = float(assigner.get('min_pos_iou', 0.0))
     generator = PRIOR_GENERATORS.build(dict(gen_cfg))
     strides = [s if isinstance(s, (int, float)) else s[0] for s in gen_cfg['strides']]
@@ -108,12 +116,13 @@ def anchor_fit(cfg, dataset, max_examples: int = 5) -> dict:
         gt = torch.as_tensor(boxes * [fx, fy, fx, fy], dtype=torch.float32)
         best = box_iou(gt, cache[(pw, ph)]).max(dim=1).values.numpy()
         ious.append(best)
-        sizes.append(np.sqrt(np.clip((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]), 0, None)
-                             .numpy()))
-        for i in np.flatnonzero(best < pos_thr)[:max_examples - len(examples)]:
+        wh = (gt[:, 2:] - gt[:, :2]).numpy()
+        sizes.append(np.sqrt(np.clip(wh[:, 0] * wh[:, 1], 0, None)))
+        for i in np.flatnonzero(best < warn_thr)[:max_examples - len(examples)]:
             examples.append(f'{info["filename"]} box {i} (best IoU {best[i]:.2f})')
     best_ious = np.concatenate(ious) if ious else np.zeros(0)
     unmatched = int((best_ious < pos_thr).sum())
+    poor = int((best_ious < warn_thr).sum())
     base = generator.base_anchors if hasattr(generator, 'base_anchors') else None
     anchor_sizes = sorted({round(float(math.sqrt((b[2] - b[0]) * (b[3] - b[1]))), 1)
                            for level in (base or []) for b in level.tolist()})
@@ -121,6 +130,7 @@ def anchor_fit(cfg, dataset, max_examples: int = 5) -> dict:
             if scale else 'images at their own size')
     return dict(boxes=len(best_ious), unmatched=unmatched,
                 unmatched_fraction=unmatched / max(len(best_ious), 1), pos_iou_thr=pos_thr,
+                warn_iou=warn_thr, poor=poor, poor_fraction=poor / max(len(best_ious), 1),
                 min_pos_iou=min_pos, median_iou=float(np.median(best_ious)) if len(best_ious)
                 else 0.0, best_ious=best_ious,
                 sizes=np.concatenate(sizes) if sizes else np.zeros(0), anchor_sizes=anchor_sizes,

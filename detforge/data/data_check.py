@@ -27,7 +27,8 @@ no_labels            warning  images without any box (left out of training)
 class_without_boxes  warning  a class with no box in train
 class_imbalance      warning  most / least frequent class in train > ``imbalance`` (20)
 anchor_unmatched     warning  (with a config) more than ``anchor_warn`` (5 %) of the gt boxes
-                              have no anchor at the assigner's ``pos_iou_thr``
+                              have no anchor at the assigner's ``pos_iou_thr`` (at 0.5 for an
+                              RPN's 0.7: it matches the rest through ``min_pos_iou``)
 other skip kinds     warning  strings as coordinates, shapes without an area (points, lines)
 ===================  =======  ==========================================================
 
@@ -39,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os.path as osp
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,7 @@ class DataReport:
     stats: dict = field(default_factory=dict)
     classes: tuple = ()
     anchors: dict | None = None
+    notes: list = field(default_factory=list)
 
     def add(self, level, kind, message, examples=(), count=None) -> None:
         examples = list(examples)
@@ -102,15 +104,18 @@ class DataReport:
         return 1 if self.errors else 0
 
     def summary(self) -> str:
-        lines = [f'check-data {self.source}', f'classes: {list(self.classes)}']
+        lines = [f'check-data {self.source}'] + [f'note: {n}' for n in self.notes]
+        lines.append(f'classes: {list(self.classes)}')
         for split, s in self.stats.items():
             per_class = ', '.join(f'{n} {c}' for n, c in zip(self.classes, s['class_counts']))
             lines.append(f'{split}: {s["images"]} images, {s["boxes"]} boxes ({per_class})')
         if self.anchors:
             a = self.anchors
+            poor = (f', {a["poor"]} ({100 * a["poor_fraction"]:.1f} %) none with IoU >= '
+                    f'{a["warn_iou"]}' if a['warn_iou'] != a['pos_iou_thr'] else '')
             lines.append(f'anchors ({a["scale_note"]}): {a["unmatched"]} of {a["boxes"]} train '
                          f'boxes ({100 * a["unmatched_fraction"]:.1f} %) have no anchor with IoU '
-                         f'>= {a["pos_iou_thr"]}; median best IoU {a["median_iou"]:.2f}')
+                         f'>= {a["pos_iou_thr"]}{poor}; median best IoU {a["median_iou"]:.2f}')
         order = {ERROR: 0, WARNING: 1, INFO: 2}
         for f in sorted(self.findings, key=lambda f: order[f.level]):
             lines.append(f.line())
@@ -129,8 +134,9 @@ def _unwrap(cfg: dict) -> list[dict]:
 
 
 def load_check_source(source: str, cfg_options: dict | None = None):
-    """``(format name, classes, {split: dataset config}, cfg or None)`` for a data set path or
-    a config file (``.py``); dataset configs come without pipeline, in test mode."""
+    """``(format name, notes, {split: dataset config}, cfg or None)`` for a data set path or
+    a config file (``.py``); dataset configs come without pipeline, in test mode; ``notes``:
+    what :func:`~detforge.data.formats.detect_format` guessed."""
     if source.endswith('.py'):
         from detforge.compat import load_config
         cfg = load_config(source, cfg_options)
@@ -145,27 +151,34 @@ def load_check_source(source: str, cfg_options: dict | None = None):
             for i, part in enumerate(parts):
                 name = split if len(parts) == 1 else f'{split}[{i}]'
                 splits[name] = dict(part, pipeline=[], test_mode=True)
-        return 'config', None, splits, cfg
+        return 'config', [], splits, cfg
     from .formats import detect_format
     found = detect_format(source)
     splits = {s: found.dataset_cfg(s, pipeline=[], test_mode=True) for s in found.splits}
     for s, names in found.split_classes.items():  # read with its own names, to compare them
         splits[s]['classes'] = names
-    return found.format, found.classes, splits, None
+    notes = [f'{found.format} data at {found.root}'] + list(found.notes)
+    return found.format, notes, splits, None
 
 
 def check_data(source: str, *, images: bool = True, cfg_options: dict | None = None,
                imbalance: float = 20.0, anchor_warn: float = 0.05) -> DataReport:
     """Check a data set folder or a config's data (see the module docstring)."""
     from .builder import build_dataset
-    fmt, classes, split_cfgs, cfg = load_check_source(source, cfg_options)
-    report = DataReport(source)
+    _, notes, split_cfgs, cfg = load_check_source(source, cfg_options)
+    report = DataReport(source, notes=notes)
     datasets = {}
-    for split, dcfg in split_cfgs.items():
-        try:
-            datasets[split] = build_dataset(dcfg)
-        except DetforgeError as e:
-            report.add(ERROR, 'annotation_file', f'{split}: {e}')
+    data_logger = logging.getLogger('detforge.data')
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)  # the datasets' skip warnings are in the report
+    try:
+        for split, dcfg in split_cfgs.items():
+            try:
+                datasets[split] = build_dataset(dcfg)
+            except DetforgeError as e:
+                report.add(ERROR, 'annotation_file', f'{split}: {e}')
+    finally:
+        data_logger.setLevel(level)
     if not datasets:
         return report
     check_datasets(datasets, report, imbalance=imbalance)
@@ -177,14 +190,14 @@ def check_data(source: str, *, images: bool = True, cfg_options: dict | None = N
             report.anchors = anchor_fit(cfg, datasets['train'])
         except DetforgeError as e:
             report.add(INFO, 'anchor_fit', f'no anchor check: {e}')
-        if report.anchors and report.anchors['unmatched_fraction'] > anchor_warn:
+        if report.anchors and report.anchors['poor_fraction'] > anchor_warn:
             a = report.anchors
             report.add(WARNING, 'anchor_unmatched',
-                       f'{a["unmatched"]} of {a["boxes"]} train boxes '
-                       f'({100 * a["unmatched_fraction"]:.1f} %) match no anchor at IoU >= '
-                       f'{a["pos_iou_thr"]} ({a["scale_note"]}); they only get their best '
+                       f'{a["poor"]} of {a["boxes"]} train boxes '
+                       f'({100 * a["poor_fraction"]:.1f} %) match no anchor at IoU >= '
+                       f'{a["warn_iou"]} ({a["scale_note"]}); they only get their best '
                        f'anchor (min_pos_iou={a["min_pos_iou"]}); consider other anchor sizes, '
-                       f'ratios or image scale', a['examples'], a['unmatched'])
+                       f'ratios or image scale', a['examples'], a['poor'])
     return report
 
 
@@ -317,7 +330,8 @@ def _check_class_presence(report: DataReport, imbalance: float) -> None:
         report.add(WARNING, 'class_without_boxes', f'classes {missing} have no box in train')
     present = counts[counts > 0]
     if len(present) > 1 and present.max() / present.min() > imbalance:
-        i, j = int(np.argmax(counts)), int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))
+        i = int(np.argmax(counts))
+        j = int(np.argmin(np.where(counts > 0, counts, counts.max() + 1)))  # least, but present
         report.add(WARNING, 'class_imbalance', f'train: {classes[i]} has {counts[i]} boxes, '
                    f'{classes[j]} {counts[j]} ({counts[i] / counts[j]:.0f}x, more than '
                    f'{imbalance:g}x); consider ClassBalancedDataset or more {classes[j]} images')
@@ -329,22 +343,28 @@ def check_images(datasets: dict, report: DataReport) -> None:
     from .pipelines.loading import decode_tolerant, exif_orientation
     missing, unreadable, truncated, mismatch = [], [], [], []
     by_hash = defaultdict(list)
-    seen = set()
+    seen = {}  # path -> its hash key
+    import sys
+
+    from tqdm import tqdm
+    bar = tqdm(total=sum(len(ds.data_infos) for ds in datasets.values()), desc='images',
+               unit='img', file=sys.stderr, disable=not sys.stderr.isatty(), leave=False)
     for split, ds in datasets.items():
         for info in ds.data_infos:
+            bar.update()
             path = osp.join(ds.img_prefix, info['filename']) if ds.img_prefix else info['filename']
             path = osp.normpath(path)
             if path in seen:  # the same file in two splits' records: read it once
-                by_hash[('path', path)].append(f'{split}:{info["filename"]}')
+                by_hash[seen[path]].append(f'{split}:{info["filename"]}')
                 continue
-            seen.add(path)
             try:
                 with open(path, 'rb') as f:
                     buf = f.read()
             except (FileNotFoundError, IsADirectoryError):
                 missing.append(path)
                 continue
-            by_hash[hashlib.sha1(buf).hexdigest()].append(f'{split}:{info["filename"]}')
+            seen[path] = hashlib.sha1(buf).hexdigest()
+            by_hash[seen[path]].append(f'{split}:{info["filename"]}')
             img, repair = decode_tolerant(buf)
             if img is None:
                 unreadable.append(path)
@@ -358,6 +378,7 @@ def check_images(datasets: dict, report: DataReport) -> None:
             aw, ah = info.get('width'), info.get('height')
             if aw is not None and ah is not None and (int(aw), int(ah)) != (w, h):
                 mismatch.append(f'{path} (annotations {aw}x{ah}, file {w}x{h})')
+    bar.close()
     if missing:
         report.add(ERROR, 'missing_image', f'{len(missing)} image files not found', missing)
     if unreadable:
@@ -370,7 +391,11 @@ def check_images(datasets: dict, report: DataReport) -> None:
     if mismatch:
         report.add(ERROR, 'size_mismatch', f'{len(mismatch)} images whose size in the '
                    f'annotations differs from the file (width x height)', mismatch)
-    dups = [names for key, names in by_hash.items() if key[0] != 'path' and len(names) > 1]
+    # a val set that is also the test set (one file for both) is common and harmless; the
+    # same bytes twice within a split, or in train and in val/test, are not
+    dups = [names for names in by_hash.values()
+            if len(names) > 1 and (len({n.split(':', 1)[0] for n in names}) < len(names)
+                                   or any(n.startswith('train') for n in names))]
     if dups:
         cross = [n for n in dups if len({x.split(':', 1)[0] for x in n}) > 1]
         leak = f'; {len(cross)} of them across splits (evaluation sees training images)' \

@@ -10,7 +10,9 @@ Ignore boxes (COCO crowd, VOC difficult) are written as ``iscrowd=1`` (COCO) and
 Output layouts (each recognised again by ``detect_format``):
 
 - COCO: ``OUT/{train,valid,test}/_annotations.coco.json`` (Roboflow's layout); with
-  ``images='keep'`` the ``file_name``s point at the source images (relative paths).
+  ``images='keep'`` the ``file_name``s point at the source images (relative paths). The
+  ``segmentation`` of COCO sources and the shape outlines of LabelMe sources are kept
+  (``area`` is the box area).
 - YOLO: ``OUT/data.yaml``, ``OUT/images/SPLIT/``, ``OUT/labels/SPLIT/NAME.txt``
   (``CLASS cx cy w h`` normalised, 6 decimals; an image without boxes gets an empty file).
 - LabelMe: ``OUT/SPLIT/NAME.json`` with ``rectangle`` shapes, the image beside it (or, with
@@ -48,7 +50,8 @@ def read_splits(src: str):
 
 def _records(dataset):
     """Per image: ``(source image path, width, height, boxes xyxy, labels, ignore boxes,
-    ignore labels)``."""
+    ignore labels, masks)``; ``masks``: the segmentation of each gt box (COCO polygons or
+    RLE, from COCO and LabelMe data) or ``None``."""
     for info in dataset.data_infos:
         ann = info['ann']
         path = osp.join(dataset.img_prefix, info['filename']) if dataset.img_prefix \
@@ -57,7 +60,8 @@ def _records(dataset):
                np.asarray(ann['bboxes'], np.float64).reshape(-1, 4),
                np.asarray(ann['labels'], np.int64).reshape(-1),
                np.asarray(ann.get('bboxes_ignore', np.zeros((0, 4))), np.float64).reshape(-1, 4),
-               np.asarray(ann.get('labels_ignore', np.zeros(0)), np.int64).reshape(-1))
+               np.asarray(ann.get('labels_ignore', np.zeros(0)), np.int64).reshape(-1),
+               ann.get('masks'))
 
 
 def _target_names(paths: list[str]) -> list[str]:
@@ -98,22 +102,25 @@ def write_coco(datasets: dict, classes, out: str, images: str = 'keep') -> dict[
         names = _target_names([r[0] for r in recs])
         imgs, anns = [], []
         for image_id, (rec, name) in enumerate(zip(recs, names), start=1):
-            src, width, height, boxes, labels, ign, ign_labels = rec
+            src, width, height, boxes, labels, ign, ign_labels, masks = rec
             if images == 'keep':
                 file_name = osp.relpath(src, folder)
             else:
                 file_name = name
                 _place_image(src, osp.join(folder, name), images)
             imgs.append(dict(id=image_id, file_name=file_name, width=width, height=height))
-            for box_set, label_set, crowd in ((boxes, labels, 0), (ign, ign_labels, 1)):
-                for box, label in zip(box_set.tolist(), label_set.tolist()):
-                    if label < 0:
-                        continue
-                    x, y = round(box[0], 3), round(box[1], 3)
-                    w, h = round(box[2] - box[0], 3), round(box[3] - box[1], 3)
-                    anns.append(dict(id=len(anns) + 1, image_id=image_id,
-                                     category_id=label + 1, bbox=[x, y, w, h],
-                                     area=round(w * h, 3), iscrowd=crowd, segmentation=[]))
+            segms = list(masks) if masks is not None and len(masks) == len(boxes) else []
+            segms += [[]] * (len(boxes) + len(ign) - len(segms))
+            for k, (box, label) in enumerate(zip(np.concatenate([boxes, ign]).tolist(),
+                                                 np.concatenate([labels, ign_labels]).tolist())):
+                crowd = int(k >= len(boxes))
+                if label < 0:  # an ignore box of no class
+                    continue
+                x, y = round(box[0], 3), round(box[1], 3)
+                w, h = round(box[2] - box[0], 3), round(box[3] - box[1], 3)
+                anns.append(dict(id=len(anns) + 1, image_id=image_id, category_id=label + 1,
+                                 bbox=[x, y, w, h], area=round(w * h, 3), iscrowd=crowd,
+                                 segmentation=segms[k] or []))
         coco = dict(info=dict(description='written by detforge convert to-coco'),
                     images=imgs, annotations=anns, type='instances',
                     categories=[dict(id=i + 1, name=n, supercategory='none')
@@ -138,7 +145,7 @@ def write_yolo(datasets: dict, classes, out: str, images: str = 'copy') -> str:
         os.makedirs(label_dir, exist_ok=True)
         recs = list(_records(dataset))
         for rec, name in zip(recs, _target_names([r[0] for r in recs])):
-            src, width, height, boxes, labels, ign, _ = rec
+            src, width, height, boxes, labels, ign, _, _ = rec
             dropped += len(ign)
             _place_image(src, osp.join(img_dir, name), images)
             cx = (boxes[:, 0] + boxes[:, 2]) / 2 / width
@@ -170,7 +177,7 @@ def write_labelme(datasets: dict, classes, out: str, images: str = 'copy') -> di
         os.makedirs(folder, exist_ok=True)
         recs = list(_records(dataset))
         for rec, name in zip(recs, _target_names([r[0] for r in recs])):
-            src, width, height, boxes, labels, ign, ign_labels = rec
+            src, width, height, boxes, labels, ign, ign_labels, _ = rec
             if images == 'keep':
                 image_path = osp.relpath(src, folder)
             else:

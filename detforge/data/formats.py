@@ -18,7 +18,8 @@ Recognised layouts (checked in this order):
   ``labels/SPLIT`` folders with the names in ``classes.txt`` (or darknet's ``obj.names``).
 - ``voc``: Pascal VOC XML files in ``Annotations/`` (or ``annotations/``) and images in
   ``JPEGImages/`` (or ``images/``); splits from ``ImageSets/Main/SPLIT.txt`` or ``SPLIT.txt``
-  beside them (none: every XML is ``train``).
+  beside them (none: every XML is ``train``). Or XML files beside their images, in the
+  folder or in ``train/ valid/ test/`` (Roboflow's Pascal VOC export).
 - ``labelme``: LabelMe JSON files (one per image, with ``shapes``) in the folder (one
   ``train`` split), or in ``train/ val/ test/`` sub-folders. Class names from ``labels.txt``
   / ``classes.txt`` (labelme2coco's ``__ignore__``/``_background_`` lines skipped), else the
@@ -48,7 +49,8 @@ __all__ = ['DetectedData', 'detect_format', 'FORMATS', 'IMAGE_EXTENSIONS', 'list
 FORMATS = ('coco', 'roboflow-coco', 'voc', 'yolo', 'labelme')
 # the image types Ultralytics and common tools write (lower case, with the dot)
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp', '.mpo')
-_SPLIT_WORDS = {'train': ('train', 'trainval'), 'val': ('val', 'valid', 'validation'), 'test': ('test',)}
+_SPLIT_WORDS = {'train': ('train', 'trainval'), 'val': ('val', 'valid', 'validation'),
+                'test': ('test',)}
 
 
 @dataclass
@@ -111,15 +113,29 @@ def detect_format(path: str) -> DetectedData:
             return _coco({'train': path}, path)
         raise DatasetError(f'{path}: expected a folder, a data.yaml (YOLO) or a .json file '
                            f'(COCO, LabelMe)')
-    for detector in (_detect_roboflow, _detect_yolo, _detect_voc, _detect_labelme, _detect_coco):
-        found = detector(path)
-        if found is not None:
-            return found
+    found = _detect_folder(path)
+    if found is not None:
+        return found
     raise DatasetError(
         f'{path}: not a data set layout detforge recognises; expected one of: Roboflow COCO '
         f'(train/ valid/ test/ with _annotations.coco.json), YOLO (data.yaml, images/ and '
         f'labels/), Pascal VOC (Annotations/*.xml and JPEGImages/), LabelMe (*.json with '
         f'"shapes"), COCO (annotations/*.json)')
+
+
+def _detect_folder(path: str, depth: int = 2) -> DetectedData | None:
+    for detector in (_detect_roboflow, _detect_yolo, _detect_voc, _detect_labelme, _detect_coco):
+        found = detector(path)
+        if found is not None:
+            return found
+    # an archive unpacked into one folder (bccd/BCCD, VOCdevkit/VOC2007): look inside it
+    subs = [d for d in os.listdir(path) if osp.isdir(osp.join(path, d)) and not d.startswith('.')]
+    if depth > 0 and len(subs) == 1:
+        found = _detect_folder(osp.join(path, subs[0]), depth - 1)
+        if found is not None:
+            found.notes.append(f'{path} holds one folder, {subs[0]}: its data set is used')
+        return found
+    return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -391,13 +407,44 @@ def _voc_names(ann_dir: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _has_xml_and_images(folder: str) -> bool:
+    return (osp.isdir(folder) and any(f.endswith('.xml') for f in os.listdir(folder))
+            and bool(list_images(folder)))
+
+
+def _detect_voc_side_by_side(root: str) -> DetectedData | None:
+    """XML files beside their images: in the folder (one train split), or in
+    ``train/ valid/ test/`` (Roboflow's Pascal VOC export)."""
+    split_dirs = {}
+    if _has_xml_and_images(root):
+        split_dirs['train'] = root
+    else:
+        for sub in sorted(os.listdir(root)):
+            split = _split_of(sub)
+            if split and split not in split_dirs and _has_xml_and_images(osp.join(root, sub)):
+                split_dirs[split] = osp.join(root, sub)
+    if not split_dirs:
+        return None
+    names, exts = set(), []
+    for d in split_dirs.values():
+        names.update(_voc_names(d))
+        exts += [osp.splitext(f)[1] for f in list_images(d)]
+    suffix = max(set(exts), key=exts.count)
+    classes = tuple(sorted(names))
+    splits = {s: dict(type='XMLDataset', ann_file=None, img_prefix=d + os.sep, img_subdir='',
+                      ann_subdir='', img_suffix=suffix, classes=classes)
+              for s, d in split_dirs.items()}
+    return DetectedData('voc', root, classes, splits, 'bbox',
+                        ['XML files beside their images: every XML of a folder is one split'])
+
+
 def _detect_voc(root: str) -> DetectedData | None:
     ann_sub = next((s for s in ('Annotations', 'annotations') if osp.isdir(osp.join(root, s))
                     and any(f.endswith('.xml') for f in os.listdir(osp.join(root, s)))), None)
     img_sub = next((s for s in ('JPEGImages', 'images', 'Images') if osp.isdir(osp.join(root, s))),
                    None)
     if ann_sub is None or img_sub is None:
-        return None
+        return _detect_voc_side_by_side(root)
     exts = [osp.splitext(f)[1] for f in list_images(osp.join(root, img_sub))]
     if not exts:
         raise DatasetError(f'{osp.join(root, img_sub)}: no images')

@@ -10,7 +10,9 @@ Each file holds ``imagePath`` (relative to the JSON file), ``imageWidth``/``imag
 - ``point``, ``line``, ``linestrip``, ``points``, ``mask``: no box; skipped and counted.
 
 Points are taken as continuous pixel coordinates (0-based), as COCO's. A shape with
-``"difficult": true`` becomes an ignore box. Without ``classes=``, the classes are the sorted
+``"difficult": true`` becomes an ignore box. Each gt box also carries its shape's outline as
+a COCO polygon in ``ann['masks']``, so ``LoadAnnotations(with_mask=True)`` gives instance
+masks (rectangles and circles as polygons). Without ``classes=``, the classes are the sorted
 labels of all files.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .custom import sanitize_boxes
 from .errors import AnnotationError, DatasetError
 
 __all__ = ['LabelMeDataset', 'read_labelme_json', 'read_labelme_names', 'labelme_json_files',
-           'shape_box']
+           'shape_box', 'shape_polygon']
 
 
 def labelme_json_files(folder: str) -> list[str]:
@@ -59,6 +61,21 @@ def read_labelme_names(folder: str) -> set[str]:
         names.update(str(s.get('label', '')).strip() for s in data['shapes'])
     names.discard('')
     return names
+
+
+def shape_polygon(shape: dict) -> list[list[float]]:
+    """The outline of an area shape as a COCO polygon ``[[x1, y1, x2, y2, ...]]`` (a
+    rectangle's 4 corners, a circle as a 32-gon, a polygon as drawn), for instance masks."""
+    kind = shape.get('shape_type') or 'polygon'
+    pts = np.asarray(shape['points'], dtype=np.float64).reshape(-1, 2)
+    if kind == 'rectangle':
+        (x1, y1), (x2, y2) = pts.min(0), pts.max(0)
+        pts = np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    elif kind == 'circle':
+        r = float(np.hypot(*(pts[1] - pts[0])))
+        t = np.linspace(0, 2 * np.pi, 32, endpoint=False)
+        pts = np.stack([pts[0, 0] + r * np.cos(t), pts[0, 1] + r * np.sin(t)], 1)
+    return [pts.reshape(-1).round(3).tolist()]
 
 
 def shape_box(shape: dict, where: str) -> list[float] | None:
@@ -111,7 +128,7 @@ class LabelMeDataset(BoxFileDataset):
             if not (isinstance(width, int) and isinstance(height, int) and width > 0
                     and height > 0):
                 width, height = read_image_size(img_path)
-            boxes, labels, ignore, ids = [], [], [], []
+            boxes, labels, ignore, ids, polygons = [], [], [], [], []
             for k, shape in enumerate(data['shapes']):
                 where = f'{path}: shape {k}'
                 name = str(shape.get('label', '')).strip()
@@ -130,9 +147,12 @@ class LabelMeDataset(BoxFileDataset):
                 labels.append(index[name])
                 ignore.append(bool(shape.get('difficult', False)))
                 ids.append(f'shape {k}')
+                polygons.append(shape_polygon(shape))
             ann = sanitize_boxes(boxes, labels, ignore, width, height, file=path, ann_ids=ids,
                                  counter=self.skipped, skip_invalid=self.skip_invalid,
-                                 min_size=self.min_size)
+                                 min_size=self.min_size, return_inds=True)
+            ann['masks'] = [polygons[i] for i in ann.pop('inds')]  # one per gt box
+            ann.pop('inds_ignore')
             infos.append(dict(id=osp.splitext(json_name)[0],
                               filename=osp.relpath(img_path, self.img_prefix),
                               width=width, height=height, ann=ann))

@@ -29,8 +29,9 @@ def parse_yolo_label(path: str, width: int, height: int) -> tuple[np.ndarray, np
     """Read one label file: ``(boxes (n, 4) float32 0-based pixel xyxy, classes (n,) int64)``.
 
     A missing file is an image without objects. A line that is not ``CLASS`` followed by 4
-    (box) or an even number >= 6 (segment) of numbers is an :class:`AnnotationError` naming
-    the file and line.
+    (box) or an even number >= 6 (segment) of numbers, or with a coordinate outside 0..1
+    (beyond a 0.01 overshoot: pixels instead of normalised values), is an
+    :class:`AnnotationError` naming the file and line.
     """
     if not osp.isfile(path):
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
@@ -50,6 +51,10 @@ def parse_yolo_label(path: str, width: int, height: int) -> tuple[np.ndarray, np
                     f'{path}, line {number}: expected "CLASS cx cy w h" (class number, then the '
                     f'box centre and size normalised to 0..1) or "CLASS x1 y1 x2 y2 ..." '
                     f'(a polygon), got {line.strip()!r}') from None
+            if any(v < -0.01 or v > 1.01 for v in values):  # a little overshoot is common
+                raise AnnotationError(
+                    f'{path}, line {number}: YOLO coordinates are normalised to 0..1 by the '
+                    f'image width and height, got {line.strip()!r} (pixel coordinates?)')
             if len(values) == 4:
                 cx, cy, w, h = values
                 box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
