@@ -72,7 +72,7 @@ class OHEMSampler(RandomSampler):
 
     def __init__(self, num: int, pos_fraction: float, neg_pos_ub: float = -1,
                  add_gt_as_proposals: bool = True, loss_key: str = 'loss_cls',
-                 context=None, **kwargs):
+                 context=None):
         # context: MMDetection passes the RoI head here; detforge hands over the loss at
         # sampling time instead, so the argument is accepted and unused.
         super().__init__(num, pos_fraction, neg_pos_ub, add_gt_as_proposals)
