@@ -11,6 +11,7 @@ file), for ``LoadAnnotations(with_mask=True)``.
 """
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from detforge.registry import DATASETS
 from .coco_api import COCO, load_coco_json
 from .custom import CustomDataset, sanitize_boxes
 from .errors import AnnotationError, DatasetError
-from .record_store import RecordStore, RecordStoreBuilder
+from .record_store import Pickled, RecordStore, RecordStoreBuilder
 
 __all__ = ['CocoDataset']
 
@@ -63,6 +64,10 @@ class CocoDataset(CustomDataset):
     def load_annotations(self, ann_file: str) -> RecordStore:
         """The records of ``ann_file``, built straight from the file's lists.
 
+        While the file is parsed, each annotation's ``segmentation`` is pickled into bytes
+        (:class:`~detforge.data.record_store.Pickled`) as soon as it is read, so that the
+        millions of Python floats of the polygons never exist all at once (they are most of
+        a COCO file's memory); the records hold them in that form until read.
         Boxes, categories and flags of all annotations are read into numpy arrays at once;
         each image's record is then cut from them and pickled into a
         :class:`~detforge.data.record_store.RecordStore` (so the list of dicts never exists),
@@ -71,7 +76,7 @@ class CocoDataset(CustomDataset):
         strings or malformed, ``area <= 0``, smaller than ``min_size``) goes through
         :meth:`_parse_ann_info`, which counts, converts or raises as documented there.
         """
-        data = load_coco_json(ann_file)
+        data = load_coco_json(ann_file, object_hook=_compact_segmentation)
         try:
             return self._build_records(ann_file, data)
         except (KeyError, TypeError) as e:
@@ -116,7 +121,8 @@ class CocoDataset(CustomDataset):
             info = dict(img)
             info['filename'] = img['file_name']
             if unusual_image[i]:
-                info['ann'] = self._parse_ann_info(info, [anns[k] for k in idx.tolist()], cats)
+                info['ann'] = self._parse_ann_info(
+                    info, [_with_segmentation(anns[k]) for k in idx.tolist()], cats)
             else:
                 idx = idx[cols['keep'][idx]]
                 crowd = cols['crowd'][idx]
@@ -293,6 +299,20 @@ class CocoDataset(CustomDataset):
                              jsonfile_prefix=jsonfile_prefix, classwise=classwise,
                              proposal_nums=proposal_nums, iou_thrs=iou_thrs,
                              metric_items=metric_items, **kwargs)
+
+
+def _compact_segmentation(obj: dict) -> dict:
+    """``json.load``'s object hook: an annotation's ``segmentation`` as pickled bytes."""
+    segm = obj.get('segmentation')
+    if segm is not None and 'image_id' in obj:
+        obj['segmentation'] = Pickled(pickle.dumps(segm, protocol=pickle.HIGHEST_PROTOCOL))
+    return obj
+
+
+def _with_segmentation(ann: dict) -> dict:
+    """The annotation as in the file (its ``segmentation`` unpickled)."""
+    segm = ann.get('segmentation')
+    return dict(ann, segmentation=segm.load()) if type(segm) is Pickled else ann
 
 
 def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ['RecordStore', 'RecordStoreBuilder']
+__all__ = ['RecordStore', 'RecordStoreBuilder', 'Pickled']
 
 _PROTOCOL = 5
 
@@ -32,15 +32,32 @@ def _array(data: bytearray, dtype: str, shape: tuple) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
+class Pickled:
+    """An object already pickled (``data``, from :func:`pickle.dumps`): in a record, it is
+    stored as those bytes and comes back as the object when the record is read. A loader
+    keeps bulky parts of a record (a COCO ``segmentation``) in this form while it parses
+    the file, instead of as thousands of Python floats."""
+
+    __slots__ = ('data',)
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def load(self):
+        return pickle.loads(self.data)
+
+
 class _RecordPickler(pickle.Pickler):
     """Pickles plain numpy arrays as ``(bytes, dtype, shape)``: several times faster than
     numpy's own reduction for the small arrays of a record (a few boxes), and ~100 bytes
-    smaller each. Other objects pickle as usual."""
+    smaller each; :class:`Pickled` parts as their bytes. Other objects pickle as usual."""
 
     def reducer_override(self, obj):
         if type(obj) is np.ndarray and not obj.dtype.hasobject:
             data = bytearray(np.ascontiguousarray(obj).tobytes())
             return _array, (data, obj.dtype.str, obj.shape)
+        if type(obj) is Pickled:
+            return pickle.loads, (obj.data,)
         return NotImplemented
 
 
