@@ -61,7 +61,7 @@ def make_synthetic_coco(path: Path, num_images: int = 118287, num_boxes: int = 8
     - categories: "person" 30.5% of the boxes, the other 79 by a power law;
     - box size: sqrt(area) log-normal (median 42 px, sigma 1.05: about 40% small, 35%
       medium, 25% large by COCO's 32/96 px bounds), aspect ratio log-normal, clipped to
-      the image; a few dozen boxes under 1 px (COCO has some);
+      the image; 1 box in 20,000 (at most 40) under 1 px wide (COCO has some);
     - 1% ``iscrowd`` with an uncompressed RLE ``segmentation``, the others one polygon of
       6 to 40 points (two decimals, as COCO), ``area`` 0.7 w h;
     - annotations in random order (not grouped by image).
@@ -103,7 +103,7 @@ def make_synthetic_coco(path: Path, num_images: int = 118287, num_boxes: int = 8
     aspect = np.exp(rng.normal(0.0, 0.6, num_boxes))
     bw = np.clip(side * np.sqrt(aspect), 1.0, widths[owner] - 1)
     bh = np.clip(side / np.sqrt(aspect), 1.0, heights[owner] - 1)
-    tiny = rng.choice(num_boxes, min(40, num_boxes), replace=False)
+    tiny = rng.choice(num_boxes, min(40, num_boxes // 20000 + 1), replace=False)
     bw[tiny] = 0.5
     bx = rng.random(num_boxes) * (widths[owner] - bw)
     by = rng.random(num_boxes) * (heights[owner] - bh)
