@@ -325,6 +325,28 @@ def run_child(kind: str, *args) -> dict:
 
 
 # ---------------------------------------------------------------------------- main
+def machine() -> dict:
+    """Date, commit, CPU and load average when the run starts (``run_all.py`` prints them)."""
+    import datetime
+    import platform
+    cpu = platform.processor() or 'unknown'
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    except OSError:
+        pass
+    git = lambda *a: subprocess.run(['git', *a], cwd=REPO, text=True,  # noqa: E731
+                                    capture_output=True).stdout.strip()
+    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
+    if git('status', '--porcelain', '--untracked-files=no'):
+        commit += ' (with uncommitted changes)'
+    return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
+                commit=commit, cpu=cpu, usable_cpus=len(os.sched_getaffinity(0)),
+                load_before=os.getloadavg())
+
+
 def bench_load(ann_file: str, rounds: int) -> dict:
     modes = ['detforge', 'pycocotools', 'json']
     runs = {m: [] for m in modes}
@@ -390,12 +412,14 @@ def main(argv=None) -> int:
     size_mib = ann_file.stat().st_size / 2 ** 20
     print(f'annotation file: {ann_file} ({size_mib:.0f} MiB, {args.images} images, '
           f'{args.boxes} boxes)', flush=True)
-    out = dict(file=str(ann_file), file_mib=size_mib, images=args.images, boxes=args.boxes)
+    out = dict(file=str(ann_file), file_mib=size_mib, images=args.images, boxes=args.boxes,
+               machine=machine())
     only = {s.strip() for s in args.only.split(',')}
     if 'load' in only:
         out['load'] = bench_load(str(ann_file), args.rounds)
     if 'workers' in only:
         out['workers'] = bench_workers(str(ann_file), args.workers, args.batches, args.batch_size)
+    out['machine']['load_after'] = os.getloadavg()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
     return 0
