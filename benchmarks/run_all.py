@@ -162,6 +162,20 @@ def bench_eval(quick: bool) -> dict:
     return dict(options=opts, **parse_eval_output(out))
 
 
+def scale_from_json(paths: list[str]) -> dict:
+    """The scale results of earlier ``bench_scale.py --json`` runs (e.g. one ``--only load``
+    and one ``--only workers``), each part with the machine of its own run."""
+    merged: dict = {}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if 'workers' in part and 'load' not in part and 'machine' in merged:
+            part['workers_machine'] = part.pop('machine', None)
+        for key, value in part.items():
+            merged.setdefault(key, value)
+    merged['options'] = [f'(from {", ".join(Path(p).name for p in paths)})']
+    return merged
+
+
 def bench_scale(quick: bool, tmp: Path) -> dict:
     out_json = tmp / 'scale.json'
     opts = (['--images', '11829', '--boxes', '86000', '--rounds', '1', '--batches', '100']
@@ -319,14 +333,23 @@ def render(info: dict, results: dict, errors: dict, quick: bool) -> str:
 SCALE_TITLE = '## Scale: COCO-train-size annotations and loader memory (`bench_scale.py`)'
 
 
+def _measured(info: dict) -> str:
+    return (f'{info["date"]}, detforge commit {info["commit"]}, on {info["cpu"]} '
+            f'({info["usable_cpus"]} usable CPUs), load average before / after '
+            f'{" ".join(f"{x:.1f}" for x in info["load_before"])} / '
+            f'{" ".join(f"{x:.1f}" for x in info.get("load_after", ()))}')
+
+
 def render_scale(info: dict, r: dict) -> list[str]:
-    """The scale section: load time/peak RSS vs pycocotools and json; loader memory."""
+    """The scale section: load time/peak RSS vs pycocotools and json; loader memory.
+    ``r`` may carry the machine of its own run(s) (``machine``, ``workers_machine``)."""
     load = r.get('load', {}).get('summary', {})
+    where = f'Measured {_measured(r.get("machine") or info)}'
+    if r.get('workers_machine'):
+        where = (f'Loading measured {_measured(r.get("machine") or info)}; loader memory '
+                 f'measured {_measured(r["workers_machine"])}')
     md = ['', SCALE_TITLE, '',
-          f'Measured {info["date"]}, detforge commit {info["commit"]}, on {info["cpu"]} '
-          f'({info["usable_cpus"]} usable CPUs), load average before / after '
-          f'{" ".join(f"{x:.1f}" for x in info["load_before"])} / '
-          f'{" ".join(f"{x:.1f}" for x in info.get("load_after", ()))}. **The machine was '
+          f'{where}. **The machine was '
           'shared with other jobs during the run: the memory numbers are valid, the times '
           'are indicative only** (each process\'s CPU time is given too; it suffers less '
           'from the other jobs than wall time).', '',
@@ -437,6 +460,10 @@ def main(argv=None) -> int:
                              "(default: torch's default, the usable CPUs)")
     parser.add_argument('--output', default=str(HERE / 'RESULTS.md'), help='the report (markdown)')
     parser.add_argument('--raw-json', help='also write every raw number to this JSON file')
+    parser.add_argument('--scale-json', nargs='+',
+                        help='report the scale section from these bench_scale.py --json files '
+                             '(each with the date, commit and load of its own run) instead of '
+                             'running it')
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(',') if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
@@ -494,7 +521,8 @@ def main(argv=None) -> int:
                 errors['eval'] = str(e)
         if 'scale' in only:
             try:
-                results['scale'] = bench_scale(args.quick, Path(tmp))
+                results['scale'] = (scale_from_json(args.scale_json) if args.scale_json
+                                    else bench_scale(args.quick, Path(tmp)))
             except (BenchFailed, OSError, ValueError, KeyError) as e:
                 errors['scale'] = str(e)
     info['load_after'] = os.getloadavg()
