@@ -20,7 +20,7 @@ from detforge.registry import DATASETS
 from .coco_api import COCO, load_coco_json
 from .custom import CustomDataset, sanitize_boxes
 from .errors import AnnotationError, DatasetError
-from .record_store import Pickled, RecordStore, RecordStoreBuilder
+from .record_store import Pickled, RecordStore, RecordStoreBuilder, release_free_memory
 
 __all__ = ['CocoDataset']
 
@@ -86,6 +86,7 @@ class CocoDataset(CustomDataset):
                                f'"category_id", "bbox"') from None
 
     def _build_records(self, ann_file: str, data: dict) -> RecordStore:
+        """The store of records of the parsed file ``data`` (emptied on the way)."""
         cats = {c['id']: c['name'] for c in data['categories']}
         by_name = {name: cid for cid, name in cats.items()}
         missing = [name for name in self.ann_classes if name not in by_name]
@@ -134,7 +135,11 @@ class CocoDataset(CustomDataset):
             ann = info['ann']
             num_boxes[i] = len(ann['bboxes']) + len(ann['bboxes_ignore'])
             builder.append(info)
-        del anns, images, cols, data  # the caller's reference goes when we return
+        # free the parsed JSON (ours: load_annotations parsed it) before the store's one
+        # buffer is allocated, and give its pages back to the system
+        data.clear()
+        del anns, images, cols
+        release_free_memory()
         self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes)
         self.img_ids = img_ids
         return builder.finish()
