@@ -175,14 +175,15 @@ def make_synthetic_coco(path: Path, num_images: int = 118287, num_boxes: int = 8
 
 # ---------------------------------------------------------------------------- memory
 def memory_of(pid: int) -> dict[str, int]:
-    """``{'rss': bytes, 'pss': bytes}`` of one process (``smaps_rollup``; PSS is RSS where
-    the kernel has no rollup)."""
+    """``{'rss', 'pss', 'pss_anon'}`` bytes of one process (``smaps_rollup``; PSS is RSS
+    where the kernel has no rollup). ``pss_anon`` leaves out file-backed pages (the shared
+    libraries), whose share also depends on unrelated processes mapping the same files."""
     out = {}
     try:
         with open(f'/proc/{pid}/smaps_rollup') as f:
             for line in f:
                 key, _, rest = line.partition(':')
-                if key in ('Rss', 'Pss'):
+                if key in ('Rss', 'Pss', 'Pss_Anon'):
                     out[key.lower()] = int(rest.split()[0]) * 1024
     except OSError:
         pass
@@ -192,6 +193,7 @@ def memory_of(pid: int) -> dict[str, int]:
                 if line.startswith('VmRSS:'):
                     out['rss'] = int(line.split()[1]) * 1024
     out.setdefault('pss', out['rss'])
+    out.setdefault('pss_anon', out['pss'])
     return out
 
 
@@ -213,6 +215,7 @@ def total_memory(pid: int) -> dict[str, float]:
     mems = [memory_of(p) for p in pids]
     return dict(rss_mib=sum(m['rss'] for m in mems) / 2 ** 20,
                 pss_mib=sum(m['pss'] for m in mems) / 2 ** 20,
+                pss_anon_mib=sum(m['pss_anon'] for m in mems) / 2 ** 20,
                 main_pss_mib=mems[0]['pss'] / 2 ** 20, processes=len(pids))
 
 

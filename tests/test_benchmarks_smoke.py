@@ -145,7 +145,7 @@ def test_scale_section_is_spliced_into_an_existing_report(run_all):
     section = '\n'.join(run_all.render_scale(info, scale))
     assert run_all.SCALE_TITLE in section and 'shared with other jobs' in section
     assert '| `CocoDataset` (records serialised) | 9.0 | 4.5 | 800 | 799 | 100 | 0.90 (CPU 0.90) | 0.80 |' in section
-    assert '| serialised | 4 | 100 | 110 | 1.100 | 200 | 220 | 1.100 |' in section
+    assert '| serialised | 4 | 100 | 110 | 1.100 | n/a | 200 | 220 |' in section
     old = ('# report\n\n**Stale**\n\n## Machine\n\n- old machine\n\n## Data pipeline\n\n'
            'rows\n\n## Failed or missing\n\n- **eval**: failed\n')
     new = '# report\n\n## Machine\n\n- new machine\n' + section + '\n'
