@@ -417,7 +417,8 @@ def main(argv=None) -> int:
     print(f'annotation file: {ann_file} ({size_mib:.0f} MiB, {args.images} images, '
           f'{args.boxes} boxes)', flush=True)
     out = dict(file=str(ann_file), file_mib=size_mib, images=args.images, boxes=args.boxes,
-               machine=machine())
+               machine=machine(), argv=' '.join(['python benchmarks/bench_scale.py',
+                                                  *(argv if argv is not None else sys.argv[1:])]))
     only = {s.strip() for s in args.only.split(',')}
     if 'load' in only:
         out['load'] = bench_load(str(ann_file), args.rounds)

@@ -172,7 +172,8 @@ def scale_from_json(paths: list[str]) -> dict:
             part['workers_machine'] = part.pop('machine', None)
         for key, value in part.items():
             merged.setdefault(key, value)
-    merged['options'] = [f'(from {", ".join(Path(p).name for p in paths)})']
+    merged['options'] = ['; '.join(json.loads(Path(p).read_text()).get('argv', Path(p).name)
+                                   for p in paths)]
     return merged
 
 
