@@ -326,7 +326,8 @@ def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:
     n = len(boxes)
     try:
         xywh = np.array(boxes, dtype=np.float64).reshape(n, 4)
-        if {type(b) for b in boxes} <= {list} and {type(v) for b in boxes for v in b} <= {int, float}:
+        lists = {type(b) for b in boxes} <= {list}
+        if lists and {type(v) for b in boxes for v in b} <= {int, float}:
             return xywh, np.ones(n, dtype=bool)
     except (TypeError, ValueError):
         pass
