@@ -204,3 +204,19 @@ def test_bad_slice_arguments_are_one_line(tiny, tmp_path, capsys):
     assert cli(['infer', cfg, ckpt, str(images[0]), '--out', str(tmp_path / 'o'),
                 '--slice', '320', '--overlap', '1.5']) == 2
     assert '--overlap 1.5' in capsys.readouterr().err
+
+
+def test_the_benchmark_upscales_images_and_boxes_alike(repo_root, tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        'bench_sliced', repo_root / 'benchmarks' / 'bench_sliced.py')
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    source = repo_root / 'data' / 'bccd' / 'annotations' / 'test.json'
+    path = bench.upscale_coco(str(source), str(repo_root / 'data' / 'bccd'), str(tmp_path), 3, 1)
+    big = json.loads(Path(path).read_text())
+    small = json.loads(source.read_text())
+    image = big['images'][0]
+    assert len(big['images']) == 1 and (image['width'], image['height']) == (1920, 1440)
+    assert cv2.imread(str(tmp_path / image['file_name'])).shape == (1440, 1920, 3)
+    first = [a for a in small['annotations'] if a['image_id'] == image['id']]
+    assert [a['bbox'] for a in big['annotations']] == [[v * 3 for v in a['bbox']] for a in first]
