@@ -139,22 +139,35 @@ def test_bad_work_dirs_are_one_line(tmp_path, capsys):
     assert 'no config' in capsys.readouterr().err
 
 
-def test_pr_curves_average_to_the_ap_table(work_dir, repo_root):
+def test_pr_curves_average_to_the_ap_table(bccd_subset, repo_root):
     """The curves are what AP averages: mean over recall (and IoU) of the curve = AP; and
     a perfect result is precision 1 at every recall."""
-    from detforge.commands._analysis_common import load_config
-    from detforge.commands.report import build_split_dataset
+    from detforge.data import build_dataset
     from detforge.evaluation.precision_recall import coco_precision_recall
-    from detforge.evaluation.results_io import load_results
-    cfg = load_config(str(next(work_dir.glob('*.py'))))
-    dataset = build_split_dataset(cfg, 'test')
-    results = load_results(next(work_dir.glob('report_*_test.pkl')))
+    dataset = build_dataset(dict(type='CocoDataset', ann_file=bccd_subset(3), pipeline=[],
+                                 img_prefix=str(repo_root / 'data' / 'bccd') + '/',
+                                 classes=('RBC', 'WBC', 'Platelets'), test_mode=True))
+    # graded detections: GT boxes shifted by 0..12 pixels (so AP falls with the IoU
+    # threshold), scores falling with the shift, and a confident false positive per image
+    rng = np.random.default_rng(0)
+    results = []
+    for i in range(len(dataset.data_infos)):
+        ann = dataset.get_ann_info(i)
+        shift = rng.integers(0, 13, len(ann['bboxes'])).astype(np.float32)
+        boxes = ann['bboxes'] + shift[:, None]
+        dets = np.hstack([boxes, (1 - shift / 20)[:, None]]).astype(np.float32)
+        per_class = [dets[ann['labels'] == c] for c in range(3)]
+        per_class[0] = np.vstack([per_class[0], [[600, 440, 630, 470, 0.95]]]).astype(np.float32)
+        results.append(per_class)
     pr = coco_precision_recall(dataset, results)
+    assert pr.per_class_ap[0, 1] > pr.per_class_ap[0, 0] + 0.05  # AP50 > AP: a real test
     for k in range(3):
         if pr.num_gts[k]:
             assert np.nanmean(pr.curve(k)) == pytest.approx(pr.per_class_ap[k, 0], abs=1e-6)
             assert np.nanmean(pr.curve(k, 0.5)) == pytest.approx(pr.per_class_ap[k, 1],
                                                                  abs=1e-6)
+            assert np.nanmean(pr.curve(k, 0.75)) == pytest.approx(pr.per_class_ap[k, 2],
+                                                                  abs=1e-6)
     perfect = []
     for i in range(len(dataset.data_infos)):
         ann = dataset.get_ann_info(i)
