@@ -55,7 +55,7 @@ th { background: #f0f2f5; }
 td.name, th.name { text-align: left; }
 img.figure { max-width: 100%; height: auto; display: block; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; }
-.card { border: 1px solid #e0e0e0; border-radius: 4px; padding: 6px; width: 360px; }
+.card { border: 1px solid #e0e0e0; border-radius: 4px; padding: 6px; width: 470px; }
 .card img { width: 100%; height: auto; display: block; }
 .card p { margin: 4px 0 0 0; font-size: 12px; word-break: break-all; }
 pre { background: #f6f8fa; border: 1px solid #e0e0e0; padding: 10px; font-size: 12px;
