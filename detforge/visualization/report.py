@@ -254,7 +254,8 @@ def best_worst_section(inp: ReportInputs, results) -> str:
             cards.append(f'<div class="card">{_img_tag(png, name, "thumb")}<p><b>AP '
                          f'{aps[i]:.3f}</b> &middot; {num_det} detections &middot; {num_gt} '
                          f'GT &middot; {html.escape(name)}</p></div>')
-        parts.append(f'<h3>{title} {len(cards)} of {len(order)} images</h3><div class="grid">{"".join(cards)}</div>')
+        parts.append(f'<h3>{title} {len(cards)} of {len(order)} images</h3>'
+                     f'<div class="grid">{"".join(cards)}</div>')
     return ''.join(parts) + (
         f'<p class="note">Per-image AP: VOC matching averaged over IoU 0.50:0.95 (as '
         f'<code>detforge analyze-results</code>); drawn: detections with score &ge; '
