@@ -120,7 +120,7 @@ def test_every_section_is_there_with_its_content(report, work_dir):
 
 
 def test_detections_are_kept_and_reused(report, work_dir, capsys):
-    cache = list(work_dir.glob('report_*_test.pkl'))
+    cache = list(work_dir.glob('report_*_test_*.pkl'))
     assert len(cache) == 1
     out = work_dir / 'again.html'
     assert cli(['report', str(work_dir), '--out', str(out), '--no-eval']) == 0
@@ -130,6 +130,11 @@ def test_detections_are_kept_and_reused(report, work_dir, capsys):
     assert 'detections read from' not in ' '.join(_parse(out).text['summary'])
     assert cli(['report', str(work_dir), '--out', str(out)]) == 0
     assert 'detections read from' in ' '.join(_parse(out).text['summary'])
+    # other test settings of the model: other detections, not the kept ones
+    assert cli(['report', str(work_dir), '--out', str(out), '--cfg-options',
+                'model.test_cfg.max_per_img=5']) == 0
+    assert 'detections read from' not in ' '.join(_parse(out).text['summary'])
+    assert len(list(work_dir.glob('report_*_test_*.pkl'))) == 2
 
 
 def test_bad_work_dirs_are_one_line(tmp_path, capsys):

@@ -11,8 +11,9 @@ The config is the one ``detforge train`` wrote into the work dir (``--config`` p
 another). The detections come from ``--results`` (``detforge test --out``), else from the
 checkpoint (``--checkpoint``; default the newest ``best_*``, else ``latest.pth`` or the
 highest ``epoch_N``/``iter_N``) run once on the config's ``data.test`` (or ``data.val``
-with ``--split val``); they are kept in ``WORK_DIR/report_<checkpoint>_<split>.pkl`` and
-reused while the checkpoint is older than that file.
+with ``--split val``); they are kept in ``WORK_DIR/report_<checkpoint>_<split>_<hash>.pkl``
+and reused while the checkpoint is older than that file (the hash: of the checkpoint's path,
+the split's and the model's settings).
 """
 from __future__ import annotations
 
@@ -102,12 +103,19 @@ def run_checkpoint(cfg, config_path, checkpoint, dataset, device, cfg_options=No
 def cached_results(work_dir, cfg, config_path, checkpoint, dataset, split, device,
                    cfg_options=None) -> tuple[list, str]:
     """Results of ``checkpoint`` on ``split``, from the cache file if it is newer than the
-    checkpoint and has one result per image, else computed and cached."""
+    checkpoint and has one result per image, else computed and cached. The file name holds
+    a hash of the checkpoint's path, the split's and the model's settings: another data set
+    (an edited ``ann_file``) or test_cfg (``--cfg-options model.test_cfg...``) is another
+    file."""
+    import hashlib
+    import json
     from detforge.evaluation.results_io import load_results
     stem = osp.splitext(osp.basename(checkpoint))[0]
-    cache = osp.join(work_dir, f'report_{stem}_{split}.pkl')
-    if osp.isfile(cache) and osp.getmtime(cache) >= osp.getmtime(checkpoint) \
-            and not cfg_options:
+    key = json.dumps([osp.abspath(checkpoint), cfg.data.get(split), cfg.get('model')],
+                     sort_keys=True, default=str)
+    digest = hashlib.sha1(key.encode('utf-8')).hexdigest()[:8]
+    cache = osp.join(work_dir, f'report_{stem}_{split}_{digest}.pkl')
+    if osp.isfile(cache) and osp.getmtime(cache) >= osp.getmtime(checkpoint):
         try:
             results = load_results(cache)
             if len(results) == len(dataset.data_infos):
