@@ -186,6 +186,7 @@ def test_infer_with_slices_writes_the_same_json(tiny, tmp_path):
     # boxes of the right-hand tiles are shifted back: beyond the first 320x320 tile
     assert boxes[:, 2].max() > 320 and boxes[:, 3].max() > 320
     assert boxes[:, 2].max() <= 640 + 1e-3 and boxes[:, 3].max() <= 480 + 1e-3
+    assert len(boxes) > 20  # more than max_per_img of one pass: the tiles' boxes, merged
     assert (out / images[0].name).is_file()
 
 
@@ -197,6 +198,7 @@ def test_test_with_slices_evaluates(tiny, tmp_path, capsys):
     assert 'bbox_mAP' in capsys.readouterr().out
     results = pickle.loads(out.read_bytes())
     assert len(results) == 2 and len(results[0]) == 3 and results[0][0].shape[1] == 5
+    assert sum(len(r) for r in results[0]) > 20  # more than max_per_img of one pass
 
 
 def test_bad_slice_arguments_are_one_line(tiny, tmp_path, capsys):
@@ -220,3 +222,20 @@ def test_the_benchmark_upscales_images_and_boxes_alike(repo_root, tmp_path):
     assert cv2.imread(str(tmp_path / image['file_name'])).shape == (1440, 1920, 3)
     first = [a for a in small['annotations'] if a['image_id'] == image['id']]
     assert [a['bbox'] for a in big['annotations']] == [[v * 3 for v in a['bbox']] for a in first]
+
+
+def test_infer_with_slices_on_a_video(tiny, tmp_path):
+    cfg, ckpt, images = tiny
+    video = tmp_path / 'clip.mp4'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'mp4v'), 5, (320, 240))
+    for _ in range(2):
+        writer.write(cv2.resize(cv2.imread(str(images[0])), (320, 240)))
+    writer.release()
+    out = tmp_path / 'out'
+    assert cli(['infer', cfg, ckpt, str(video), '--out', str(out), '--score-thr', '0',
+                '--slice', '160']) == 0
+    frames = json.loads((out / 'detections.json').read_text())['detections']
+    assert len(frames) == 2 and all(len(dets) > 0 for dets in frames.values())
+    boxes = np.array([d['bbox'] for d in frames['frame_000000']])
+    assert boxes[:, 2].max() > 160 and boxes[:, 2].max() <= 320 + 1e-3
+    assert len(boxes) > 20  # more than max_per_img of one pass: the tiles' boxes, merged
