@@ -247,8 +247,12 @@ def sliced_dataset_test(detector: SlicedDetector, dataset, out_dir: str | None =
     """``single_gpu_test`` with sliced inference: per image of ``dataset`` (dataset order,
     its original file, not the test pipeline's resized copy), a list over classes of
     ``(n, 5)`` arrays. ``out_dir`` gets each image drawn with its detections."""
+    import logging
+
+    import cv2
+
     from detforge.apis.test import _progress
-    from detforge.visualization.draw import draw_det_result, read_image
+    from detforge.visualization.draw import display_path, draw_det_result, read_image
     results = []
     with _progress(len(dataset), 'test (sliced)') as bar:
         for index, info in enumerate(dataset.data_infos):
@@ -257,9 +261,14 @@ def sliced_dataset_test(detector: SlicedDetector, dataset, out_dir: str | None =
             img = read_image(path)
             result = detector([img])[0]
             if out_dir:
-                draw_det_result(img, result, class_names=getattr(dataset, 'CLASSES', None),
-                                score_thr=show_score_thr,
-                                out_file=os.path.join(out_dir, info['filename']))
+                out_file = os.path.join(out_dir, info['filename'])
+                try:
+                    draw_det_result(img, result, class_names=getattr(dataset, 'CLASSES', None),
+                                    score_thr=show_score_thr, out_file=out_file)
+                except (OSError, DetforgeError, cv2.error) as e:  # never costs the results
+                    logging.getLogger('detforge').warning('could not draw %s: %s',
+                                                          display_path(out_file),
+                                                          display_path(str(e)))
             results.append(result)
             bar.update(1)
     return results
