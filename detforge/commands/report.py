@@ -79,7 +79,9 @@ def build_split_dataset(cfg, split: str):
     import copy
     split_cfg = (cfg.get('data') or {}).get(split)
     if split_cfg is None:
-        raise DetforgeError(f'{cfg.filename}: the config has no data.{split} to evaluate on')
+        other = 'val' if split == 'test' else 'test'
+        raise DetforgeError(f'{cfg.filename}: the config has no data.{split} to evaluate on; '
+                            f'use --split {other}, --config, or --no-eval')
     split_cfg = copy.deepcopy(split_cfg)
     if isinstance(split_cfg, dict):
         split_cfg['test_mode'] = True
