@@ -184,3 +184,27 @@ def test_pr_curves_average_to_the_ap_table(bccd_subset, repo_root):
                                    for i in range(len(dataset.data_infos)))
     assert np.allclose(pr.per_class_ap[has_gt], 1.0) and pr.stats['mAP'] == pytest.approx(1)
     assert all(np.allclose(pr.curve(k), 1.0) for k in np.flatnonzero(has_gt))
+
+
+def test_validation_losses_are_drawn_apart_from_training_losses(tmp_path):
+    """A ('val', 1) workflow phase logs `loss` in val lines: the report keeps it as
+    `val_loss`, drawn dashed in the training loss's panel, never merged into that series."""
+    import json
+    from detforge.visualization.curves import load_json_log
+    from detforge.visualization.report import _curve_panels, curves_figure
+    lines = [dict(mode='train', epoch=e, iter=i, lr=0.01, loss=2.0 - 0.1 * (2 * e + i),
+                  loss_cls=1.0, loss_bbox=0.5) for e in (1, 2) for i in (1, 2)]
+    lines.insert(2, dict(mode='val', epoch=1, iter=3, loss=9.0, loss_cls=5.0))
+    lines.append(dict(mode='val', epoch=2, iter=3, loss=8.0, loss_cls=4.0))
+    lines.append(dict(mode='val', epoch=2, iter=3, bbox_mAP=0.25))
+    path = tmp_path / 'run.log.json'
+    path.write_text('\n'.join(json.dumps(r) for r in lines))
+    log = load_json_log(path, val_prefix='val_')
+    assert [v for _, v in log['loss']] == pytest.approx([1.7, 1.6, 1.5, 1.4])
+    assert log['val_loss'] == [(2, 9.0), (4, 8.0)] and 'val_loss_bbox' not in log
+    assert [v for _, v in load_json_log(path)['loss']][2] == 9.0  # the default: unchanged
+    panels = _curve_panels([log])
+    assert panels == [['loss', 'val_loss'], ['loss_bbox'], ['loss_cls', 'val_loss_cls'],
+                      ['lr'], ['bbox_mAP']]
+    png = curves_figure({'run': log}, panels)
+    assert cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).shape[1] > 800

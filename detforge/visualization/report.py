@@ -121,37 +121,48 @@ def _bbox_results(results):
 
 
 # ----------------------------------------------------------------------------- sections
-def _curve_keys(logs: list[dict]) -> list[str]:
-    """The panels: total loss, its terms, lr, then validation metrics (AP-like keys)."""
+def _curve_panels(logs: list[dict]) -> list[list[str]]:
+    """The panels, each a list of keys drawn together: total loss, up to 4 of its terms
+    (each with its validation counterpart ``val_loss...`` when the run had a val phase), lr,
+    then up to 4 validation metrics (AP-like keys)."""
     present = set().union(*[set(log) for log in logs]) if logs else set()
-    keys = [k for k in ('loss',) if k in present]
-    keys += sorted(k for k in present if k.startswith('loss_'))[:4]
-    keys += [k for k in ('lr',) if k in present]
+    losses = [k for k in ('loss',) if k in present]
+    losses += sorted(k for k in present if k.startswith('loss_'))[:4]
+    panels = [[k] + [v for v in ('val_' + k,) if v in present] for k in losses]
+    panels += [['lr']] if 'lr' in present else []
     metrics = sorted(k for k in present if k.endswith(('_mAP', '_mAP_50', 'mAP')) or k == 'AR@100')
-    keys += [k for k in metrics if k not in keys][:4]
-    return keys
+    panels += [[k] for k in metrics[:4]]
+    return panels
 
 
-def curves_figure(logs: dict[str, dict], keys: list[str]) -> bytes:
-    """A grid of panels, one per key, one line per log (``{name: load_json_log(...)}``)."""
+def curves_figure(logs: dict[str, dict], panels: list[list[str]]) -> bytes:
+    """A grid of panels (each a list of keys), one line per log and key
+    (``logs``: ``{name: load_json_log(..., val_prefix='val_')}``)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    cols = min(3, len(keys))
-    rows = (len(keys) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 2.9 * rows), squeeze=False)
     from matplotlib.ticker import MaxNLocator
-    for ax in axes.flat[len(keys):]:
+    cols = min(3, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.9 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
         ax.axis('off')
-    steps_seen = [s for log in logs.values() for key in keys for s, _ in log.get(key, [])]
-    for ax, key in zip(axes.flat, keys):
+    steps_seen = [s for log in logs.values() for keys in panels for key in keys
+                  for s, _ in log.get(key, [])]
+    for ax, keys in zip(axes.flat, panels):
         for name, log in logs.items():
-            points = log.get(key, [])
-            if points:
+            for key in keys:
+                points = log.get(key, [])
+                if not points:
+                    continue
                 steps, values = zip(*points)
-                ax.plot(steps, values, marker='o' if len(points) < 20 else None, markersize=3,
-                        lw=1.3, label=name)
-        ax.set_title(key, fontsize=10)
+                label = name if len(keys) == 1 else (
+                    f'{name}: {key}' if len(logs) > 1 else
+                    ('validation' if key.startswith('val_') else 'training'))
+                ax.plot(steps, values, marker='o' if len(points) < 20 else None,
+                        markersize=3, lw=1.3, label=label,
+                        ls='--' if key.startswith('val_') else '-')
+        ax.set_title(keys[0], fontsize=10)
         ax.set_xlabel('iteration', fontsize=9)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=8)
@@ -160,8 +171,8 @@ def curves_figure(logs: dict[str, dict], keys: list[str]) -> bytes:
         if steps_seen:  # one iteration axis for all panels: metrics line up with losses
             pad = max(1, (max(steps_seen) - min(steps_seen)) * 0.03)
             ax.set_xlim(min(steps_seen) - pad, max(steps_seen) + pad)
-    if len(logs) > 1:
-        axes.flat[0].legend(fontsize=7)
+        if len(logs) > 1 or len(keys) > 1:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return _figure_png(fig)
 
@@ -171,12 +182,13 @@ def curves_section(inp: ReportInputs) -> str:
     paths = [p for p in inp.json_logs if osp.isfile(p)]
     if not paths:
         return '<p class="note">No <code>*.log.json</code> training log in the work dir.</p>'
-    logs = {osp.basename(p).replace('.log.json', ''): load_json_log(p) for p in paths}
-    keys = _curve_keys(list(logs.values()))
-    if not keys:
+    logs = {osp.basename(p).replace('.log.json', ''): load_json_log(p, val_prefix='val_')
+            for p in paths}
+    panels = _curve_panels(list(logs.values()))
+    if not panels:
         return '<p class="note">The training logs have no loss, lr or metric values.</p>'
     names = ', '.join(html.escape(osp.basename(p)) for p in paths)
-    return (_img_tag(curves_figure(logs, keys), 'training curves') +
+    return (_img_tag(curves_figure(logs, panels), 'training curves') +
             f'<p class="note">From {names}. Validation values are drawn at the training '
             'iteration they followed.</p>')
 
