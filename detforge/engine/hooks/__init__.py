@@ -12,6 +12,7 @@ from .lr_updater import (CosineAnnealingLrUpdaterHook, CosineRestartLrUpdaterHoo
 from .momentum_updater import (CosineAnnealingMomentumUpdaterHook, MomentumUpdaterHook,
                                StepMomentumUpdaterHook, build_momentum_hook)
 from .num_class_check import NumClassCheckHook, check_num_classes
+from .pipeline_switch import PipelineSwitchHook
 from .optimizer import (AmpOptimizerHook, Fp16OptimizerHook, GradientCumulativeFp16OptimizerHook,
                         GradientCumulativeOptimizerHook, OptimizerHook)
 from .plot import PlotCurvesHook
@@ -28,5 +29,5 @@ __all__ = [
     'CosineAnnealingMomentumUpdaterHook', 'build_momentum_hook', 'NumClassCheckHook',
     'check_num_classes', 'OptimizerHook', 'AmpOptimizerHook', 'Fp16OptimizerHook',
     'GradientCumulativeOptimizerHook', 'GradientCumulativeFp16OptimizerHook',
-    'PlotCurvesHook', 'DistSamplerSeedHook',
+    'PlotCurvesHook', 'DistSamplerSeedHook', 'PipelineSwitchHook',
 ]
