@@ -257,3 +257,29 @@ def test_pipeline_switch_hook_refuses_a_bad_switch_pipeline_at_build_time():
     with pytest.raises(BuildError, match='switch_epoch'):
         build_from_cfg(dict(type='PipelineSwitchHook', switch_epoch=-1, switch_pipeline=[]),
                        HOOKS)
+
+
+def test_pipeline_switch_hook_goes_through_wrappers_to_the_mixing_pipeline(repo_root):
+    """Through the loader's seeding wrapper and RepeatDataset to a MultiImageMixDataset: its
+    mixing pipeline (Mosaic) is replaced; its inner data set keeps loading the images."""
+    from types import SimpleNamespace
+    from detforge.data import MultiImageMixDataset
+    from detforge.engine.hooks import PipelineSwitchHook
+    inner = dict(type='CocoDataset', classes=BCCD_CLASSES,
+                 data_root=str(repo_root / 'data/bccd') + '/', ann_file='annotations/test.json',
+                 pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')])
+    ds = build_dataset(dict(type='RepeatDataset', times=2, dataset=dict(
+        type='MultiImageMixDataset', dataset=inner,
+        pipeline=[dict(type='Mosaic', img_scale=(120, 160))])))
+    loader = build_dataloader(ds, samples_per_gpu=2, workers_per_gpu=0, seed=0)
+    mix = ds.dataset
+    assert isinstance(mix, MultiImageMixDataset)
+    hook = PipelineSwitchHook(switch_epoch=3, switch_pipeline=[
+        dict(type='Resize', img_scale=(160, 120), keep_ratio=False)])
+    runner = SimpleNamespace(epoch=2, data_loader=loader, logger=logging.getLogger('t'))
+    hook.before_train_epoch(runner)
+    assert mix.pipeline_types == ['Mosaic'] and not hook.switched  # epoch 2 < 3
+    runner.epoch = 3
+    hook.before_train_epoch(runner)
+    assert mix.pipeline_types == ['Resize'] and hook.switched
+    assert ds[0]['img'].shape == (120, 160, 3)  # one image resized, no mosaic
