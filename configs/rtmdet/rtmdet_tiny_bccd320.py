@@ -1,7 +1,7 @@
 # RTMDet-tiny (MMDetection 3.x's model: CSPNeXt deepen 0.167 / widen 0.375, CSPNeXtPAFPN with 96
 # channels, RTMDetSepBNHead with shared convs and per-level batch norms, dynamic soft label
-# assignment, quality focal loss, GIoU) on BCCD-320 data (trainval -> test, multi-scale short
-# from scratch), AdamW 0.004, flat-then-cosine lr, EMA of the weights, and RTMDet's data recipe
+# assignment, quality focal loss, GIoU; configs/_base_/models/rtmdet_tiny.py) on BCCD-320 data
+# (trainval -> test, from scratch), AdamW 0.004, flat-then-cosine lr, EMA of the weights, and RTMDet's data recipe
 # at 320 px (MMDetection 3.x rtmdet_tiny_8xb32-300e_coco.py with 640 -> 320): CachedMosaic ->
 # RandomResize (0.5-2x of 640) -> RandomCrop 320 -> YOLOX HSV -> flip -> CachedMixUp, and for
 # the last `stage2_num_epochs` epochs (PipelineSwitchHook) no mosaic/mixup: RandomResize
@@ -11,55 +11,10 @@
 # BCCD-320's (short side 320, keep ratio). Hyper-parameters untuned for BCCD (batch 4 instead of
 # 32); accuracy and speed not measured yet.
 _base_ = [
-    '../_base_/datasets/bccd.py',
+    '../_base_/models/rtmdet_tiny.py', '../_base_/datasets/bccd.py',
     '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
-model = dict(
-    type='RTMDet',
-    backbone=dict(
-        type='CSPNeXt',
-        arch='P5',
-        expand_ratio=0.5,
-        deepen_factor=0.167,
-        widen_factor=0.375,
-        channel_attention=True,
-        norm_cfg=dict(type='BN'),
-        act_cfg=dict(type='SiLU', inplace=True)),
-    neck=dict(
-        type='CSPNeXtPAFPN',
-        in_channels=[96, 192, 384],
-        out_channels=96,
-        num_csp_blocks=1,
-        expand_ratio=0.5,
-        norm_cfg=dict(type='BN'),
-        act_cfg=dict(type='SiLU', inplace=True)),
-    bbox_head=dict(
-        type='RTMDetSepBNHead',
-        num_classes=3,
-        in_channels=96,
-        stacked_convs=2,
-        feat_channels=96,
-        anchor_generator=dict(type='MlvlPointGenerator', offset=0, strides=[8, 16, 32]),
-        bbox_coder=dict(type='DistancePointBBoxCoder'),
-        loss_cls=dict(type='QualityFocalLoss', use_sigmoid=True, beta=2.0, loss_weight=1.0),
-        loss_bbox=dict(type='GIoULoss', loss_weight=2.0),
-        with_objectness=False,
-        exp_on_reg=False,
-        share_conv=True,
-        pred_kernel_size=1,
-        norm_cfg=dict(type='BN'),
-        act_cfg=dict(type='SiLU', inplace=True)),
-    train_cfg=dict(
-        assigner=dict(type='DynamicSoftLabelAssigner', topk=13),
-        allowed_border=-1,
-        pos_weight=-1,
-        debug=False),
-    test_cfg=dict(
-        nms_pre=30000,
-        min_bbox_size=0,
-        score_thr=0.001,
-        nms=dict(type='nms', iou_threshold=0.65),
-        max_per_img=300))
+model = dict(bbox_head=dict(num_classes=3))
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
