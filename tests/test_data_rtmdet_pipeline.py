@@ -283,3 +283,12 @@ def test_pipeline_switch_hook_goes_through_wrappers_to_the_mixing_pipeline(repo_
     hook.before_train_epoch(runner)
     assert mix.pipeline_types == ['Resize'] and hook.switched
     assert ds[0]['img'].shape == (120, 160, 3)  # one image resized, no mosaic
+
+
+def test_cached_transforms_take_mmdetection_3x_w_h_order():
+    t = CachedMosaic(img_scale=(320, 240), max_cached_images=5)  # (w, h)
+    for _ in range(6):
+        r = t(dict(img=np.zeros((100, 200, 3), np.uint8), gt_labels=np.array([0]),
+                   gt_bboxes=np.array([[1, 1, 5, 5]], np.float32), bbox_fields=['gt_bboxes']))
+    assert r['img'].shape == (480, 640, 3)  # (2h, 2w)
+    assert CachedMixUp(img_scale=(320, 240)).img_scale == (240, 320)  # stored (h, w) as MixUp
