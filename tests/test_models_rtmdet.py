@@ -1,5 +1,6 @@
 """RTMDet: the dynamic soft label assigner on hand-worked cases, the head (shared convs with
 per-level norms, distances in pixels), and RTMDet-tiny learning 4 BCCD images."""
+import math
 import time
 
 import numpy as np
@@ -72,6 +73,19 @@ def test_head_shares_convs_across_levels_but_not_norms():
     torch.testing.assert_close(reg, head.rtm_reg[2](raw) * 32)  # distances: output x stride
     head.exp_on_reg = True
     torch.testing.assert_close(head.forward_single(x, 2)[1], head.rtm_reg[2](raw).exp() * 32)
+
+
+def test_every_level_classifier_starts_at_the_prior():
+    """MMDetection's init: each level's classifier bias at -log((1 - 0.01) / 0.01), weights
+    N(0, 0.01); so the first QFL loss is small (a level left at bias 0 scores every point 0.5)."""
+    torch.manual_seed(0)
+    head = RTMDetSepBNHead(num_classes=3, in_channels=16, feat_channels=16)
+    prior = -math.log(99)
+    for conv in head.rtm_cls:
+        torch.testing.assert_close(conv.bias, torch.full((3,), prior))
+        assert conv.weight.std() < 0.02
+    scores = torch.cat([c.sigmoid().flatten() for c in head([torch.randn(1, 16, 8, 8)] * 3)[0]])
+    assert scores.max() < 0.05
 
 
 @pytest.mark.slow
