@@ -19,11 +19,11 @@ from detforge.registry import BBOX_ASSIGNERS, PRIOR_GENERATORS, BuildError
 
 from .conv_tower_head import ConvTowerHead, _build
 
-__all__ = ['SingleAnchorHead', 'DenseTargets']
+__all__ = ['SingleAnchorHead', 'SingleAnchorTargets']
 
 
 @dataclass
-class DenseTargets:
+class SingleAnchorTargets:
     """Targets of every prior of every image.
 
     Attributes:
@@ -96,7 +96,7 @@ class SingleAnchorHead(ConvTowerHead):
 
     # ------------------------------------------------------------------ targets
     def get_targets(self, mlvl_anchors: Sequence[Tensor], valid: Tensor, gt_bboxes_list: Sequence[Tensor],
-                    gt_labels_list: Sequence[Tensor], gt_bboxes_ignore_list=None) -> DenseTargets:
+                    gt_labels_list: Sequence[Tensor], gt_bboxes_ignore_list=None) -> SingleAnchorTargets:
         """Targets of the batch (the assigner runs image by image).
 
         Args:
@@ -132,4 +132,4 @@ class SingleAnchorHead(ConvTowerHead):
         pos_w = 1.0 if self.pos_weight <= 0 else self.pos_weight
         label_weights = pos.to(anchors.dtype) * pos_w + neg.to(anchors.dtype)
         num_pos = float(pos.sum(dim=1).clamp(min=1).sum())
-        return DenseTargets(labels, label_weights, bbox_targets, pos, num_pos)
+        return SingleAnchorTargets(labels, label_weights, bbox_targets, pos, num_pos)
