@@ -64,9 +64,9 @@ def written_at(cfg: Any, path: Path):
         raise
 
 
-def _build_part(registry, cfg, path: Path):
-    """A part (assigner, sampler) built from its config, or taken as it is when it is
-    already an object; errors name ``path``."""
+def build_part(registry, cfg, path: Path):
+    """A part (assigner, sampler, loss, coder) built from its config dict, or taken as it is
+    when it is already an object (None stays None); errors name ``path``."""
     if cfg is None or not isinstance(cfg, dict):
         return cfg
     try:
@@ -217,8 +217,8 @@ class DenseTrainConfig(_Record):
     @staticmethod
     def _parts(cfg: dict, path: Path) -> dict:
         out = dict(cfg)
-        out['assigner'] = _build_part(BBOX_ASSIGNERS, cfg.get('assigner'), [*path, 'assigner'])
-        out['sampler'] = _build_part(BBOX_SAMPLERS, cfg.get('sampler'), [*path, 'sampler'])
+        out['assigner'] = build_part(BBOX_ASSIGNERS, cfg.get('assigner'), [*path, 'assigner'])
+        out['sampler'] = build_part(BBOX_SAMPLERS, cfg.get('sampler'), [*path, 'sampler'])
         return out
 
 
@@ -371,4 +371,4 @@ def parse_for_head(head: Any, cfg: Any, path: Path, kind: str):
     return cfg if parser is None else parser(cfg, path)
 
 
-__all__ += ['parse_for_head', 'written_at']
+__all__ += ['parse_for_head', 'written_at', 'build_part']
