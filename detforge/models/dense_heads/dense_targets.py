@@ -21,8 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor
 
-from detforge.models.task_modules import (PseudoSampler, assign_batch, gather_assigned,
-                                          padded_batch_shape, sample_batch)
+from detforge.models.task_modules import PseudoSampler, gather_assigned, padded_batch_shape
 from detforge.registry import BuildError
 
 __all__ = ['DenseTargets', 'batch_anchors', 'inside_flags', 'compute_dense_targets',
@@ -128,8 +127,8 @@ def compute_dense_targets(priors: Tensor, inside: Tensor, gt_bboxes: Sequence[Te
         inside: ``(B, N)`` bool, the priors that may be trained on.
         gt_bboxes: per image ``(k_i, 4)`` xyxy px; ``gt_labels``: per image ``(k_i,)``, or
             None (every object is class 0, as for RPN).
-        assigner: has ``assign_batch`` or ``assign`` (see :func:`assign_batch`).
-        sampler: has ``sample_batch`` (see :func:`sample_batch`).
+        assigner: has ``assign_batch`` (see :class:`BaseAssigner`).
+        sampler: has ``sample_batch`` (see :class:`BaseSampler`).
         num_classes: the background label.
         encode: ``(priors (B, N, 4), gts (B, N, 4)) -> targets (B, N, 4)``; None keeps the
             matched boxes (``reg_decoded_bbox``).
@@ -141,8 +140,8 @@ def compute_dense_targets(priors: Tensor, inside: Tensor, gt_bboxes: Sequence[Te
     """
     B, N = inside.shape
     gt_bboxes = [gt.to(priors.dtype) for gt in gt_bboxes]
-    gt_inds, max_overlaps = assign_batch(assigner, priors, inside, gt_bboxes, gt_bboxes_ignore)
-    pos, neg = sample_batch(sampler, gt_inds, max_overlaps, priors, gt_bboxes, gt_labels)
+    gt_inds, max_overlaps = assigner.assign_batch(priors, inside, gt_bboxes, gt_bboxes_ignore)
+    pos, neg = sampler.sample_batch(gt_inds, max_overlaps, priors, gt_bboxes, gt_labels)
 
     matched_gts = gather_assigned(gt_bboxes, gt_inds, fill=1.)          # (B, N, 4)
     matched_labels = torch.zeros_like(gt_inds) if gt_labels is None else \
@@ -165,6 +164,12 @@ def dense_assigner_sampler(train_cfg, sampling: bool):
         raise BuildError('train_cfg needs an assigner, e.g. dict(type="MaxIoUAssigner", ...)',
                          key_path=['train_cfg'])
     sampler = train_cfg.sampler if sampling and train_cfg.sampler is not None else PseudoSampler()
+    for part, key, verb, base in ((train_cfg.assigner, 'assigner', 'assign', 'BaseAssigner'),
+                                  (sampler, 'sampler', 'sample', 'BaseSampler')):
+        if not callable(getattr(part, f'{verb}_batch', None)):  # e.g. a class written for MMDetection
+            raise BuildError(f'{type(part).__name__} has no {verb}_batch(): a dense head works on the whole '
+                             f'batch; subclass detforge.models.task_modules.{base}, which runs {verb}() '
+                             'image by image', key_path=['train_cfg', key])
     if getattr(sampler, 'add_gt_as_proposals', False):  # a gt has no prior slot
         raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
                          key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
