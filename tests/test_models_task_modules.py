@@ -287,17 +287,36 @@ def test_sample_batch_draws_each_image_within_the_random_sampler_budget():
     assert torch.equal(all_pos, gt_inds > 0) and torch.equal(all_neg, gt_inds == 0)
 
 
-def test_a_dense_head_refuses_an_assigner_without_assign_batch_at_build():
-    """A MMDetection-style assigner (only ``assign``, not a BaseAssigner) fails when the head
-    is built, naming the key and the fix."""
+def test_a_dense_head_runs_an_mmdetection_style_assigner_and_sampler_image_by_image():
+    """An assigner and a sampler with only ``assign`` / ``sample`` (not BaseAssigner /
+    BaseSampler subclasses, as written for MMDetection 2.x) get the image-by-image batch
+    methods when the head is built; the targets equal those of the batched built-ins."""
     from detforge.models.dense_heads import RetinaHead
     from detforge.models.train_test_cfg import DenseTrainConfig
-    from detforge.registry import BuildError
 
     class OnlyAssign:
-        def assign(self, *args):
-            raise AssertionError('not reached')
+        def __init__(self):
+            self.inner = _assigner()
 
-    cfg = DenseTrainConfig(assigner=OnlyAssign())
-    with pytest.raises(BuildError, match=r'OnlyAssign has no assign_batch.*BaseAssigner.*\(in train_cfg\.assigner\)'):
-        RetinaHead(num_classes=2, in_channels=8, feat_channels=8, stacked_convs=1, train_cfg=cfg)
+        def assign(self, *args):
+            return self.inner.assign(*args)
+
+    class OnlySample:
+        def sample(self, *args, **kwargs):
+            return PseudoSampler().sample(*args, **kwargs)
+
+    def head(assigner, sampler):
+        torch.manual_seed(0)
+        return RetinaHead(num_classes=2, in_channels=8, feat_channels=8, stacked_convs=1,
+                          loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True),
+                          train_cfg=DenseTrainConfig(assigner=assigner, sampler=sampler))
+
+    ours, theirs = head(_assigner(), PseudoSampler()), head(OnlyAssign(), OnlySample())
+    assert not hasattr(OnlyAssign, 'assign_batch') and callable(theirs.assigner.assign_batch)
+    metas = [dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3), batch_input_shape=(64, 64))] * 2
+    anchors, valid = ours.get_anchors([(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)], metas)
+    gts, labels = [_random_boxes(3, seed=5) * 0.6, _random_boxes(1, seed=6) * 0.6], [torch.tensor([0, 1, 1]), torch.tensor([0])]
+    a = ours.get_targets(anchors, valid, gts, metas, None, labels)
+    b = theirs.get_targets(anchors, valid, gts, metas, None, labels)
+    assert a.pos.any() and torch.equal(a.labels, b.labels) and torch.equal(a.pos, b.pos)
+    assert torch.equal(a.neg, b.neg) and torch.equal(a.bbox_targets, b.bbox_targets)

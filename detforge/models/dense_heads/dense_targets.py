@@ -15,13 +15,15 @@ Detectron2 uses.
 from __future__ import annotations
 
 import dataclasses
+import types
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from detforge.models.task_modules import PseudoSampler, gather_assigned, padded_batch_shape
+from detforge.models.task_modules import (BaseAssigner, BaseSampler, PseudoSampler, gather_assigned,
+                                          padded_batch_shape)
 from detforge.registry import BuildError
 
 __all__ = ['DenseTargets', 'batch_anchors', 'inside_flags', 'compute_dense_targets',
@@ -159,21 +161,25 @@ def compute_dense_targets(priors: Tensor, inside: Tensor, gt_bboxes: Sequence[Te
 def dense_assigner_sampler(train_cfg, sampling: bool):
     """The assigner and sampler of a dense head's :class:`DenseTrainConfig`: its sampler when
     the loss samples (``sampling``) and the config names one, else a PseudoSampler (every
-    assigned prior counts)."""
+    assigned prior counts). Both have ``assign_batch`` / ``sample_batch`` (given those of
+    :class:`BaseAssigner` / :class:`BaseSampler` when they lack them)."""
     if train_cfg.assigner is None:
         raise BuildError('train_cfg needs an assigner, e.g. dict(type="MaxIoUAssigner", ...)',
                          key_path=['train_cfg'])
     sampler = train_cfg.sampler if sampling and train_cfg.sampler is not None else PseudoSampler()
-    for part, key, verb, base in ((train_cfg.assigner, 'assigner', 'assign', 'BaseAssigner'),
-                                  (sampler, 'sampler', 'sample', 'BaseSampler')):
-        if not callable(getattr(part, f'{verb}_batch', None)):  # e.g. a class written for MMDetection
-            raise BuildError(f'{type(part).__name__} has no {verb}_batch(): a dense head works on the whole '
-                             f'batch; subclass detforge.models.task_modules.{base}, which runs {verb}() '
-                             'image by image', key_path=['train_cfg', key])
+    assigner = train_cfg.assigner
+    # a class written for MMDetection 2.x has only assign()/sample(): it gets the base
+    # classes' image-by-image assign_batch()/sample_batch(), so the head calls one method
+    for part, verb, base in ((assigner, 'assign', BaseAssigner), (sampler, 'sample', BaseSampler)):
+        if not callable(getattr(part, f'{verb}_batch', None)):
+            if not callable(getattr(part, verb, None)):
+                raise BuildError(f'{type(part).__name__} has neither {verb}() nor {verb}_batch()',
+                                 key_path=['train_cfg', f'{verb}er' if verb == 'assign' else 'sampler'])
+            setattr(part, f'{verb}_batch', types.MethodType(getattr(base, f'{verb}_batch'), part))
     if getattr(sampler, 'add_gt_as_proposals', False):  # a gt has no prior slot
         raise BuildError('a dense head samples anchors: set add_gt_as_proposals=False in its sampler',
                          key_path=['train_cfg', 'sampler', 'add_gt_as_proposals'])
-    return train_cfg.assigner, sampler
+    return assigner, sampler
 
 
 def check_loss_normalization(mode: str, momentum: float | None, sampling: bool) -> None:
