@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from detforge.registry import BBOX_ASSIGNERS, PRIOR_GENERATORS, BuildError
+from detforge.registry import PRIOR_GENERATORS, BuildError
 
 from .conv_tower_head import ConvTowerHead, _build
 
@@ -64,13 +64,13 @@ class SingleAnchorHead(ConvTowerHead):
         self.strides = [s[0] if isinstance(s, (tuple, list)) else s for s in self.prior_generator.strides]
         self.assigner = None
         self.allowed_border, self.pos_weight = -1, -1.0
-        if train_cfg is not None:
-            if 'assigner' not in train_cfg:
+        if self.train_cfg is not None:
+            if self.train_cfg.assigner is None:
                 raise BuildError("train_cfg needs an assigner, e.g. dict(type='ATSSAssigner', topk=9)",
-                                 train_cfg, key_path=['train_cfg'])
-            self.assigner = _build(BBOX_ASSIGNERS, train_cfg['assigner'], 'train_cfg', 'assigner')
-            self.allowed_border = train_cfg.get('allowed_border', -1)
-            self.pos_weight = float(train_cfg.get('pos_weight', -1))
+                                 key_path=['train_cfg'])
+            self.assigner = self.train_cfg.assigner
+            self.allowed_border = self.train_cfg.allowed_border
+            self.pos_weight = float(self.train_cfg.pos_weight)
         self._assign_by_level = self.assigner is not None and \
             'num_level_bboxes' in inspect.signature(self.assigner.assign).parameters
 
