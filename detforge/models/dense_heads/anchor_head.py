@@ -1,16 +1,10 @@
 """Anchor-based dense head: per-anchor classification and box regression.
 
-The training path reads as the algorithm (:meth:`AnchorHead.loss`):
-
-    anchors (one set, shared by the batch) ─► valid flags per image
-    ─► assign each anchor to a ground truth (MaxIoUAssigner) ─► sample (PseudoSampler: all)
-    ─► encode box targets ─► normaliser ─► classification and regression losses
-
-each step on the whole batch at once (:mod:`.dense_targets`), and the inference path
-(:meth:`AnchorHead.get_bboxes`) as: per level, top ``nms_pre`` scores above ``score_thr``
-─► decode ─► (rescale to the original image) ─► class-aware NMS ─► ``max_per_img``
-(:func:`detforge.models.postprocess.anchor_detections`). Test-time augmentation is
-:class:`.DenseTestMixin`; MMDetection 1.x keys are translated by :mod:`.legacy_keys`.
+Training (:meth:`AnchorHead.loss`, the whole batch at once, :mod:`.dense_targets`): anchors
+─► valid flags ─► assign ─► sample ─► encode targets ─► normaliser ─► losses. Inference
+(:meth:`AnchorHead.get_bboxes`, :func:`~detforge.models.postprocess.anchor_detections`): per
+level the ``nms_pre`` best scores above ``score_thr`` ─► decode ─► NMS ─► ``max_per_img``.
+Test-time augmentation: :class:`.DenseTestMixin`; MMDetection 1.x keys: :mod:`.legacy_keys`.
 """
 from __future__ import annotations
 
@@ -200,10 +194,9 @@ class AnchorHead(DenseTestMixin, nn.Module):
         sampling; or their moving average with ``loss_normalizer_momentum``).
 
         Args:
-            cls_scores: per level ``(B, A * cls_out, H, W)`` logits.
-            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
+            cls_scores: per level ``(B, A * cls_out, H, W)``; bbox_preds: ``(B, A * 4, H, W)``.
             gt_bboxes: per image ``(k_i, 4)`` xyxy px; gt_labels: per image ``(k_i,)``.
-            img_metas: per image, ``img_shape`` and ``pad_shape``.
+            img_metas: per image ``img_shape``, ``pad_shape``.
             gt_bboxes_ignore: per image ``(m_i, 4)`` or None.
 
         Returns:
@@ -230,14 +223,11 @@ class AnchorHead(DenseTestMixin, nn.Module):
         """Detections of a batch.
 
         Args:
-            cls_scores: per level ``(B, A * cls_out, H, W)`` logits.
-            bbox_preds: per level ``(B, A * 4, H, W)`` deltas.
-            img_metas: per image, ``img_shape`` (boxes are clipped to it) and
-                ``scale_factor`` (with ``rescale``).
+            cls_scores: per level ``(B, A * cls_out, H, W)``; bbox_preds: ``(B, A * 4, H, W)``.
+            img_metas: per image ``img_shape`` (boxes clipped to it), ``scale_factor``.
             cfg: a :class:`DenseTestConfig` (or its dict); default ``self.test_cfg``.
             rescale: boxes in the original image's pixels instead of the input's.
-            with_nms: False returns ``(boxes (n, 4), scores (n,), labels (n,))`` per image,
-                before NMS (test-time augmentation merges those).
+            with_nms: False: per image ``(boxes (n, 4), scores (n,), labels (n,))`` before NMS.
 
         Returns:
             per image ``(det_bboxes (n, 5) [x1, y1, x2, y2, score], det_labels (n,))``.
