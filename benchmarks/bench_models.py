@@ -4,6 +4,7 @@
     python benchmarks/bench_models.py --model retinanet --iters 3 --memory
     python benchmarks/bench_models.py --model faster_rcnn --iters 5 --profile
     python benchmarks/bench_models.py --model fcos --iters 5
+    python benchmarks/bench_models.py --model mask_rcnn --iters 5
 
 RetinaNet-R50-FPN, BCCD images at their own 640x480 (torchvision's transform is set to
 min_size=480, max_size=640 so it does not resize), 3 classes, no pretrained weights, batch 2
@@ -28,6 +29,12 @@ FCOS-R50-FPN (``--model fcos``): ours from ``configs/fcos/fcos_r50_fpn_tv.py`` (
 layout, see docs/models.md) against ``fcos_resnet50_fpn`` with 3 classes, same sizes, batch norm
 trainable in both; inference keeps up to 1000 candidates per level above 0.2 on
 ``sqrt(class * centerness)``, NMS 0.6, 100 detections. Not yet measured.
+
+Mask R-CNN-R50-FPN (``--model mask_rcnn``): ours from ``configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py``
+against ``maskrcnn_resnet50_fpn`` with 3 classes plus background, as Faster R-CNN above plus the
+mask branch (14x14 RoIAlign, 4 convs, deconv, 28x28 targets, masks pasted at 640x480 in
+inference). BCCD has boxes only: each box gets the filled ellipse inscribed in it as its mask,
+the same masks for both models.
 
 ``--profile``: one training step of each model under ``torch.profiler``; prints the share of the
 step's self CPU time spent outside convolutions (forward and backward) and outside
@@ -194,6 +201,52 @@ def build_tv_fcos():
                              min_size=480, max_size=640)
 
 
+def ellipse_masks(img_shape, boxes: torch.Tensor) -> np.ndarray:
+    """uint8 ``(n, H, W)``: the filled ellipse inscribed in each box (BCCD has no masks)."""
+    masks = np.zeros((len(boxes), *img_shape[:2]), np.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.tolist()):
+        centre = (int(round((x1 + x2) / 2)), int(round((y1 + y2) / 2)))
+        axes = (max(int(round((x2 - x1) / 2)), 1), max(int(round((y2 - y1) / 2)), 1))
+        cv2.ellipse(mask, centre, axes, 0, 0, 360, 1, thickness=-1)
+    return masks
+
+
+def build_ours_mask_rcnn():
+    from detforge.config import Config
+    from detforge.models.builder import build_detector
+    cfg = Config.fromfile(str(REPO / 'configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py'))
+    cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
+    cfg.model.roi_head.bbox_head.num_classes = len(CLASSES)
+    cfg.model.roi_head.mask_head.num_classes = len(CLASSES)
+    return build_detector(cfg.model)
+
+
+def ours_mask_train_step(model, optimizer, samples):
+    from detforge.structures.masks import BitmapMasks
+    batch = ours_batch(samples)
+    h, w = samples[0][1].shape[:2]
+    batch['gt_masks'] = [BitmapMasks(ellipse_masks((h, w), s[2]), h, w) for s in samples]
+    out = model.train_step(batch, optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    out['loss'].backward()
+    optimizer.step()
+
+
+def build_tv_mask_rcnn():
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+    return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES) + 1,
+                                 min_size=480, max_size=640)
+
+
+def tv_mask_train_step(model, optimizer, samples):
+    def inputs(samples):
+        imgs, targets = tv_inputs_with_background(samples)
+        for t, s in zip(targets, samples):
+            t['masks'] = torch.from_numpy(ellipse_masks(s[1].shape, s[2]))
+        return imgs, targets
+    tv_train_step(model, optimizer, samples, inputs=inputs)
+
+
 BUILDERS = {
     # name: (ours builder, ours train, ours infer, baseline builder, baseline train, baseline infer)
     'retinanet': (build_ours_retinanet, ours_train_step, ours_infer,
@@ -201,6 +254,8 @@ BUILDERS = {
     'faster_rcnn': (build_ours_faster_rcnn, ours_train_step, ours_infer,
                     build_tv_faster_rcnn, tv_rcnn_train_step, tv_infer),
     'fcos': (build_ours_fcos, ours_train_step, ours_infer, build_tv_fcos, tv_train_step, tv_infer),
+    'mask_rcnn': (build_ours_mask_rcnn, ours_mask_train_step, ours_infer,
+                  build_tv_mask_rcnn, tv_mask_train_step, tv_infer),
 }
 
 

@@ -145,3 +145,72 @@ def test_albu_bridge_keeps_labels_with_their_boxes(monkeypatch):
     assert r['gt_labels'].tolist() == [1, 0]  # the label of the dropped box went with it
     assert r['img_shape'] == r['pad_shape'] == (50, 60, 3)
     assert t(dict(_part(100, 200, (100, 60, 150, 90), 1, 0))) is None  # no box left
+
+
+def _masked_part():
+    """A 100x200 image with three boxes, each with a mask filling its box exactly."""
+    from detforge.structures.masks import BitmapMasks
+    boxes = np.array([[10, 20, 50, 60], [100, 0, 200, 100], [0, 0, 20, 40]], np.float32)
+    masks = np.zeros((3, 100, 200), np.uint8)
+    for m, (x1, y1, x2, y2) in zip(masks, boxes.astype(int)):
+        m[y1:y2, x1:x2] = 1
+    return dict(_part(100, 200, (0, 0, 1, 1), 0, 0), gt_bboxes=boxes,
+                gt_labels=np.array([1, 2, 0]), gt_masks=BitmapMasks(masks, 100, 200),
+                mask_fields=['gt_masks'])
+
+
+def _mask_box(mask):
+    ys, xs = np.nonzero(mask)
+    return [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+
+
+def test_albu_bridge_moves_masks_and_drops_them_with_their_boxes(monkeypatch):
+    import sys
+    from detforge.data import Compose
+
+    class Crop(_FakeAlbumentations.Crop):
+        def __call__(self, data):
+            data = super().__call__(data)
+            data['masks'] = [m[:self.y_max, :self.x_max] for m in data['masks']]
+            return data
+
+    fake = type('fake', (), dict(vars(_FakeAlbumentations), Crop=Crop))
+    monkeypatch.setitem(sys.modules, 'albumentations', fake)
+    t = Compose([dict(type='Albu', transforms=[dict(type='Crop', x_max=60, y_max=50)],
+                      bbox_params=dict(type='BboxParams', format='pascal_voc',
+                                       label_fields=['gt_labels']),
+                      keymap=dict(img='image', gt_bboxes='bboxes'))])  # MMDet's usual keymap
+    r = t(_masked_part())
+    assert r['gt_labels'].tolist() == [1, 0]
+    assert r['gt_masks'].masks.shape == (2, 50, 60)
+    for box, mask in zip(r['gt_bboxes'], r['gt_masks'].masks):
+        assert _mask_box(mask) == box.tolist()  # each mask still belongs to its box
+
+
+def test_albu_with_the_real_albumentations_flips_and_crops_masks_with_boxes():
+    A = pytest.importorskip('albumentations')  # optional dependency; the test above runs without
+    from detforge.data import Compose
+    t = Compose([dict(type='Albu',
+                      transforms=[dict(type='HorizontalFlip', p=1.0),
+                                  dict(type='Crop', x_min=0, y_min=0, x_max=120, y_max=70)],
+                      bbox_params=dict(type='BboxParams', format='pascal_voc',
+                                       label_fields=['gt_labels'], min_visibility=0.1))])
+    r = t(_masked_part())
+    # flipped in a 200-wide image: [150,20,190,60] (cut off), [0,0,100,100]->[0,0,100,70],
+    # [180,0,200,40] (cut off); only the middle box is left, with its label and mask
+    assert r['gt_labels'].tolist() == [2]
+    np.testing.assert_allclose(r['gt_bboxes'], [[0, 0, 100, 70]])
+    assert r['gt_masks'].masks.shape == (1, 70, 120)
+    assert _mask_box(r['gt_masks'].masks[0]) == [0, 0, 100, 70]
+
+
+def test_albu_refuses_polygon_masks_with_the_fix():
+    from detforge.data import Compose
+    from detforge.registry import DetforgeError
+    from detforge.structures.masks import PolygonMasks
+    pytest.importorskip('albumentations')
+    t = Compose([dict(type='Albu', transforms=[dict(type='HorizontalFlip', p=1.0)])])
+    r = dict(_masked_part(), filename='a.jpg',
+             gt_masks=PolygonMasks([[np.array([0, 0, 10, 0, 10, 10], float)]] * 3, 100, 200))
+    with pytest.raises(DetforgeError, match=r'a\.jpg.*poly2mask=True'):
+        t(r)

@@ -65,6 +65,18 @@ def test_test_and_infer_with_masks(repo_root, shared_data, tmp_path, capsys, mon
     h, w = images[0]['height'], images[0]['width']
     assert mask_util.decode(dict(rle, counts=rle['counts'].encode())).shape == (h, w)
 
+    # the analysis tools take (bbox, segm) results and judge the boxes
+    pkl = tmp_path / 'results.pkl'
+    assert main(['test', str(cfg_file), str(ckpt), '--out', str(pkl)]) == 0
+    assert main(['confusion-matrix', str(cfg_file), str(pkl), str(tmp_path / 'cm'),
+                 '--score-thr', '0']) == 0
+    matrix = np.array(json.loads((tmp_path / 'cm/confusion_matrix.json').read_text())['matrix'])
+    n_gt = sum(a['image_id'] in ids and not a.get('iscrowd', 0) for a in subset['annotations'])
+    assert matrix.shape == (2, 2) and matrix[0].sum() == n_gt  # each pedestrian counted once
+    assert main(['analyze-results', str(cfg_file), str(pkl), str(tmp_path / 'ar'),
+                 '--topk', '1']) == 0
+    assert len(list((tmp_path / 'ar/good').iterdir())) == 1
+
     img = shared_data / 'pennfudan/images' / images[0]['file_name']
     assert main(['infer', str(cfg_file), str(ckpt), str(img), '--out', str(tmp_path / 'inf'),
                  '--score-thr', '0']) == 0

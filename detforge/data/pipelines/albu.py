@@ -1,11 +1,13 @@
-"""``Albu``: run an albumentations pipeline on the image and its boxes (optional dependency)."""
+"""``Albu``: run an albumentations pipeline on the image, its boxes and its bitmap masks
+(optional dependency)."""
 from __future__ import annotations
 
 import copy
 
 import numpy as np
 
-from detforge.registry import PIPELINES, BuildError
+from detforge.registry import PIPELINES, BuildError, DetforgeError
+from detforge.structures.masks import BitmapMasks, PolygonMasks
 
 __all__ = ['Albu']
 
@@ -24,13 +26,20 @@ def _build_albu(cfg, albumentations):
 
 @PIPELINES.register_module()
 class Albu:
-    """Apply albumentations transforms (MMDetection 2.x's bridge, boxes only).
+    """Apply albumentations transforms (MMDetection 2.x's bridge).
+
+    The image, ``gt_bboxes`` and ``gt_masks`` (``BitmapMasks``; load polygons with
+    ``LoadAnnotations(with_mask=True, poly2mask=True)``) go through the same spatial
+    transform. When albumentations drops a box (``BboxParams(min_visibility=...)``) its label
+    fields and its mask are dropped with it, so ``gt_masks[i]`` stays the mask of
+    ``gt_bboxes[i]``.
 
     Args:
         transforms: albumentations transform configs, ``dict(type='Blur', p=0.1)``.
         bbox_params: albumentations ``BboxParams`` arguments, e.g. ``dict(type='BboxParams',
             format='pascal_voc', label_fields=['gt_labels'], min_visibility=0.0)``.
-        keymap: our keys -> albumentations keys (default img->image, gt_bboxes->bboxes).
+        keymap: our keys -> albumentations keys, added to the defaults img->image,
+            gt_bboxes->bboxes, gt_masks->masks.
         update_pad_shape: set ``pad_shape`` to the new image shape.
         skip_img_without_anno: drop the sample (return None) if no box is left.
 
@@ -61,14 +70,20 @@ class Albu:
             self.label_fields = []
         self.aug = albumentations.Compose([_build_albu(t, albumentations) for t in transforms],
                                           bbox_params=params)
-        self.keymap = keymap or {'img': 'image', 'gt_bboxes': 'bboxes'}
+        # a user's keymap adds to the defaults, so masks are never left behind unmoved
+        self.keymap = {'img': 'image', 'gt_bboxes': 'bboxes', 'gt_masks': 'masks',
+                       **(keymap or {})}
 
     def __call__(self, results: dict):
         data = {self.keymap.get(k, k): v for k, v in results.items()}
+        masks_key = self.keymap['gt_masks']
+        if masks_key in data:
+            data[masks_key] = self._masks_to_list(data[masks_key], results)
         if 'bboxes' in data:
             data['idx_mapper'] = np.arange(len(data['bboxes']))
             data['bboxes'] = [list(b) for b in data['bboxes']]
         data = self.aug(**data)
+        kept = None
         if 'bboxes' in data:
             boxes = np.asarray(data['bboxes'], dtype=np.float32).reshape(-1, 4)
             kept = np.asarray(data['idx_mapper'], dtype=np.int64)
@@ -77,12 +92,29 @@ class Albu:
                 data[field] = np.asarray(results[field])[kept]
             if self.skip_img_without_anno and len(boxes) == 0:
                 return None
+        if masks_key in data:
+            # albumentations transforms every mask but drops none: drop those whose box went
+            masks = data[masks_key] if kept is None else [data[masks_key][i] for i in kept]
+            height, width = data['image'].shape[:2]
+            data[masks_key] = BitmapMasks(masks, height, width)
         back = {v: k for k, v in self.keymap.items()}
         out = {back.get(k, k): v for k, v in data.items() if k != 'idx_mapper'}
         out['img_shape'] = out['img'].shape
         if self.update_pad_shape:
             out['pad_shape'] = out['img'].shape
         return out
+
+    @staticmethod
+    def _masks_to_list(masks, results) -> list:
+        """``BitmapMasks`` -> a list of ``(H, W)`` uint8 arrays, as albumentations takes them."""
+        if isinstance(masks, PolygonMasks):
+            raise DetforgeError(
+                f"Albu: gt_masks of {results.get('filename', 'this image')} are polygons; "
+                'albumentations moves bitmap masks only: load them with '
+                'LoadAnnotations(with_mask=True, poly2mask=True)')
+        if isinstance(masks, BitmapMasks):
+            return list(masks.masks)
+        return list(masks)
 
     def __repr__(self) -> str:
         return f'{type(self).__name__}(transforms={self.transforms})'
