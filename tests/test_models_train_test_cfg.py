@@ -205,3 +205,7 @@ def test_quality_heads_parse_typed_records_and_refuse_unknown_keys_at_build(repo
     assert isinstance(head.train_cfg, DenseTrainConfig) and isinstance(head.test_cfg, QualityTestConfig)
     assert head.test_cfg['score_thr'] == model_cfg.test_cfg.score_thr  # read by key (MMDetection 2.x)
     assert head.test_settings is head.test_cfg and head.test_cfg.iou_threshold == model_cfg.test_cfg.nms.iou_threshold
+    with pytest.raises(BuildError, match='soft_nms'):  # set after building: checked too
+        head.test_cfg.nms = dict(type='soft_nms', iou_threshold=0.5)
+    head.test_cfg['nms'] = dict(type='nms', iou_threshold=0.3)
+    assert head.test_cfg.iou_threshold == 0.3

@@ -321,6 +321,15 @@ class QualityTestConfig(DenseTestConfig):
         return dict(super()._fields(cfg, path, max_per_img), score_factor_fusion=fusion,
                     deploy_nms_pre=int(cfg.get('deploy_nms_pre', -1)))
 
+    def __setattr__(self, key: str, value) -> None:
+        # these heads run hard NMS only: an nms assigned after building is checked too
+        if key == 'nms':
+            value = None if value is None else NMSConfig.parse(value)
+            if value is None or value.type != 'nms':
+                raise BuildError(f"this head needs nms=dict(type='nms', iou_threshold=...), got "
+                                 f'{value!r}', key_path=['test_cfg', 'nms'])
+        super().__setattr__(key, value)
+
     @property
     def iou_threshold(self) -> float:
         """The NMS IoU threshold (``nms.iou_threshold``)."""
