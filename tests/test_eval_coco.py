@@ -175,6 +175,18 @@ def test_classwise_prints_a_table_with_class_names(hand_built, capsys):
     assert '+----' in out
 
 
+def test_classwise_table_by_default_for_a_few_classes(hand_built, capsys, monkeypatch):
+    from detforge.evaluation import coco_metric
+    dataset, results = hand_built
+    plain = evaluate_coco(dataset, results)  # classwise=None: 2 classes <= 20, shown
+    assert '| category' in capsys.readouterr().out
+    assert plain == evaluate_coco(dataset, results, classwise=False)  # printing only
+    assert '| category' not in capsys.readouterr().out
+    monkeypatch.setattr(coco_metric, 'CLASSWISE_AUTO_MAX_CLASSES', 1)  # "many" classes
+    evaluate_coco(dataset, results)
+    assert '| category' not in capsys.readouterr().out
+
+
 def test_results_from_another_dataset_are_rejected(hand_built):
     dataset, results = hand_built
     with pytest.raises(DetforgeError, match='results hold 1 images but the dataset has 2'):

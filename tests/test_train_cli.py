@@ -67,8 +67,10 @@ def test_train_writes_config_logs_checkpoints_and_curves(trained):
 
 @pytest.mark.slow
 def test_test_command_prints_coco_ap_and_writes_results(repo_root, trained, bccd_subset,
-                                                        tmp_path, capsys):
+                                                        tmp_path, capsys, monkeypatch):
     out = tmp_path / 'results.pkl'
+    # the progress bar draws on a terminal only (issue 23): make pytest's stderr look like one
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
     rc = cli(['test', str(repo_root / TINY), str(trained / 'latest.pth'), '--eval', 'bbox',
               '--out', str(out), '--cfg-options', *data_options(repo_root, bccd_subset(2))])
     assert rc == 0

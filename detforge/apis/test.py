@@ -19,9 +19,12 @@ __all__ = ['single_gpu_test', 'multi_gpu_test', 'collect_results_cpu', 'collect_
 
 
 def _progress(total: int, desc: str, enabled: bool = True):
+    """A tqdm bar on stderr, drawn only when stderr is a terminal (not into log files or
+    captured CI output) and ``TQDM_DISABLE`` is not set."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit='img', disable=not enabled, file=sys.stderr,
-                dynamic_ncols=True, leave=True)
+    from detforge.engine.hooks.progress_bar import progress_enabled
+    return tqdm(total=total, desc=desc, unit='img', file=sys.stderr,
+                disable=not (enabled and progress_enabled()), dynamic_ncols=True, leave=True)
 
 
 def _inference(model, data):

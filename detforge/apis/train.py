@@ -243,12 +243,20 @@ def train_detector(model, dataset, cfg, distributed: bool = False, validate: boo
             cfg.get('checkpoint_config', None), cfg.get('log_config', None),
             cfg.get('momentum_config', None),
             custom_hooks_config=cfg.get('custom_hooks', None))
-    from detforge.engine.hooks import NumClassCheckHook, PlotCurvesHook
+    from detforge.engine.hooks import NumClassCheckHook, PlotCurvesHook, ProgressBarHook
+    from detforge.registry import HOOKS, build_from_cfg
     if not any(isinstance(h, NumClassCheckHook) for h in runner.hooks):
         runner.register_hook(NumClassCheckHook(), priority='NORMAL')
     if cfg.get('plot_curves', True):
         runner.register_hook(PlotCurvesHook(by_epoch=runner_cfg['type'] != 'IterBasedRunner'),
                              priority='LOWEST')
+    progress = cfg.get('progress_bar', None)
+    if progress is not False and not any(isinstance(h, ProgressBarHook) for h in runner.hooks):
+        # a bar per epoch on a terminal; progress_bar=False or dict(enable=False) turns it off
+        with build_context('progress_bar', filename=filename):
+            runner.register_hook(build_from_cfg({'type': 'ProgressBarHook',
+                                                 **dict(progress or {})}, HOOKS),
+                                 priority='LOWEST')
 
     if validate:
         from detforge.data import build_dataset

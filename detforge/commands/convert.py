@@ -6,7 +6,7 @@ Each converter is a module in :mod:`detforge.converters` defining ``NAME`` (e.g.
 import importlib
 import pkgutil
 
-HELP = 'convert datasets (voc2coco) and checkpoints (torchvision-retinanet, ...)'
+HELP = 'convert datasets (voc2coco, to-coco, to-yolo, to-labelme) and checkpoints (torchvision-retinanet, ...)'
 
 
 def _converters():

@@ -1,6 +1,12 @@
-"""Train a detector from a config.
+"""Train a detector from a config, or from a folder of labelled images and a model name.
 
     detforge train configs/retinanet/retinanet_r18_fpn_1x_bccd.py --work-dir work_dirs/bccd_demo
+    detforge train --data ../shared/data/raccoon --model retinanet_r18 [--epochs N] [--img-size S]
+
+With ``--data`` the format (COCO, Roboflow COCO, Pascal VOC, YOLO, LabelMe) and the classes
+are detected, a complete config is written into the work dir (``MODEL_DATANAME.py``: edit it
+and train again with ``detforge train THAT_FILE``) and trained; ``detforge list-models`` lists
+the model names.
 
 The work dir receives the resolved config, the text log (``{timestamp}.log``), the JSON-lines
 log (``{timestamp}.log.json``), the checkpoints (``epoch_N.pth``, ``latest.pth``, ``best_*``)
@@ -24,7 +30,22 @@ HELP = 'train a detector from a config (checkpoints, logs and plots go to --work
 
 def add_arguments(parser) -> None:
     from detforge.config import DictAction
-    parser.add_argument('config', help='train config file')
+    parser.add_argument('config', nargs='?', help='train config file (or use --data and --model)')
+    parser.add_argument('--data', metavar='PATH',
+                        help='a folder of labelled images (COCO / Roboflow COCO / VOC / YOLO / '
+                             'LabelMe), a YOLO data.yaml or a COCO JSON: write a config for it '
+                             'into the work dir and train it')
+    parser.add_argument('--model', metavar='NAME', default=None,
+                        help='with --data: a model name of `detforge list-models` (default '
+                             'retinanet_r18)')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="with --data: epochs to train (default: the model's; lr steps "
+                             'scale with it)')
+    parser.add_argument('--img-size', type=int, default=None, metavar='S',
+                        help="with --data: the test image's short side in pixels (default: the "
+                             "model's, 320 for the BCCD-320 models); training sizes scale with it")
+    parser.add_argument('--batch-size', type=int, default=None,
+                        help="with --data: images per iteration (default: the model's)")
     parser.add_argument('--work-dir', help='where to save logs and checkpoints (default: '
                         'work_dirs/CONFIG_NAME)')
     parser.add_argument('--resume-from', help='checkpoint to resume from (exactly: weights, '
@@ -47,6 +68,9 @@ def add_arguments(parser) -> None:
                         help='job launcher for distributed training')
     parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
                         help='device (default: cuda when available)')
+    parser.add_argument('--no-progress', action='store_true',
+                        help='no progress bar (it is drawn only when stderr is a terminal '
+                             'anyway; TQDM_DISABLE=1 turns off every bar)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
                         help=argparse_suppress())
 
@@ -118,6 +142,61 @@ def init_launcher(launcher: str, cfg) -> bool:
     return True
 
 
+def check_training_data(datasets, cfg, logger) -> None:
+    """The cheap part of ``detforge check-data`` (annotations only, no image opened) on the
+    datasets just built, before the first iteration: warnings are logged; errors (e.g. boxes
+    of a category id with no name, a class only in val) stop the run with one message.
+    ``check_data = False`` in the config skips it."""
+    from detforge.data.data_check import check_before_training
+    check_before_training(datasets, cfg, logger)
+
+
+def write_config_for_data(args) -> str:
+    """``--data PATH --model NAME``: write the complete config into the work dir (with
+    ``--cfg-options`` applied, so that re-running the file trains the same) and return its
+    path."""
+    import re
+    from detforge.apis.config_from_data import config_from_data, render_config
+    from detforge.config import Config
+    if args.config is not None:
+        raise DetforgeError(f'give either a config file ({args.config}) or --data, not both')
+    model = args.model or 'retinanet_r18'
+    data_name = re.sub(r'[^A-Za-z0-9_.-]+', '_', osp.basename(osp.normpath(
+        osp.abspath(args.data)))) or 'data'
+    data_name = osp.splitext(data_name)[0] if data_name.endswith(('.yaml', '.yml', '.json')) \
+        else data_name
+    work_dir = args.work_dir or osp.join('work_dirs', f'{model}_{data_name}')
+    cfg, notes = config_from_data(args.data, model, epochs=args.epochs, img_size=args.img_size,
+                                  batch_size=args.batch_size, work_dir=work_dir)
+    if args.cfg_options:
+        merged = Config(cfg)
+        merged.merge_from_dict(args.cfg_options)
+        cfg = merged._cfg_dict.to_dict()
+    argv = ['train', '--data', args.data, '--model', model]
+    for flag, value in (('--epochs', args.epochs), ('--img-size', args.img_size),
+                        ('--batch-size', args.batch_size), ('--work-dir', args.work_dir)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.cfg_options:
+        argv += ['--cfg-options'] + [f'{k}={v}' for k, v in args.cfg_options.items()]
+    text = render_config(cfg, model, argv=argv, notes=notes)
+    from detforge.engine.runner.base_runner import _ensure_writable
+    _ensure_writable(osp.abspath(work_dir))
+    path = osp.join(osp.abspath(work_dir), f'{model}_{data_name}.py')
+    if osp.isfile(path):
+        with open(path, encoding='utf-8') as f:
+            if f.read() != text:  # edited since, or written by another command: keep it
+                raise DetforgeError(
+                    f'{path} exists and differs from the config this command writes (edited?); '
+                    f'train it with `detforge train {path}`, or give another --work-dir')
+    with open(path + '.part', 'w', encoding='utf-8') as f:
+        f.write(text)
+    os.replace(path + '.part', path)
+    print(f'detforge train: wrote {path}\n  ' + '\n  '.join(notes) +
+          f'\n  edit it and train again with: detforge train {path}', flush=True)
+    return path
+
+
 def main(args) -> int:
     import torch
     from detforge.apis.train import init_random_seed, set_random_seed, train_detector
@@ -125,6 +204,16 @@ def main(args) -> int:
     from detforge.engine.runner.base_runner import _ensure_writable
     from detforge.utils.setup_env import setup_speed_switches
 
+    if args.data is not None:
+        args.config = write_config_for_data(args)
+        args.cfg_options = None  # written into the file
+    elif args.config is None:
+        raise DetforgeError('give a config file (detforge train CONFIG) or a data folder and a '
+                            'model (detforge train --data PATH --model retinanet_r18)')
+    elif args.model is not None or args.epochs is not None or args.img_size is not None or \
+            args.batch_size is not None:
+        raise DetforgeError('--model, --epochs, --img-size and --batch-size go with --data; '
+                            'with a config file, edit it or use --cfg-options')
     cfg = load_config(args.config, args.cfg_options)
     if args.auto_scale_lr:
         if cfg.get('auto_scale_lr', None) is not None:
@@ -143,6 +232,8 @@ def main(args) -> int:
     cfg.auto_resume = args.auto_resume
     if args.device is not None:
         cfg.device = args.device
+    if args.no_progress:
+        cfg.progress_bar = False
     if cfg.get('device', None) == 'cuda' and not torch.cuda.is_available():
         raise DetforgeError('--device cuda: no CUDA GPU is available here; use --device cpu')
     if cfg.get('optimizer', None) is None:
@@ -157,8 +248,9 @@ def main(args) -> int:
 
     work_dir = osp.abspath(cfg.work_dir)
     _ensure_writable(work_dir)
-    if rank == 0:
-        cfg.dump(osp.join(work_dir, osp.basename(args.config)))
+    dumped = osp.join(work_dir, osp.basename(args.config))
+    if rank == 0 and osp.abspath(dumped) != osp.abspath(args.config):
+        cfg.dump(dumped)  # (never over the config being trained: it keeps its comments)
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
     from detforge.utils.logging import get_root_logger
     logger = get_root_logger(log_file=osp.join(work_dir, f'{timestamp}.log'),
@@ -196,6 +288,7 @@ def main(args) -> int:
         val_cfg.pipeline = cfg.data.train.pipeline
         with build_context('data', 'val', filename=args.config):
             datasets.append(build_dataset(val_cfg))
+    check_training_data(datasets, cfg, logger)
     classes = getattr(datasets[0], 'CLASSES', None)
     if cfg.get('checkpoint_config', None) is not None and classes is not None:
         cfg.checkpoint_config['meta'] = dict(CLASSES=list(classes))

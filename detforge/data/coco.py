@@ -157,7 +157,7 @@ class CocoDataset(CustomDataset):
             jsonfile_prefix = osp.join(tmp_dir.name, 'results')
         return results2json(self, results, str(jsonfile_prefix)), tmp_dir
 
-    def evaluate(self, results, metric='bbox', logger=None, jsonfile_prefix=None, classwise=False,
+    def evaluate(self, results, metric='bbox', logger=None, jsonfile_prefix=None, classwise=None,
                  proposal_nums=(100, 300, 1000), iou_thrs=None, metric_items=None, **kwargs):
         from detforge.evaluation.coco_metric import evaluate_coco
         return evaluate_coco(self, results, metric=metric, logger=logger,

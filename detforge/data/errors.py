@@ -37,6 +37,7 @@ _KINDS = {
     'outside': ('boxes outside their image', 'dropped', 'no overlap with the image'),
     'unknown_class': ('boxes of unknown classes', 'skipped', 'class not in CLASSES'),
     'small': ('small boxes', 'marked as ignore', 'a side < min_size'),
+    'no_area_shape': ('shapes without an area', 'skipped', 'points and lines are no boxes'),
     'string_coords': ('boxes given as strings', 'converted to numbers',
                       'JSON strings instead of numbers in "bbox"'),
 }

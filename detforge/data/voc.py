@@ -163,6 +163,15 @@ class XMLDataset(CustomDataset):
             valid.append(i)
         return valid
 
+    def evaluate(self, results, metric='mAP', logger=None, **kwargs):
+        """VOC mAP (``'mAP'``, ``'recall'``; MMDetection's default here) or COCO box AP
+        (``'bbox'``, so that a VOC folder can be scored like every other format)."""
+        metrics = [metric] if isinstance(metric, str) else list(metric)
+        if any(m in ('bbox', 'proposal') for m in metrics):
+            from detforge.evaluation.coco_metric import evaluate_coco
+            return evaluate_coco(self, results, metric=metric, logger=logger, **kwargs)
+        return super().evaluate(results, metric=metric, logger=logger, **kwargs)
+
 
 @DATASETS.register_module()
 class VOCDataset(XMLDataset):

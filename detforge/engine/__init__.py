@@ -18,7 +18,7 @@ from .checkpoint import (find_latest_checkpoint, get_rng_state, load_checkpoint,
                          load_state_dict, preserve_rng, save_checkpoint, set_rng_state)
 from .dist_utils import (all_reduce_dict, barrier, get_dist_info, init_dist, is_main_process,
                          master_only, reduce_mean, unwrap_model, wrap_distributed)
-from .hooks import (AmpOptimizerHook, CheckpointHook, CosineAnnealingLrUpdaterHook,
+from .hooks import (AmpOptimizerHook, CheckpointHook, EarlyStoppingHook, CosineAnnealingLrUpdaterHook,
                     CosineAnnealingMomentumUpdaterHook, CosineRestartLrUpdaterHook,
                     DistEvalHook, DistSamplerSeedHook, EMAHook, EvalHook, ExpLrUpdaterHook,
                     ExpMomentumEMAHook, FixedLrUpdaterHook, FlatCosineAnnealingLrUpdaterHook,
@@ -26,6 +26,7 @@ from .hooks import (AmpOptimizerHook, CheckpointHook, CosineAnnealingLrUpdaterHo
                     GradientCumulativeOptimizerHook, Hook, InvLrUpdaterHook, IterTimerHook,
                     LoggerHook, LrUpdaterHook, MomentumUpdaterHook, NumClassCheckHook,
                     OneCycleLrUpdaterHook, OptimizerHook, PlotCurvesHook, PolyLrUpdaterHook,
+                    ProgressBarHook,
                     StepLrUpdaterHook, StepMomentumUpdaterHook, TensorboardLoggerHook,
                     TextLoggerHook, WarmupCosineLrUpdaterHook, WarmupMultiStepLrUpdaterHook,
                     annealing_cos, build_lr_hook, build_momentum_hook, check_num_classes,
@@ -57,5 +58,5 @@ __all__ = [
     'CosineAnnealingMomentumUpdaterHook', 'build_momentum_hook', 'NumClassCheckHook',
     'check_num_classes', 'OptimizerHook', 'AmpOptimizerHook', 'Fp16OptimizerHook',
     'GradientCumulativeOptimizerHook', 'GradientCumulativeFp16OptimizerHook',
-    'PlotCurvesHook', 'DistSamplerSeedHook',
+    'PlotCurvesHook', 'ProgressBarHook', 'EarlyStoppingHook', 'DistSamplerSeedHook',
 ]

@@ -322,13 +322,17 @@ def per_class_ap(coco_eval, cat_ids: Sequence[int]) -> np.ndarray:
     return out
 
 
+# the per-class table is printed by default up to this many classes (classwise=None)
+CLASSWISE_AUTO_MAX_CLASSES = 20
+
+
 def _class_table(names, aps: np.ndarray) -> str:
     rows = [[n] + ['nan' if np.isnan(v) else f'{v:.3f}' for v in row] for n, row in zip(names, aps)]
     return format_table(rows, headers=['category', 'AP', 'AP50', 'AP75'])
 
 
 def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=None,
-                  classwise=False, proposal_nums=(100, 300, 1000), iou_thrs=None,
+                  classwise=None, proposal_nums=(100, 300, 1000), iou_thrs=None,
                   metric_items=None, backend: str | None = None) -> 'OrderedDict[str, Any]':
     """COCO evaluation of ``results`` on ``dataset`` (MMDetection 2.x ``CocoDataset.evaluate``).
 
@@ -341,7 +345,11 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
             (``'segm'`` needs mask results and ground-truth segmentations).
         jsonfile_prefix: also write the results as ``PREFIX.bbox.json`` (and
             ``PREFIX.segm.json``) (COCO format).
-        classwise: print a per-class AP table.
+        classwise: print a per-class AP table (AP, AP50, AP75 per category). ``None``
+            (the default): print it when the data set has at most
+            ``CLASSWISE_AUTO_MAX_CLASSES`` (20) classes, where it fits on a screen and is
+            where a bad class shows first; MMDetection 2.x prints it only with ``True``.
+            It changes what is printed, never the returned metrics.
         proposal_nums: ``params.maxDets`` (AP uses the largest, as in MMDetection 2.x).
         iou_thrs: IoU thresholds; default 0.50:0.05:0.95.
         metric_items: which of ``mAP, mAP_50, mAP_75, mAP_s, mAP_m, mAP_l`` (bbox) or
@@ -415,7 +423,7 @@ def evaluate_coco(dataset, results, metric='bbox', logger=None, jsonfile_prefix=
             for item in metric_items or _PROPOSAL_ITEMS:
                 eval_results[item] = float(stats[_STATS_INDEX[item]])
             continue
-        if classwise:
+        if classwise or (classwise is None and len(cat_ids) <= CLASSWISE_AUTO_MAX_CLASSES):
             name_of = {c['id']: c.get('name', str(c['id'])) for c in gt_data['categories']}
             names = [name_of.get(c, str(c)) for c in cat_ids]
             print_log('\n' + _class_table(names, per_class_ap(coco_eval, cat_ids)),
@@ -462,7 +470,7 @@ class CocoMetric:
     Calling it with ``(dataset, results)`` returns :func:`evaluate_coco`'s dict.
     """
 
-    def __init__(self, metric='bbox', classwise=False, proposal_nums=(100, 300, 1000),
+    def __init__(self, metric='bbox', classwise=None, proposal_nums=(100, 300, 1000),
                  iou_thrs=None, metric_items=None, jsonfile_prefix=None, backend=None):
         self.kwargs = dict(metric=metric, classwise=classwise, proposal_nums=proposal_nums,
                            iou_thrs=iou_thrs, metric_items=metric_items,

@@ -38,6 +38,12 @@ def _unreadable_image_stops_the_run(runner):
             f'--no-validate') from e
 
 
+def _acts_on_metrics(hook) -> bool:
+    """A hook with its own ``after_evaluate`` and a ``state_dict`` (EarlyStoppingHook)."""
+    return (type(hook).after_evaluate is not Hook.after_evaluate
+            and callable(getattr(hook, 'state_dict', None)))
+
+
 @HOOKS.register_module()
 class EvalHook(Hook):
     """``evaluation=dict(interval=1, metric='bbox', save_best='auto')``.
@@ -85,6 +91,7 @@ class EvalHook(Hook):
         self.less_keys = list(self._default_less_keys) + list(less_keys or [])
         self.best_ckpt_path: str | None = None
         self.latest_results = None
+        self.latest_metrics: dict | None = None  # of the last evaluation (rank 0)
         self._runner = None  # set in before_run; state_dict() needs the loop counters
         self._last_evaluated: int | None = None  # epoch (or iteration) last evaluated, 1-based
         self._pending: int | None = None  # an evaluation due when the resumed run stopped
@@ -144,31 +151,62 @@ class EvalHook(Hook):
         return (runner.epoch if self.by_epoch else runner.iter) + 1
 
     def _evaluate_now(self, runner) -> None:
+        self.latest_metrics = None
         self._do_evaluate(runner)
         self._last_evaluated = self._current(runner)
+        # e.g. EarlyStoppingHook; every rank calls it (the others with None) so that a hook
+        # can share rank 0's decision
+        for hook in runner.hooks:
+            if hook is not self and hasattr(hook, 'after_evaluate'):
+                hook.after_evaluate(runner, self.latest_metrics)
         self._write_done_marker(runner)
 
     # The checkpoint of an epoch is written before its evaluation, so it always says "due".
     # A small file in the work dir records the last evaluation that finished; on resume an
-    # evaluation is re-run only when that file does not show it done.
+    # evaluation is re-run only when that file does not show it done. It also keeps what
+    # that evaluation changed after the checkpoint was written (save_best's best score and
+    # file, the state of hooks that act on the metrics such as EarlyStoppingHook), which a
+    # resume from that checkpoint restores instead of running the evaluation again.
     _DONE_FILE = '.last_evaluation.json'
 
     def _write_done_marker(self, runner) -> None:
         if get_dist_info()[0] != 0 or not self.out_dir:
             return
         path = osp.join(self.out_dir, self._DONE_FILE)
-        with contextlib.suppress(OSError):
+        hook_msgs = (runner.meta or {}).get('hook_msgs', {})
+        record = {'by_epoch': self.by_epoch, 'done': self._last_evaluated,
+                  'hook_msgs': {k: hook_msgs[k] for k in ('best_score', 'best_ckpt')
+                                if k in hook_msgs},
+                  'hook_states': {type(h).__name__: h.state_dict() for h in runner.hooks
+                                  if h is not self and _acts_on_metrics(h)}}
+        with contextlib.suppress(OSError, TypeError, ValueError):
             with open(path + '.part', 'w') as f:
-                json.dump({'by_epoch': self.by_epoch, 'done': self._last_evaluated}, f)
+                json.dump(record, f)
             os.replace(path + '.part', path)
 
-    def _finished_before(self, n: int) -> bool:
+    def _read_done_marker(self) -> dict:
         try:
             with open(osp.join(self.out_dir or '', self._DONE_FILE)) as f:
                 done = json.load(f)
         except (OSError, ValueError):
-            return False
-        return done.get('by_epoch') == self.by_epoch and int(done.get('done') or 0) >= n
+            return {}
+        return done if isinstance(done, dict) and done.get('by_epoch') == self.by_epoch else {}
+
+    def _finished_before(self, n: int) -> bool:
+        return int(self._read_done_marker().get('done') or 0) >= n
+
+    def _restore_after(self, runner, n: int) -> None:
+        """Evaluation ``n`` finished before the run stopped: take back what it changed."""
+        record = self._read_done_marker()
+        if int(record.get('done') or 0) != n:
+            return
+        hook_msgs = runner.meta.setdefault('hook_msgs', {})
+        hook_msgs.update(record.get('hook_msgs') or {})
+        self.best_ckpt_path = hook_msgs.get('best_ckpt', self.best_ckpt_path)
+        states = record.get('hook_states') or {}
+        for hook in runner.hooks:
+            if type(hook).__name__ in states and hasattr(hook, 'load_state_dict'):
+                hook.load_state_dict(states[type(hook).__name__])
 
     # -- an evaluation interrupted by a kill is run again on resume
     def state_dict(self) -> dict:
@@ -205,6 +243,7 @@ class EvalHook(Hook):
         if get_dist_info()[1] > 1 and dist.is_available() and dist.is_initialized():
             dist.broadcast_object_list(done, src=0)  # rank 0's work dir decides for all ranks
         if done[0]:
+            self._restore_after(runner, pending)
             return
         unit = 'epoch' if self.by_epoch else 'iteration'
         runner.logger.info('evaluating %s %d again: its evaluation did not finish before the '
@@ -246,6 +285,7 @@ class EvalHook(Hook):
     def evaluate(self, runner, results):
         eval_res = self.dataloader.dataset.evaluate(results, logger=runner.logger,
                                                     **self.eval_kwargs)
+        self.latest_metrics = dict(eval_res)
         for name, val in eval_res.items():
             runner.log_buffer.output[name] = val
         runner.log_buffer.ready = True

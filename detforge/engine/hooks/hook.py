@@ -18,7 +18,7 @@ class Hook:
     """
     stages = ('before_run', 'before_train_epoch', 'before_train_iter', 'after_train_iter',
               'after_train_epoch', 'before_val_epoch', 'before_val_iter', 'after_val_iter',
-              'after_val_epoch', 'after_run')
+              'after_val_epoch', 'after_evaluate', 'after_run')
 
     def before_run(self, runner): pass
 
@@ -47,6 +47,12 @@ class Hook:
     def after_train_iter(self, runner): self.after_iter(runner)
 
     def after_val_iter(self, runner): self.after_iter(runner)
+
+    def after_evaluate(self, runner, metrics: dict | None):
+        """Called by the evaluation hook after each evaluation during training, on every
+        rank, with the metrics it logged (``{'bbox_mAP': ..., ...}``; ``None`` on ranks other
+        than 0, which do not evaluate). After the best checkpoint (``save_best``) is written.
+        """
 
     # ------------------------------------------------------------------ helpers (mmcv names)
     @staticmethod

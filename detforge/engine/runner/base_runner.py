@@ -84,6 +84,9 @@ class BaseRunner:
         # a context manager factory wrapping the forward pass (torch.autocast under AMP)
         self.autocast = contextlib.nullcontext
         self._resume_loader_state: dict | None = None
+        # set by a hook (EarlyStoppingHook) to end the run after the current epoch (or
+        # iteration); the loops check it
+        self.stop_training = False
 
     # ----------------------------------------------------------------- state
     @property
@@ -369,7 +372,10 @@ class BaseRunner:
         """Write ``out_dir/filename_tmpl.format(n)`` (atomically) and point ``latest.pth``
         at it; return the path. Rank 0 only."""
         full_meta = dict(self.meta)
-        full_meta.pop('hook_msgs', None)
+        # hook_msgs stays (as in MMCV): best_score / best_ckpt of save_best and last_ckpt
+        # survive a resume
+        if 'hook_msgs' in full_meta:
+            full_meta['hook_msgs'] = dict(full_meta['hook_msgs'])
         full_meta.update(meta or {})
         full_meta.update(self._checkpoint_meta())
         number = full_meta['epoch'] if 'epoch' in filename_tmpl else full_meta['iter']

@@ -29,6 +29,7 @@ class EpochBasedRunner(BaseRunner):
         self._max_iters = self._max_epochs * len(data_loader)
         set_sampler_epoch(data_loader, self._epoch)
         start, self._resume_pos = self._resume_pos, 0
+        self.epoch_start_pos = start  # > 0 in a resumed, half-done epoch (progress bars)
         self.call_hook('before_train_epoch')
         batches = self._batches_from(data_loader, start)
         for i, data_batch in enumerate(batches, start=start):
@@ -90,11 +91,12 @@ class EpochBasedRunner(BaseRunner):
         self.logger.info('workflow: %s, max: %d epochs', workflow, self._max_epochs)
         self._warn_about_step()
         self.call_hook('before_run')
-        while self.epoch < self._max_epochs:
+        while self.epoch < self._max_epochs and not self.stop_training:
             for i, (mode, epochs) in enumerate(workflow):
                 epoch_runner = getattr(self, mode)
                 for _ in range(epochs):
-                    if mode == 'train' and self.epoch >= self._max_epochs:
+                    if mode == 'train' and (self.epoch >= self._max_epochs
+                                            or self.stop_training):
                         break
                     epoch_runner(data_loaders[i], **kwargs)
         self.call_hook('after_run')

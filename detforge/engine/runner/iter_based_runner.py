@@ -149,12 +149,12 @@ class IterBasedRunner(BaseRunner):
         self._warn_about_step()
         self.call_hook('before_run')
         self.call_hook('before_epoch')
-        while self.iter < self._max_iters:
+        while self.iter < self._max_iters and not self.stop_training:
             for i, (mode, iters) in enumerate(workflow):
                 self._inner_iter = 0
                 iter_runner = getattr(self, mode)
                 for _ in range(iters):
-                    if mode == 'train' and self.iter >= self._max_iters:
+                    if mode == 'train' and (self.iter >= self._max_iters or self.stop_training):
                         break
                     iter_runner(self.iter_loaders[i], **kwargs)
         self.call_hook('after_epoch')

@@ -1,0 +1,42 @@
+"""List the model names of ``detforge train --data PATH --model NAME``.
+
+    detforge list-models
+
+Each name is a shipped config. AP, AP50 and speed are the last run of that config recorded
+in ``benchmarks/accuracy.md`` (COCO box AP on BCCD ``test`` after training on ``trainval``
+from scratch, the "BCCD-320" recipe; seconds per training iteration of 4 images and per test
+image on the CPU named there, with the date of the run). A model never run that way says
+"not measured".
+"""
+from __future__ import annotations
+
+NAME = 'list-models'
+HELP = 'the model names of `detforge train --data PATH --model NAME`, with recorded AP and speed'
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def main(args) -> int:
+    from detforge.apis.model_names import MODEL_NAMES, recorded_measurements
+    from detforge.evaluation.table import format_table
+    measured, caveat = recorded_measurements()
+    rows = []
+    for model in MODEL_NAMES.values():
+        m = measured.get(model.config)
+        if m is None:
+            rows.append([model.name, 'not measured', '', '', '', '', model.config])
+        else:
+            rows.append([model.name, m.ap, m.ap50, m.s_per_iter, m.s_per_test_image,
+                         f'{m.date} ({m.machine})', model.config])
+    print('BCCD-320: COCO box AP on BCCD test (72 images) after training on trainval from '
+          'scratch; s/iter: one training iteration of 4 images; s/img: test time per image.')
+    print(format_table(rows, headers=['model', 'AP', 'AP50', 's/iter', 's/img',
+                                      'measured (CPU threads)', 'config']))
+    print('Source: benchmarks/accuracy.md (benchmarks/bench_accuracy.py); the detforge commit '
+          'of each run is not recorded there.')
+    if caveat:
+        print(f'Note from that file: {caveat}')
+    print('Train one on your data: detforge train --data PATH --model NAME')
+    return 0
