@@ -14,7 +14,14 @@ Runs the benchmarks as subprocesses through their command lines, each in a fresh
   RetinaNet timings) and the RetinaNet-R50 FLOPs per step, for the utilisation of the
   training step and of inference (ours and torchvision's);
 - ``eval``: ``bench_eval.py``, COCO box evaluation, ``evaluate_coco`` (both backends) vs plain
-  pycocotools.
+  pycocotools;
+- ``scale``: ``bench_scale.py``, a COCO-train-size annotation file: ``CocoDataset``'s load
+  time and peak RSS vs pycocotools' ``COCO()`` and ``json.load``, and the summed RSS/PSS of
+  the loader's processes over 500 batches with 0, 2 and 4 workers, records serialised vs
+  Python dicts (memory numbers hold on a shared machine; times do not).
+
+``--only`` with some of the sections updates just those sections of an existing report
+(each new section carries its own date, commit and load line) and keeps the others.
 
 Every ratio is ``ours time / baseline time`` (for a rate: baseline rate / our rate), so a ratio
 at most 1.0 means ours is no slower (issue 10's goal). The raw numbers also go to
@@ -39,7 +46,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from tee import tee  # noqa: E402 -- benchmarks/ is not a package
 
-SECTIONS = ('data', 'models', 'eval')
+SECTIONS = ('data', 'models', 'eval', 'scale')
 
 
 # ---------------------------------------------------------------------------- running
@@ -153,6 +160,32 @@ def bench_eval(quick: bool) -> dict:
         ['--num-images', '5000', '--dets', '100', '--rounds', '3']
     out = run_bench(['benchmarks/bench_eval.py', *opts], 'eval')
     return dict(options=opts, **parse_eval_output(out))
+
+
+def scale_from_json(paths: list[str]) -> dict:
+    """The scale results of earlier ``bench_scale.py --json`` runs (e.g. one ``--only load``
+    and one ``--only workers``), each part with the machine of its own run."""
+    merged: dict = {}
+    for path in paths:
+        part = json.loads(Path(path).read_text())
+        if 'workers' in part and 'load' not in part and 'machine' in merged:
+            part['workers_machine'] = part.pop('machine', None)
+        for key, value in part.items():
+            merged.setdefault(key, value)
+    merged['options'] = ['; '.join(json.loads(Path(p).read_text()).get('argv', Path(p).name)
+                                   for p in paths)]
+    return merged
+
+
+def bench_scale(quick: bool, tmp: Path) -> dict:
+    out_json = tmp / 'scale.json'
+    opts = (['--images', '11829', '--boxes', '86000', '--rounds', '1', '--batches', '100']
+            if quick else ['--rounds', '3', '--batches', '500'])
+    opts += ['--workers', '0', '2', '4']
+    run_bench(['benchmarks/bench_scale.py', *opts, '--json', str(out_json)], 'scale')
+    result = json.loads(out_json.read_text())
+    result['options'] = opts
+    return result
 
 
 # ---------------------------------------------------------------------------- report
@@ -289,10 +322,136 @@ def render(info: dict, results: dict, errors: dict, quick: bool) -> str:
             md.append(f'| evaluate, backend `{name}` | {a:.2f} | {b:.2f} | {_ratio(a, b)} | '
                       f'{_goal(a, b)} | {row["max_ap_difference"]:.1e} |')
 
+    if 'scale' in results:
+        md += render_scale(info, results['scale'])
+
     if errors:
         md += ['', '## Failed or missing', '']
         md += [f'- **{name}**: {msg}' for name, msg in errors.items()]
     return '\n'.join(md) + '\n'
+
+
+SCALE_TITLE = '## Scale: COCO-train-size annotations and loader memory (`bench_scale.py`)'
+
+
+def _measured(info: dict) -> str:
+    return (f'{info["date"]}, detforge commit {info["commit"]}, on {info["cpu"]} '
+            f'({info["usable_cpus"]} usable CPUs), load average before / after '
+            f'{" ".join(f"{x:.1f}" for x in info["load_before"])} / '
+            f'{" ".join(f"{x:.1f}" for x in info.get("load_after", ()))}')
+
+
+def render_scale(info: dict, r: dict) -> list[str]:
+    """The scale section: load time/peak RSS vs pycocotools and json; loader memory.
+    ``r`` may carry the machine of its own run(s) (``machine``, ``workers_machine``)."""
+    load = r.get('load', {}).get('summary', {})
+    where = f'Measured {_measured(r.get("machine") or info)}'
+    if r.get('workers_machine'):
+        where = (f'Loading measured {_measured(r.get("machine") or info)}; loader memory '
+                 f'measured {_measured(r["workers_machine"])}')
+    md = ['', SCALE_TITLE, '',
+          f'{where}. **The machine was '
+          'shared with other jobs during the run: the memory numbers are valid, the times '
+          'are indicative only** (each process\'s CPU time is given too; it suffers less '
+          'from the other jobs than wall time).', '',
+          f'Synthetic annotation file of COCO train2017\'s size: {r["images"]:,} images, '
+          f'{r["boxes"]:,} boxes, 80 categories, {r["file_mib"]:.0f} MiB of JSON (polygons of '
+          '6-40 points, 1% crowd RLE, COCO-like box sizes). Options: '
+          f'`{" ".join(r.get("options", []))}`.']
+    if load:
+        base = load['pycocotools']
+        md += ['', 'Loading, each in a fresh process that imported the same modules first '
+               f'(median of {r["load"]["rounds"]} rounds, alternating). "Peak RSS" is the '
+               'process\'s high-water mark during the load; "RSS after" what stays (ours: the '
+               'records; pycocotools: its index and the parsed JSON). `CocoDataset` is built '
+               'in training mode (filtering and aspect-ratio groups included).', '',
+               '| load | wall s | CPU s | peak RSS (MiB) | RSS after (MiB) | RSS before (MiB) '
+               '| time vs pycocotools | peak RSS vs pycocotools |',
+               '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+        names = {'detforge': '`CocoDataset` (records serialised)',
+                 'pycocotools': "pycocotools `COCO()`", 'json': 'plain `json.load`'}
+        for mode in ('detforge', 'pycocotools', 'json'):
+            x = load.get(mode)
+            if x is None:
+                continue
+            md.append(f'| {names[mode]} | {x["seconds"]:.1f} | {x["cpu_seconds"]:.1f} | '
+                      f'{x["peak_rss_mib"]:.0f} | {x["rss_after_mib"]:.0f} | '
+                      f'{x["rss_before_mib"]:.0f} | {_ratio(x["seconds"], base["seconds"])} '
+                      f'(CPU {_ratio(x["cpu_seconds"], base["cpu_seconds"])}) | '
+                      f'{_ratio(x["peak_rss_mib"], base["peak_rss_mib"])} |')
+        ours = load.get('detforge')
+        if ours and ours.get('records_mib'):
+            md += ['', f'The records of the {ours["images"]:,} training images take '
+                   f'{ours["records_mib"]:.0f} MiB serialised.']
+    rows = r.get('workers') or []
+    if rows:
+        b = rows[0]
+        md += ['', f'Loader memory: the training set through a `DataLoader` (group sampler, '
+               f'batch {b["batch_size"]}, a pipeline reading the record\'s annotations only), '
+               'RSS and PSS summed over the main process and its workers (PSS divides shared '
+               'pages among the processes sharing them: the sum is the memory really used; '
+               'RSS counts shared pages once per process; anonymous PSS leaves out the shared '
+               'libraries, whose share also moves with unrelated processes mapping them). '
+               f'"first": at the first batch; "last": after batch {b["batches"]}. Goal: PSS '
+               'last <= 1.2 x first with 4 workers, and no higher than with Python-dict '
+               'records.', '',
+               '| records | workers | PSS first (MiB) | PSS last (MiB) | last / first '
+               '| anon. PSS first / last (MiB) | RSS first (MiB) | RSS last (MiB) |',
+               '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+        for row in rows:
+            f, l = row['first'], row['last']
+            kind = 'serialised' if row['serialize'] else 'Python dicts'
+            anon = (f'{f["pss_anon_mib"]:.0f} / {l["pss_anon_mib"]:.0f}'
+                    if 'pss_anon_mib' in f else 'n/a')
+            md.append(f'| {kind} | {row["workers"]} | {f["pss_mib"]:.0f} | {l["pss_mib"]:.0f} '
+                      f'| {l["pss_mib"] / f["pss_mib"]:.3f} | {anon} | {f["rss_mib"]:.0f} | '
+                      f'{l["rss_mib"]:.0f} |')
+    return md
+
+
+def splice_report(old: str, new: str) -> str:
+    """``old`` with its ``## `` sections replaced by those of ``new`` of the same title
+    (new ones go before "Failed or missing", or at the end); the header and the Machine
+    section of ``old`` stay."""
+    def split(md: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+        head, sections = [], []
+        for line in md.rstrip('\n').split('\n'):
+            if line.startswith('## '):
+                sections.append((line, [line]))
+            elif sections:
+                sections[-1][1].append(line)
+            else:
+                head.append(line)
+        return head, sections
+    head, old_sections = split(old)
+    _, new_sections = split(new)
+    failed = '## Failed or missing'
+    updates = {t: body for t, body in new_sections if t not in ('## Machine', failed)}
+    # failures of the sections run now join the old list (without their earlier entries)
+    new_failures = [l for t, b in new_sections if t == failed for l in b[1:] if l.startswith('- ')]
+    if new_failures:
+        ran = [l.split('**')[1] for l in new_failures if l.count('**') >= 2]
+        old_failures = [l for t, b in old_sections if t == failed for l in b[1:]
+                        if l.startswith('- ') and not any(f'**{n}' in l for n in ran)]
+        old_sections = [(t, b) for t, b in old_sections if t != failed]
+        old_sections.append((failed, [failed, ''] + old_failures + new_failures))
+    out = list(head)
+    done = set()
+    for title, body in old_sections:
+        if title == failed:
+            for t, b in updates.items():
+                if t not in done:
+                    out += b + ([''] if b[-1] else [])
+                    done.add(t)
+        if title in updates:
+            out += updates[title]
+            done.add(title)
+        else:
+            out += body
+    for t, b in updates.items():
+        if t not in done:
+            out += ([''] if out and out[-1] else []) + b
+    return '\n'.join(out) + '\n'
 
 
 def main(argv=None) -> int:
@@ -306,6 +465,10 @@ def main(argv=None) -> int:
                              "(default: torch's default, the usable CPUs)")
     parser.add_argument('--output', default=str(HERE / 'RESULTS.md'), help='the report (markdown)')
     parser.add_argument('--raw-json', help='also write every raw number to this JSON file')
+    parser.add_argument('--scale-json', nargs='+',
+                        help='report the scale section from these bench_scale.py --json files '
+                             '(each with the date, commit and load of its own run) instead of '
+                             'running it')
     args = parser.parse_args(argv)
     only = [s.strip() for s in args.only.split(',') if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
@@ -361,10 +524,19 @@ def main(argv=None) -> int:
                 results['eval'] = bench_eval(args.quick)
             except BenchFailed as e:
                 errors['eval'] = str(e)
+        if 'scale' in only:
+            try:
+                results['scale'] = (scale_from_json(args.scale_json) if args.scale_json
+                                    else bench_scale(args.quick, Path(tmp)))
+            except (BenchFailed, OSError, ValueError, KeyError) as e:
+                errors['scale'] = str(e)
     info['load_after'] = os.getloadavg()
 
     report = render(info, results, {**errors, **missing}, args.quick)
-    Path(args.output).write_text(report)
+    output = Path(args.output)
+    if set(only) != set(SECTIONS) and output.exists() and not args.quick:
+        report = splice_report(output.read_text(), report)
+    output.write_text(report)
     print(f'\nwrote {args.output}' + (f' ({len(errors)} section(s) failed)' if errors else ''))
     if args.raw_json:
         Path(args.raw_json).write_text(json.dumps(dict(machine=info, results=results,

@@ -129,7 +129,56 @@ def test_max_iters_scales_the_lr_steps_to_iterations():
             'runner.max_epochs=None'} <= set(opts)
 
 
+def test_scale_section_is_spliced_into_an_existing_report(run_all):
+    info = dict(date='2026-12-04 16:00 UTC', commit='abc1234', cpu='CPU', usable_cpus=2,
+                load_before=(1.0, 1.0, 1.0), load_after=(2.0, 2.0, 2.0))
+    mem = lambda pss: dict(pss_mib=pss, rss_mib=2 * pss)  # noqa: E731
+    load = {m: dict(seconds=s, cpu_seconds=s / 2, peak_rss_mib=p, rss_after_mib=p - 1,
+                    rss_before_mib=100, records_mib=50 if m == 'detforge' else None,
+                    images=1000 if m == 'detforge' else None)
+            for m, s, p in (('detforge', 9.0, 800), ('pycocotools', 10.0, 1000),
+                            ('json', 8.0, 1000))}
+    scale = dict(images=1000, boxes=7000, file_mib=4.0, options=['--rounds', '1'],
+                 load=dict(rounds=1, summary=load),
+                 workers=[dict(serialize=True, workers=4, batch_size=8, batches=500,
+                               first=mem(100), last=mem(110))])
+    section = '\n'.join(run_all.render_scale(info, scale))
+    assert run_all.SCALE_TITLE in section and 'shared with other jobs' in section
+    assert '| `CocoDataset` (records serialised) | 9.0 | 4.5 | 800 | 799 | 100 | 0.90 (CPU 0.90) | 0.80 |' in section
+    assert '| serialised | 4 | 100 | 110 | 1.100 | n/a | 200 | 220 |' in section
+    old = ('# report\n\n**Stale**\n\n## Machine\n\n- old machine\n\n## Data pipeline\n\n'
+           'rows\n\n## Failed or missing\n\n- **eval**: failed\n')
+    new = '# report\n\n## Machine\n\n- new machine\n' + section + '\n'
+    merged = run_all.splice_report(old, new)
+    assert merged.count(run_all.SCALE_TITLE) == 1 and 'old machine' in merged
+    assert 'new machine' not in merged and '## Data pipeline\n\nrows' in merged
+    assert merged.index(run_all.SCALE_TITLE) < merged.index('## Failed or missing')
+    # a second run replaces the section, it does not add another
+    again = run_all.splice_report(merged, new.replace('| 4 | 100 |', '| 4 | 101 |'))
+    assert again.count(run_all.SCALE_TITLE) == 1 and '| 4 | 101 |' in again
+
+
+def test_synthetic_coco_file_has_the_asked_counts_and_loads(tmp_path):
+    bench = _load('bench_scale')
+    path = tmp_path / 'coco.json'
+    bench.make_synthetic_coco(path, num_images=60, num_boxes=400, seed=1)
+    from pycocotools.coco import COCO
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    assert len(coco.imgs) == 60 and len(coco.anns) == 400 and len(coco.cats) == 80
+    from detforge.data import CocoDataset
+    ds = CocoDataset(str(path), [], test_mode=True)
+    assert len(ds) == 60
+    kept = sum(len(ds.get_ann_info(i)['bboxes']) + len(ds.get_ann_info(i)['bboxes_ignore'])
+               for i in range(len(ds)))
+    assert 380 <= kept <= 400  # a few boxes under 1 px are dropped, as in COCO
+
+
 @pytest.mark.parametrize('script, option', [('bench_accuracy.py', '--max-iters'),
+                                            ('bench_scale.py', '--batches'),
+                                            ('check_long_run.py', '--max-growth'),
                                             ('bench_accuracy_tv.py', '--test-images'),
                                             ('run_all.py', '--quick'),
                                             ('flops.py', '--models-json')])

@@ -98,7 +98,12 @@ def test_clean_copy_reports_nothing(clean, tmp_path, capsys):
     assert '0 error(s), 0 warning(s)' in out
     assert f'train: {len(TRAIN)} images' in out and 'RBC' in out
     assert {p.name for p in (tmp_path / 'plots').iterdir()} == {
-        'class_counts.png', 'box_sizes.png', 'aspect_ratios.png'}
+        'class_counts.png', 'box_sizes.png', 'aspect_ratios.png', 'check_data.json'}
+    saved = json.loads((tmp_path / 'plots' / 'check_data.json').read_text())
+    assert saved['exit_status'] == 0 and saved['findings'] == []
+    assert saved['stats']['train']['images'] == len(TRAIN)
+    assert sum(saved['stats']['train']['class_counts'].values()) == \
+        saved['stats']['train']['boxes'] > 0
 
 
 def test_damaged_copy_finds_every_fault(clean, tmp_path, bccd_voc_root, capsys):
@@ -121,8 +126,11 @@ def test_damaged_copy_finds_every_fault(clean, tmp_path, bccd_voc_root, capsys):
     kinds_outside = [f.message for f in report.findings if f.kind == 'box_outside']
     assert any('entirely outside' in m for m in kinds_outside)
     assert any('past the image border' in m for m in kinds_outside)
-    assert cli(['check-data', str(damaged)]) == 1  # errors: exit status 1
-    assert 'ERROR [unreadable_image]' in capsys.readouterr().out
+    assert cli(['check-data', str(damaged), '--out-dir', str(tmp_path / 'out')]) == 1
+    assert 'ERROR [unreadable_image]' in capsys.readouterr().out  # errors: exit status 1
+    saved = json.loads((tmp_path / 'out' / 'check_data.json').read_text())
+    assert saved['exit_status'] == 1
+    assert {f['kind'] for f in saved['findings']} >= set(FAULTS)
 
 
 def test_warnings_only_exit_zero(clean, tmp_path, capsys):

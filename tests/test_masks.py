@@ -161,9 +161,12 @@ def test_transforms_move_masks_with_boxes_and_collate_keeps_polygons(tiny_coco):
                     dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels', 'gt_masks'])]
         ds = _dataset(root, pipeline)
         if not poly2mask:  # the RLE objects cannot stay polygons: keep the polygon one
-            ds.data_infos[0]['ann']['masks'] = ds.data_infos[0]['ann']['masks'][:1]
+            # (records are handed out as copies: change them and assign them back)
+            infos = list(ds.data_infos)
+            infos[0]['ann']['masks'] = infos[0]['ann']['masks'][:1]
             for k in ('bboxes', 'labels'):
-                ds.data_infos[0]['ann'][k] = ds.data_infos[0]['ann'][k][:1]
+                infos[0]['ann'][k] = infos[0]['ann'][k][:1]
+            ds.data_infos = infos
         sample = ds[0]
         masks = sample['gt_masks']
         assert (masks.height, masks.width) == (80, 120)  # the image size, not the padded one

@@ -117,16 +117,28 @@ def _interleave(parts: list[list], size: int) -> list:
 
 
 def collect_results_gpu(result_part: list, size: int) -> list | None:
+    """All ranks' results on rank 0, in dataset order, through the process group; ``None``
+    on the other ranks.
+
+    A gather to rank 0 only (``gather_object``), not an all-gather: the other ranks never
+    hold the results of the whole data set (MMDetection 2.x all-gathers padded byte
+    tensors, so every rank holds every part for a moment). With NCCL, each rank's current
+    CUDA device must be set, as for training.
+    """
     from detforge.engine.dist_utils import get_dist_info
     rank, world_size = get_dist_info()
     if world_size == 1:
         return result_part[:size]
-    parts = [None] * world_size
-    dist.all_gather_object(parts, result_part)
+    parts = [None] * world_size if rank == 0 else None
+    dist.gather_object(result_part, parts, dst=0)
     return _interleave(parts, size) if rank == 0 else None
 
 
 def collect_results_cpu(result_part: list, size: int, tmpdir: str | None = None) -> list | None:
+    """All ranks' results on rank 0, in dataset order, through files in ``tmpdir`` (a
+    folder every rank sees; a new temporary one by default); ``None`` on the other ranks.
+    Each rank writes its part; only rank 0 reads them (MMDetection's
+    ``collect_results_cpu``), and it removes the folder."""
     from detforge.engine.dist_utils import broadcast_object, get_dist_info
     rank, world_size = get_dist_info()
     if world_size == 1:
@@ -144,8 +156,8 @@ def collect_results_cpu(result_part: list, size: int, tmpdir: str | None = None)
     if rank != 0:
         dist.barrier()
         return None
-    parts = []
-    for i in range(world_size):
+    parts = [result_part]  # rank 0's own part is in memory already
+    for i in range(1, world_size):
         with open(osp.join(tmpdir, f'part_{i}.pkl'), 'rb') as f:
             parts.append(pickle.load(f))
     ordered = _interleave(parts, size)

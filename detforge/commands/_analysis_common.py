@@ -35,6 +35,43 @@ def add_backend_arguments(parser) -> None:
                         help='onnxruntime/openvino: inference threads (default: the backend\'s)')
 
 
+def add_slice_arguments(parser) -> None:
+    """``--slice`` and its settings: sliced inference for ``infer`` and ``test``
+    (:mod:`detforge.apis.sliced_inference`)."""
+    parser.add_argument('--slice', type=int, default=None, metavar='PIXELS',
+                        help='detect in overlapping PIXELS x PIXELS tiles and merge them '
+                        '(small objects on large images); default: the whole image at once')
+    parser.add_argument('--overlap', type=float, default=0.2,
+                        help='--slice: fraction of a tile its neighbour shares (default 0.2)')
+    parser.add_argument('--slice-merge', choices=['nms', 'merge'], default='nms',
+                        help="--slice: join the tiles' boxes by class-wise NMS (default) or by "
+                        'merging overlapping boxes into their enclosing box')
+    parser.add_argument('--slice-iou-thr', type=float, default=0.5,
+                        help='--slice: IoU (nms) or intersection over the smaller box (merge) '
+                        'at which two boxes are one object (default 0.5)')
+    parser.add_argument('--slice-full-image', action='store_true',
+                        help='--slice: also detect on the whole image and merge those boxes in')
+    parser.add_argument('--slice-batch', type=int, default=4,
+                        help='--slice: tiles per forward pass (default 4)')
+
+
+def build_detect_fn(model, args):
+    """``None`` (plain inference) without ``--slice``, else a
+    :class:`~detforge.apis.sliced_inference.SlicedDetector` with the arguments' settings."""
+    slice_size = getattr(args, 'slice', None)
+    if slice_size is None:
+        return None
+    if not 0 < args.slice_iou_thr <= 1:
+        raise DetforgeError(f'--slice-iou-thr must be in (0, 1], got {args.slice_iou_thr}')
+    from detforge.apis.sliced_inference import SlicedDetector
+    try:
+        return SlicedDetector(model, slice_size, args.overlap, args.slice_batch,
+                              args.slice_merge, args.slice_iou_thr, args.slice_full_image)
+    except DetforgeError as e:
+        raise DetforgeError(f'--slice {slice_size} --overlap {args.overlap} '
+                            f'--slice-batch {args.slice_batch}: {e}') from None
+
+
 def check_backend_arguments(args) -> None:
     """The exported backends' arguments (``args`` may come from code that predates
     ``--fuse``/``--threads``: missing ones are their defaults)."""

@@ -45,7 +45,9 @@ def per_image_ap(dataset, results, iou_thrs=np.arange(0.5, 0.96, 0.05)) -> np.nd
     return aps
 
 
-def _draw(dataset, index, result, score_thr):
+def draw_result_with_gt(dataset, index, result, score_thr):
+    """The image ``index`` of ``dataset`` (BGR) with its detections in class colours and its
+    ground-truth boxes in thin white."""
     from detforge.visualization.draw import draw_det_result, read_image
     img = read_image(image_path(dataset, index))
     gt = np.asarray(dataset.get_ann_info(index)['bboxes']).reshape(-1, 4)
@@ -73,7 +75,8 @@ def main(args):
         for rank, i in enumerate(indices.tolist()):
             name = os.path.basename(dataset.data_infos[i]['filename'])
             out = os.path.join(folder, f'{rank:02d}_{aps[i]:.3f}_{name}')
-            imwrite(_draw(dataset, i, results[i], args.show_score_thr), out)  # any file name
+            # imwrite takes any file name
+            imwrite(draw_result_with_gt(dataset, i, results[i], args.show_score_thr), out)
             written += 1
     with open(os.path.join(args.out_dir, 'per_image_ap.json'), 'w') as f:
         json.dump({os.path.basename(dataset.data_infos[i]['filename']): round(float(aps[i]), 4)

@@ -5,7 +5,8 @@
 
 PATH is a data set folder (COCO, Roboflow COCO, VOC, YOLO, LabelMe; a data.yaml or a JSON file
 too); CONFIG a config file, whose data splits are checked and whose anchors are compared with
-the boxes. Prints one report (errors, warnings, numbers) and writes PNG plots into --out-dir.
+the boxes. Prints one report (errors, warnings, numbers) and writes PNG plots and the report
+as JSON (``check_data.json``) into --out-dir.
 Exit status 1 when there is an error, 0 on warnings only. See
 :mod:`detforge.data.data_check` for every kind of finding.
 """
@@ -19,7 +20,7 @@ def add_arguments(parser) -> None:
     from detforge.config import DictAction
     parser.add_argument('source', metavar='PATH|CONFIG',
                         help='data set folder / data.yaml / COCO JSON, or a config file (.py)')
-    parser.add_argument('--out-dir', help='write the PNG plots here')
+    parser.add_argument('--out-dir', help='write the PNG plots and check_data.json here')
     parser.add_argument('--no-images', action='store_true',
                         help='check the annotations only (do not open the images)')
     parser.add_argument('--imbalance', type=float, default=20.0,
@@ -38,7 +39,14 @@ def main(args) -> int:
                         imbalance=args.imbalance, anchor_warn=args.anchor_warn)
     print(report.summary())
     if args.out_dir:
+        import json
+        import os.path as osp
+
         from detforge.visualization.data_plots import plot_data_report
-        for path in plot_data_report(report, args.out_dir):
+        paths = plot_data_report(report, args.out_dir)
+        paths.append(osp.join(args.out_dir, 'check_data.json'))
+        with open(paths[-1], 'w', encoding='utf-8') as f:
+            json.dump(report.to_dict(), f, indent=1)
+        for path in paths:
             print(f'wrote {path}')
     return report.exit_status

@@ -1,6 +1,7 @@
 """Run a detector on an image, a folder of images or a video, and draw what it finds.
 
     detforge infer CONFIG CHECKPOINT INPUT [--out DIR] [--score-thr 0.3] [--device cpu]
+                   [--slice 512 [--overlap 0.2] [--slice-merge nms|merge] [--slice-full-image]]
 
 Writes into DIR (default ``infer_out``): each image drawn with boxes, class names and
 scores (same file name), or for a video ``NAME.mp4`` with every frame drawn; and
@@ -9,6 +10,10 @@ x2, y2], "score": s, "label": i, "class": name}, ...]}}`` (boxes above --score-t
 A mask detector (Mask R-CNN) also draws its masks and adds ``"segmentation"`` to each
 detection: COCO compressed RLE ``{"size": [h, w], "counts": "..."}`` (``pycocotools.mask.decode``
 reads it).
+
+``--slice N`` detects small objects on large images: each image is cut into overlapping
+N x N tiles, each tile is detected, and the boxes of all tiles are merged
+(:mod:`detforge.apis.sliced_inference`); the JSON is the same.
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ import cv2
 
 from detforge.commands._analysis_common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
                                                 add_backend_arguments, add_cfg_options,
+                                                add_slice_arguments, build_detect_fn,
                                                 check_backend_arguments)
 from detforge.registry import DetforgeError
 
@@ -38,6 +44,7 @@ def add_arguments(parser):
     parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda:0'")
     parser.add_argument('--batch-size', type=int, default=1, help='images per forward pass')
     add_backend_arguments(parser)
+    add_slice_arguments(parser)
     add_cfg_options(parser)
 
 
@@ -48,10 +55,12 @@ def _list_images(folder: str) -> list[str]:
     return [os.path.join(folder, n) for n in names]
 
 
-def run_images(model, paths, out_dir, score_thr, batch_size=1, failed_drawings=None) -> dict:
+def run_images(model, paths, out_dir, score_thr, batch_size=1, failed_drawings=None,
+               detect=None) -> dict:
     """Detections per image name; each drawing goes to ``out_dir``. A drawing that cannot be
     written is reported (and listed in ``failed_drawings``), never the end of the run: the
-    detections are what the user asked for."""
+    detections are what the user asked for. ``detect(list of images) -> results`` defaults
+    to ``inference_detector`` on ``model`` (``--slice`` passes a sliced detector)."""
     from detforge.apis.inference import inference_detector, result_to_structured
     from detforge.visualization.draw import display_path, draw_det_result, read_image
     names = model.CLASSES or ()
@@ -59,7 +68,7 @@ def run_images(model, paths, out_dir, score_thr, batch_size=1, failed_drawings=N
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         imgs = [read_image(p) for p in chunk]  # a file that does not decode fails here, by name
-        results = inference_detector(model, imgs)
+        results = detect(imgs) if detect is not None else inference_detector(model, imgs)
         for path, img, result in zip(chunk, imgs, results):
             name = os.path.basename(path)
             detections[name] = result_to_structured(result, names).to_list(score_thr)
@@ -75,7 +84,7 @@ def run_images(model, paths, out_dir, score_thr, batch_size=1, failed_drawings=N
     return detections
 
 
-def run_video(model, path, out_dir, score_thr) -> dict:
+def run_video(model, path, out_dir, score_thr, detect=None) -> dict:
     from detforge.apis.inference import inference_detector, result_to_structured
     from detforge.visualization.draw import draw_det_result
     capture = cv2.VideoCapture(path)
@@ -97,7 +106,8 @@ def run_video(model, path, out_dir, score_thr) -> dict:
             ok, frame = capture.read()
             if not ok:
                 break
-            result = inference_detector(model, frame)
+            result = detect([frame])[0] if detect is not None else \
+                inference_detector(model, frame)
             writer.write(draw_det_result(frame, result, class_names=names, score_thr=score_thr))
             detections[f'frame_{frame_index:06d}'] = \
                 result_to_structured(result, names).to_list(score_thr)
@@ -126,16 +136,17 @@ def main(args):
         model = build_backend_model(args.config, args.checkpoint, device=args.device,
                                     cfg_options=args.cfg_options, backend=args.backend,
                                     num_threads=args.threads)
+    detect = build_detect_fn(model, args)
     os.makedirs(args.out, exist_ok=True)
     failed_drawings: list[str] = []
     if os.path.isdir(args.input):
         detections = run_images(model, _list_images(args.input), args.out, args.score_thr,
-                                args.batch_size, failed_drawings)
+                                args.batch_size, failed_drawings, detect)
     elif args.input.lower().endswith(VIDEO_EXTENSIONS):
-        detections = run_video(model, args.input, args.out, args.score_thr)
+        detections = run_video(model, args.input, args.out, args.score_thr, detect)
     else:
         detections = run_images(model, [args.input], args.out, args.score_thr,
-                                failed_drawings=failed_drawings)
+                                failed_drawings=failed_drawings, detect=detect)
     json_file = os.path.join(args.out, 'detections.json')
     with open(json_file, 'w') as f:
         json.dump(dict(classes=list(model.CLASSES or ()), score_thr=args.score_thr,

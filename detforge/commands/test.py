@@ -5,7 +5,9 @@
 Shows a progress bar, prints the COCO (or VOC) metrics and writes the raw detections with
 ``--out`` (``.pkl``, or ``.json``: per image, per class, a list of
 ``[x1, y1, x2, y2, score]``; for a mask detector per image ``[that, per class lists of COCO
-RLE masks]``). ``--eval bbox segm`` gives box and mask AP. Distributed: ``torchrun ... -m detforge test ... --launcher
+RLE masks]``). ``--eval bbox segm`` gives box and mask AP. ``--slice 512 --overlap 0.2``
+evaluates sliced inference (overlapping tiles of each original image, merged; see
+``detforge infer``; one process). Distributed: ``torchrun ... -m detforge test ... --launcher
 pytorch``.
 """
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os.path as osp
 import pickle
 import time
 
-from detforge.commands._analysis_common import add_backend_arguments, check_backend_arguments
+from detforge.commands._analysis_common import (add_backend_arguments, add_slice_arguments,
+                                                build_detect_fn, check_backend_arguments)
 from detforge.registry import DetforgeError, build_context
 
 NAME = 'test'
@@ -29,6 +32,7 @@ def add_arguments(parser) -> None:
     parser.add_argument('checkpoint', help='checkpoint file (.pth), or the exported model '
                         'with --backend onnxruntime|openvino (.onnx, .xml)')
     add_backend_arguments(parser)
+    add_slice_arguments(parser)
     parser.add_argument('--work-dir', help='where to write the metrics as JSON')
     parser.add_argument('--out', help='write the detections to this .pkl or .json file')
     parser.add_argument('--eval', nargs='+', metavar='METRIC',
@@ -148,7 +152,17 @@ def main(args) -> int:
         model.CLASSES = model.CLASSES or dataset.CLASSES
 
     start = time.time()
-    if not distributed:
+    if getattr(args, 'slice', None) is not None:
+        from detforge.apis.sliced_inference import sliced_dataset_test
+        if distributed:
+            raise DetforgeError('--slice runs in one process; drop --launcher '
+                                f'{args.launcher}')
+        if getattr(model, 'cfg', None) is None:
+            model.cfg = cfg  # the tiles go through the config's test pipeline
+        model.eval()
+        outputs = sliced_dataset_test(build_detect_fn(model, args), dataset,
+                                      out_dir=args.show_dir, show_score_thr=args.show_score_thr)
+    elif not distributed:
         outputs = single_gpu_test(model, data_loader, show=False, out_dir=args.show_dir,
                                   show_score_thr=args.show_score_thr)
     else:

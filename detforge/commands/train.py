@@ -189,9 +189,10 @@ def write_config_for_data(args) -> str:
                 raise DetforgeError(
                     f'{path} exists and differs from the config this command writes (edited?); '
                     f'train it with `detforge train {path}`, or give another --work-dir')
-    with open(path + '.part', 'w', encoding='utf-8') as f:
+    part = f'{path}.{os.getpid()}.part'  # each process of a distributed launch its own
+    with open(part, 'w', encoding='utf-8') as f:
         f.write(text)
-    os.replace(path + '.part', path)
+    os.replace(part, path)
     print(f'detforge train: wrote {path}\n  ' + '\n  '.join(notes) +
           f'\n  edit it and train again with: detforge train {path}', flush=True)
     return path

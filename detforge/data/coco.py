@@ -11,12 +11,16 @@ file), for ``LoadAnnotations(with_mask=True)``.
 """
 from __future__ import annotations
 
+import pickle
+from typing import Any
+
 import numpy as np
 
 from detforge.registry import DATASETS
-from .coco_api import COCO
+from .coco_api import COCO, load_coco_json
 from .custom import CustomDataset, sanitize_boxes
 from .errors import AnnotationError, DatasetError
+from .record_store import Pickled, RecordStore, RecordStoreBuilder, release_free_memory
 
 __all__ = ['CocoDataset']
 
@@ -37,9 +41,53 @@ class CocoDataset(CustomDataset):
                'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book',
                'clock', 'vase', 'scissors', 'teddy bear', 'hair drier', 'toothbrush')
 
-    def load_annotations(self, ann_file: str) -> list[dict]:
-        self.coco = COCO(ann_file)
-        cats = {c['id']: c['name'] for c in self.coco.dataset['categories']}
+    def __init__(self, *args, **kwargs):
+        self._coco = None
+        self._columns = None
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------------ the COCO API object
+    @property
+    def coco(self) -> COCO:
+        """The COCO API object of ``ann_file`` (its ``dataset`` is the ground truth the COCO
+        evaluation uses). Built on first use, not while loading: a training set never
+        evaluated does not keep the parsed JSON and its index next to the records."""
+        if self._coco is None:
+            self._coco = COCO(self.ann_file)
+        return self._coco
+
+    @coco.setter
+    def coco(self, value) -> None:
+        self._coco = value
+
+    # ------------------------------------------------------------------ loading
+    def load_annotations(self, ann_file: str) -> RecordStore:
+        """The records of ``ann_file``, built straight from the file's lists.
+
+        While the file is parsed, each annotation's ``segmentation`` is pickled into bytes
+        (:class:`~detforge.data.record_store.Pickled`) as soon as it is read, so that the
+        millions of Python floats of the polygons never exist all at once (they are most of
+        a COCO file's memory); the records hold them in that form until read.
+        Boxes, categories and flags of all annotations are read into numpy arrays at once;
+        each image's record is then cut from them and pickled into a
+        :class:`~detforge.data.record_store.RecordStore` (so the list of dicts never exists),
+        and the parsed JSON is freed before the store is joined. An image with any unusual
+        annotation (unknown category, a box that is degenerate, outside the image, given as
+        strings or malformed, ``area <= 0``, smaller than ``min_size``) goes through
+        :meth:`_parse_ann_info`, which counts, converts or raises as documented there.
+        """
+        data = load_coco_json(ann_file, object_hook=_compact_segmentation)
+        try:
+            return self._build_records(ann_file, data)
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f'{ann_file}: malformed COCO record ({type(e).__name__}: '
+                               f'{e}); expected images with "id", "file_name", "width", '
+                               f'"height" and annotations with "id", "image_id", '
+                               f'"category_id", "bbox"') from None
+
+    def _build_records(self, ann_file: str, data: dict) -> RecordStore:
+        """The store of records of the parsed file ``data`` (emptied on the way)."""
+        cats = {c['id']: c['name'] for c in data['categories']}
         by_name = {name: cid for cid, name in cats.items()}
         missing = [name for name in self.ann_classes if name not in by_name]
         if missing:
@@ -47,16 +95,89 @@ class CocoDataset(CustomDataset):
                                f'{sorted(by_name)}; check classes= in the dataset config')
         self.cat_ids = [by_name[name] for name in self.ann_classes]
         self.cat2label = {cid: i for i, cid in enumerate(self.cat_ids)}
-        self.img_ids = self.coco.get_img_ids()
-        infos = []
-        for img_id in self.img_ids:
-            img = self.coco.load_imgs([img_id])[0]
+
+        # images by id (a repeated id keeps its first place and its last record, as the
+        # COCO API's index does)
+        imgs = {img['id']: img for img in data['images']}
+        img_ids = list(imgs)
+        images = list(imgs.values())
+        del imgs
+        position = {img_id: i for i, img_id in enumerate(img_ids)}
+        sizes = np.array([(np.nan if img.get('width') is None else img['width'],
+                           np.nan if img.get('height') is None else img['height'])
+                          for img in images], dtype=np.float64).reshape(-1, 2)
+        anns = data['annotations']
+        cols = self._annotation_columns(anns, position, cats, sizes)
+        # annotations of each image, in file order
+        order = np.argsort(cols['image'], kind='stable')
+        order = order[cols['image'][order] >= 0]
+        bounds = np.searchsorted(cols['image'][order], np.arange(len(images) + 1))
+        unusual_image = np.zeros(len(images), dtype=bool)
+        unusual_image[cols['image'][cols['unusual']]] = True
+
+        builder = RecordStoreBuilder()
+        num_boxes = np.zeros(len(images), dtype=np.int64)
+        for i, img in enumerate(images):
+            idx = order[bounds[i]:bounds[i + 1]]
             info = dict(img)
             info['filename'] = img['file_name']
-            info['ann'] = self._parse_ann_info(info, self.coco.imgToAnns.get(img_id, []), cats)
-            infos.append(info)
-        self.img_ids = [info['id'] for info in infos]
-        return infos
+            if unusual_image[i]:
+                info['ann'] = self._parse_ann_info(
+                    info, [_with_segmentation(anns[k]) for k in idx.tolist()], cats)
+            else:
+                idx = idx[cols['keep'][idx]]
+                crowd = cols['crowd'][idx]
+                gt, ign = idx[~crowd], idx[crowd]
+                info['ann'] = dict(bboxes=cols['xyxy'][gt], labels=cols['label'][gt],
+                                   bboxes_ignore=cols['xyxy'][ign],
+                                   labels_ignore=cols['label'][ign],
+                                   masks=[cols['segm'][k] for k in gt.tolist()])
+            ann = info['ann']
+            num_boxes[i] = len(ann['bboxes']) + len(ann['bboxes_ignore'])
+            builder.append(info)
+        # free the parsed JSON (ours: load_annotations parsed it) before the store's one
+        # buffer is allocated, and give its pages back to the system
+        data.clear()
+        del anns, images, cols
+        release_free_memory()
+        self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes)
+        self.img_ids = img_ids
+        return builder.finish()
+
+    def _annotation_columns(self, anns: list, position: dict, cats: dict,
+                            sizes: np.ndarray) -> dict[str, Any]:
+        """Per annotation: ``image`` (position of its image, -1 if none), ``label`` (-1 if
+        not selected), ``crowd``, ``keep`` (a box of a selected class, not ``ignore``),
+        ``xyxy`` float32, ``segm``, and ``unusual`` (to be parsed one by one)."""
+        n = len(anns)
+        image = np.fromiter((position.get(a['image_id'], -1) for a in anns), np.int64, n)
+        cid = [a['category_id'] for a in anns]
+        for a in anns:  # the COCO API's index needs these; so does an error message
+            a['id']
+        known = np.fromiter((c in cats for c in cid), bool, n)
+        label = np.fromiter((self.cat2label.get(c, -1) for c in cid), np.int64, n)
+        ignored = np.fromiter((bool(a.get('ignore', False)) for a in anns), bool, n)
+        crowd = np.fromiter((bool(a.get('iscrowd', False)) for a in anns), bool, n)
+        boxes = [a.get('bbox') for a in anns]
+        xywh, box_ok = _numeric_boxes(boxes)
+        area_ok = np.fromiter((_positive_number_or_none(a.get('area')) for a in anns), bool, n)
+        # xyxy as the per-annotation parse makes it: float64 sums, then float32
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1).astype(np.float32)
+        w, h = xyxy[:, 2] - xyxy[:, 0], xyxy[:, 3] - xyxy[:, 1]
+        degenerate = (w < 1) | (h < 1)
+        img_w, img_h = sizes[np.maximum(image, 0), 0], sizes[np.maximum(image, 0), 1]
+        unknown_size = np.isnan(img_w) | np.isnan(img_h)
+        outside = ((xyxy[:, 2] <= 0) | (xyxy[:, 3] <= 0) | (xyxy[:, 0] >= img_w)
+                   | (xyxy[:, 1] >= img_h)) & ~unknown_size
+        selected = label >= 0
+        odd = ~box_ok | ~area_ok | degenerate | outside
+        if self.min_size:
+            odd |= ((w < self.min_size) | (h < self.min_size)) & ~crowd
+        relevant = (image >= 0) & ~ignored
+        unusual = relevant & (~known | (selected & odd))
+        segm = [a.get('segmentation') for a in anns]
+        return dict(image=image, label=label, crowd=crowd, keep=relevant & selected,
+                    xyxy=xyxy, segm=segm, unusual=unusual)
 
     def _parse_ann_info(self, img_info: dict, anns: list[dict], cats: dict) -> dict:
         where = f'{self.ann_file} (image id {img_info["id"]}, {img_info["file_name"]})'
@@ -114,22 +235,41 @@ class CocoDataset(CustomDataset):
             raise AnnotationError(f'{where}: annotation id {ann.get("id")} has no valid "bbox" '
                                   f'[x, y, w, h] of numbers (got {bbox!r})') from None
 
+    def _columns_of_records(self) -> dict[str, Any]:
+        """``ids``, ``sizes`` ``(N, 2)`` and ``num_boxes`` of the records: kept from loading,
+        or read from ``data_infos`` (a subclass that loads its own records)."""
+        if self._columns is None or len(self._columns['ids']) != len(self.data_infos):
+            infos = list(self.data_infos)
+            self._columns = dict(
+                ids=[info['id'] for info in infos],
+                sizes=np.array([(info['width'], info['height']) for info in infos],
+                               dtype=np.float64).reshape(-1, 2),
+                num_boxes=np.array([len(info['ann']['bboxes']) + len(info['ann']['bboxes_ignore'])
+                                    for info in infos], dtype=np.int64))
+        return self._columns
+
     def _filter_imgs(self, min_size: int = 32):
         # MMDet: with filter_empty_gt keep images holding an annotation of the selected
         # classes (crowd counts), and images of at least min_size pixels a side.
-        valid = []
-        for i, info in enumerate(self.data_infos):
-            if min(info['width'], info['height']) < min_size:
-                continue
-            ann = info['ann']
-            if self.filter_empty_gt and len(ann['bboxes']) + len(ann['bboxes_ignore']) == 0:
-                continue
-            valid.append(i)
-        return valid
+        cols = self._columns_of_records()
+        with np.errstate(invalid='ignore'):  # NaN: size not recorded, not small
+            keep = ~(cols['sizes'].min(axis=1) < min_size)
+        if self.filter_empty_gt:
+            keep &= cols['num_boxes'] > 0
+        return np.flatnonzero(keep)
+
+    def _image_sizes(self) -> np.ndarray:
+        return self._columns_of_records()['sizes']
+
+    def _keep(self, indices) -> None:
+        cols = self._columns_of_records()
+        super()._keep(indices)
+        self._columns = dict(ids=[cols['ids'][i] for i in indices],
+                             sizes=cols['sizes'][indices], num_boxes=cols['num_boxes'][indices])
 
     def _set_group_flag(self):
         super()._set_group_flag()
-        self.img_ids = [info['id'] for info in self.data_infos]
+        self.img_ids = list(self._columns_of_records()['ids'])
 
     def get_cat_ids(self, idx: int) -> list[int]:
         """COCO category ids of the annotations of image ``idx`` (as MMDet's CocoDataset)."""
@@ -164,3 +304,41 @@ class CocoDataset(CustomDataset):
                              jsonfile_prefix=jsonfile_prefix, classwise=classwise,
                              proposal_nums=proposal_nums, iou_thrs=iou_thrs,
                              metric_items=metric_items, **kwargs)
+
+
+def _compact_segmentation(obj: dict) -> dict:
+    """``json.load``'s object hook: an annotation's ``segmentation`` as pickled bytes."""
+    segm = obj.get('segmentation')
+    if segm is not None and 'image_id' in obj:
+        obj['segmentation'] = Pickled(pickle.dumps(segm, protocol=pickle.HIGHEST_PROTOCOL))
+    return obj
+
+
+def _with_segmentation(ann: dict) -> dict:
+    """The annotation as in the file (its ``segmentation`` unpickled)."""
+    segm = ann.get('segmentation')
+    return dict(ann, segmentation=segm.load()) if type(segm) is Pickled else ann
+
+
+def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 4)`` float64 ``[x, y, w, h]`` and ``(N,)`` bool: the box is a list of 4 numbers
+    (not strings, not booleans). Rows that are not are zeros (parsed one by one later)."""
+    n = len(boxes)
+    try:
+        xywh = np.array(boxes, dtype=np.float64).reshape(n, 4)
+        lists = {type(b) for b in boxes} <= {list}
+        if lists and {type(v) for b in boxes for v in b} <= {int, float}:
+            return xywh, np.ones(n, dtype=bool)
+    except (TypeError, ValueError):
+        pass
+    ok = np.fromiter((isinstance(b, (list, tuple)) and len(b) == 4
+                      and all(type(v) in (int, float) for v in b) for b in boxes), bool, n)
+    xywh = np.zeros((n, 4), dtype=np.float64)
+    if ok.any():
+        xywh[ok] = np.array([b for b, good in zip(boxes, ok) if good], dtype=np.float64)
+    return xywh, ok
+
+
+def _positive_number_or_none(area) -> bool:
+    """``area`` is missing or a positive number (else the annotation is parsed alone)."""
+    return area is None or (type(area) in (int, float) and area > 0)

@@ -12,11 +12,14 @@ from .errors import DatasetError
 __all__ = ['COCO', 'load_coco_json']
 
 
-def load_coco_json(path: str) -> dict:
-    """Read a COCO JSON file; a missing or malformed file is a :class:`DatasetError`."""
+def load_coco_json(path: str, object_hook=None) -> dict:
+    """Read a COCO JSON file; a missing or malformed file is a :class:`DatasetError`.
+
+    ``object_hook`` (as :func:`json.load`'s) sees each JSON object as it is parsed, inner
+    objects first, and returns what to keep in its place."""
     try:
         with open(path, encoding='utf-8') as f:
-            data = json.load(f)
+            data = json.load(f, object_hook=object_hook)
     except FileNotFoundError:
         raise DatasetError(f'annotation file not found: {path}') from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -25,6 +25,7 @@ from detforge.registry import DATASETS
 from detforge.utils.file_client import check_file_client_args
 from .errors import AnnotationError, DatasetError, SkipCounter
 from .pipelines.compose import Compose
+from .record_store import RecordStore
 from .safe_pickle import load_data_pickle
 from .seeding import apply_sample_seed
 
@@ -119,6 +120,11 @@ class CustomDataset(Dataset):
         allow_pickle: load ``.pkl`` annotation and proposal files with plain ``pickle``,
             which runs any code the file names. By default they are read as data only
             (numpy arrays, dicts, lists, numbers) and any other object is refused.
+        serialize_data: keep the records pickled in one numpy buffer
+            (:class:`~detforge.data.record_store.RecordStore`, MMEngine's ``serialize_data``)
+            rather than as a list of dicts, so that forked loader workers share them instead
+            of copying them page by page. ``data_infos[i]`` is then a fresh copy of record
+            ``i`` on every access: change records through ``data_infos = ...`` only.
 
     In training, images without boxes (``filter_empty_gt``) and images smaller than 32 px a
     side are left out, with one log line saying how many; a training set left with no image
@@ -132,7 +138,7 @@ class CustomDataset(Dataset):
                  img_prefix: str = '', seg_prefix: str | None = None, proposal_file: str | None = None,
                  test_mode: bool = False, filter_empty_gt: bool = True, min_size: float | None = None,
                  skip_invalid: bool = True, file_client_args: dict | None = None,
-                 allow_pickle: bool = False):
+                 allow_pickle: bool = False, serialize_data: bool = True):
         self.data_root = data_root
         check_file_client_args(file_client_args, type(self).__name__)
         self.ann_file = _join(data_root, ann_file)
@@ -144,6 +150,7 @@ class CustomDataset(Dataset):
         self.min_size = min_size
         self.skip_invalid = skip_invalid
         self.allow_pickle = allow_pickle
+        self.serialize_data = serialize_data
         self.CLASSES = self.get_classes(classes)
         # the names the annotation files use (differ from CLASSES when classes= renames)
         self.ann_classes = tuple(classes) if isinstance(classes, dict) else self.CLASSES
@@ -154,14 +161,27 @@ class CustomDataset(Dataset):
         if not test_mode:
             valid = self._filter_imgs()
             self._report_filtered(valid)
-            self.data_infos = [self.data_infos[i] for i in valid]
-            if self.proposals is not None:
-                self.proposals = [self.proposals[i] for i in valid]
+            self._keep(valid)
         self.skipped.report()
         self._set_group_flag()
+        if serialize_data and not isinstance(self.data_infos, RecordStore):
+            self.data_infos = self._serialize(self.data_infos)
+        elif not serialize_data and isinstance(self.data_infos, RecordStore):
+            self.data_infos = list(self.data_infos)
         self.pipeline = Compose(pipeline)
 
     # ------------------------------------------------------------------ loading
+    def _serialize(self, infos: list) -> RecordStore | list:
+        """``infos`` as a :class:`RecordStore`; kept as a list (with a warning) when a record
+        holds something pickle cannot store (an open file, a lambda)."""
+        try:
+            return RecordStore(infos)
+        except (pickle.PicklingError, TypeError, AttributeError) as e:
+            logger.warning('%s(%s): records kept as Python dicts, not serialised '
+                           '(serialize_data=True): %s; each loader worker will copy them',
+                           type(self).__name__, self.ann_file, e)
+            return infos
+
     @classmethod
     def get_classes(cls, classes=None) -> tuple[str, ...] | None:
         """The class names: ``CLASSES`` by default, else ``classes`` (names, a text file, or
@@ -184,7 +204,7 @@ class CustomDataset(Dataset):
             return tuple(classes)
         raise DatasetError(f'classes must be a tuple/list of names or a file, got {type(classes)}')
 
-    def load_annotations(self, ann_file: str) -> list[dict]:
+    def load_annotations(self, ann_file: str) -> list[dict] | RecordStore:
         """Read the middle format: a list of ``dict(filename, width, height, ann=...)``."""
         try:
             if ann_file.endswith(('.pkl', '.pickle')):
@@ -241,25 +261,43 @@ class CustomDataset(Dataset):
             valid.append(i)
         return valid
 
+    def _image_sizes(self) -> np.ndarray:
+        """``(N, 2)`` float64 ``(width, height)`` of each record, NaN where not recorded."""
+        def size(v):
+            return np.nan if v is None else float(v)
+        return np.array([(size(info.get('width')), size(info.get('height')))
+                         for info in self.data_infos], dtype=np.float64).reshape(-1, 2)
+
+    def _keep(self, indices) -> None:
+        """Keep only records ``indices`` (in this order), with their proposals."""
+        if isinstance(self.data_infos, RecordStore):
+            self.data_infos = self.data_infos.take(indices)
+        else:
+            self.data_infos = [self.data_infos[i] for i in indices]
+        if self.proposals is not None:
+            self.proposals = [self.proposals[i] for i in indices]
+
     def _report_filtered(self, valid: list[int]) -> None:
         """Log how many images training leaves out and why; stop when none is left."""
-        kept = set(valid)
-        left_out = [info for i, info in enumerate(self.data_infos) if i not in kept]
-        small = sum(1 for info in left_out if info.get('width') is not None
-                    and info.get('height') is not None and min(info['width'], info['height']) < 32)
-        empty = len(left_out) - small
+        left = np.ones(len(self.data_infos), dtype=bool)
+        left[np.asarray(valid, dtype=np.int64)] = False
+        sizes = self._image_sizes()[left]
+        num_left_out = int(left.sum())
+        with np.errstate(invalid='ignore'):  # NaN (size not recorded) is not small
+            small = int((sizes.min(axis=1) < 32).sum())
+        empty = num_left_out - small
         reasons = []
         if empty:
             reasons.append(f'{empty} without a box of classes {self.CLASSES} '
                            f'(filter_empty_gt=True)')
         if small:
             reasons.append(f'{small} smaller than 32 px a side')
-        if valid and left_out:
+        if len(valid) and num_left_out:
             logger.info('%s(%s): %d of %d images left out of training: %s',
-                        type(self).__name__, self.ann_file, len(left_out), len(self.data_infos),
+                        type(self).__name__, self.ann_file, num_left_out, len(self.data_infos),
                         '; '.join(reasons))
-        if not valid:
-            if not self.data_infos:
+        if not len(valid):
+            if not len(self.data_infos):
                 raise DatasetError(f'{self.ann_file}: the training set has no image')
             hint = ('check classes= against the categories of the annotation file, or set '
                     'filter_empty_gt=False to train on images without boxes' if empty else
@@ -270,8 +308,8 @@ class CustomDataset(Dataset):
 
     def _set_group_flag(self) -> None:
         """``flag[i] = 1`` for landscape images (w / h > 1), 0 otherwise (uint8)."""
-        self.flag = np.array([1 if info.get('width', 1) / max(info.get('height', 1), 1) > 1 else 0
-                              for info in self.data_infos], dtype=np.uint8)
+        sizes = np.nan_to_num(self._image_sizes(), nan=1.0)
+        self.flag = (sizes[:, 0] / np.maximum(sizes[:, 1], 1) > 1).astype(np.uint8)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:

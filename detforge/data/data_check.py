@@ -103,6 +103,21 @@ class DataReport:
         """1 when there is an error, 0 otherwise (warnings only)."""
         return 1 if self.errors else 0
 
+    def to_dict(self) -> dict:
+        """The report as plain JSON data (findings, per-split counts, anchor fit numbers)."""
+        stats = {split: dict(images=st['images'], boxes=st['boxes'],
+                             class_counts=dict(zip(self.classes, st['class_counts'])))
+                 for split, st in self.stats.items()}
+        anchors = None
+        if self.anchors:
+            anchors = {k: v for k, v in self.anchors.items()
+                       if k not in ('best_ious', 'sizes')}
+        return dict(source=self.source, notes=list(self.notes), classes=list(self.classes),
+                    exit_status=self.exit_status, stats=stats, anchors=anchors,
+                    findings=[dict(level=f.level, kind=f.kind, message=f.message,
+                                   examples=f.examples, count=f.count)
+                              for f in self.findings])
+
     def summary(self) -> str:
         lines = [f'check-data {self.source}'] + [f'note: {n}' for n in self.notes]
         lines.append(f'classes: {list(self.classes)}')

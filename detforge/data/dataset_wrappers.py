@@ -123,7 +123,9 @@ class ClassBalancedDataset:
         self.filter_empty_gt = filter_empty_gt
         self.CLASSES = dataset.CLASSES
         factors = self._get_repeat_factors(dataset, oversample_thr)
-        self.repeat_indices = [i for i, f in enumerate(factors) for _ in range(math.ceil(f))]
+        # an int64 array, not a list of ints: shared by forked loader workers without copies
+        self.repeat_indices = np.repeat(np.arange(len(factors), dtype=np.int64),
+                                        [math.ceil(f) for f in factors])
         if hasattr(dataset, 'flag'):
             self.flag = np.asarray(dataset.flag)[self.repeat_indices].astype(np.uint8)
 
@@ -142,13 +144,13 @@ class ClassBalancedDataset:
         return [max((repeat[c] for c in cats), default=1.0) for cats in cats_of]
 
     def __getitem__(self, idx):
-        return self.dataset[self.repeat_indices[apply_sample_seed(idx)]]
+        return self.dataset[int(self.repeat_indices[apply_sample_seed(idx)])]
 
     def get_cat_ids(self, idx: int):
-        return self.dataset.get_cat_ids(self.repeat_indices[idx])
+        return self.dataset.get_cat_ids(int(self.repeat_indices[idx]))
 
     def get_ann_info(self, idx: int):
-        return self.dataset.get_ann_info(self.repeat_indices[idx])
+        return self.dataset.get_ann_info(int(self.repeat_indices[idx]))
 
     def __len__(self) -> int:
         return len(self.repeat_indices)

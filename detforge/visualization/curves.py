@@ -9,12 +9,16 @@ from collections import defaultdict
 __all__ = ['load_json_log', 'plot_curves']
 
 
-def load_json_log(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]:
+def load_json_log(path: str | os.PathLike,
+                  val_prefix: str | None = None) -> dict[str, list[tuple[int, float]]]:
     """``{key: [(step, value), ...]}`` from a ``*.log.json`` file.
 
     ``step`` counts training iterations over the whole run (train lines give ``iter``
     within their epoch; the epoch length is learnt from the lines themselves), and a val
-    line takes the step of the last train line before it.
+    line takes the step of the last train line before it. With ``val_prefix`` (e.g.
+    ``'val_'``) the loss keys of val lines (``loss``, ``loss_cls``, ... of a
+    ``('val', 1)`` workflow phase) are stored under ``val_prefix + key``, apart from the
+    training losses of the same name.
     """
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     epoch_len: dict[int, int] = {}
@@ -46,6 +50,8 @@ def load_json_log(path: str | os.PathLike) -> dict[str, list[tuple[int, float]]]
             if key in ('mode', 'epoch', 'iter') or isinstance(value, bool):
                 continue
             if isinstance(value, (int, float)):
+                if val_prefix and record['mode'] != 'train' and key.startswith('loss'):
+                    key = val_prefix + key
                 series[key].append((step, float(value)))
     return dict(series)
 
