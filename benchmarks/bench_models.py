@@ -30,6 +30,15 @@ layout, see docs/models.md) against ``fcos_resnet50_fpn`` with 3 classes, same s
 trainable in both; inference keeps up to 1000 candidates per level above 0.2 on
 ``sqrt(class * centerness)``, NMS 0.6, 100 detections. Not yet measured.
 
+RTMDet-tiny against RetinaNet-R18 (``--model rtmdet_tiny``, the issue-21 speed goal: RTMDet-tiny
+at least 3x faster in single-image inference): both are detforge models from their BCCD-320
+configs (``configs/rtmdet/rtmdet_tiny_bccd320.py`` and
+``configs/retinanet/retinanet_r18_fpn_gn-head_giou_ms_9e_bccd320.py``, random weights, train_cfg
+and test_cfg as configured), on the BCCD images resized to 320x427 and zero-padded to 320x448 as
+the BCCD-320 test pipeline makes them; "torchvision" in the output is RetinaNet-R18 here.
+With random weights the number of boxes reaching NMS is not a trained model's: for the goal,
+also time trained checkpoints with ``detforge benchmark CONFIG CKPT``. Not yet measured.
+
 Mask R-CNN-R50-FPN (``--model mask_rcnn``): ours from ``configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py``
 against ``maskrcnn_resnet50_fpn`` with 3 classes plus background, as Faster R-CNN above plus the
 mask branch (14x14 RoIAlign, 4 convs, deconv, 28x28 targets, masks pasted at 640x480 in
@@ -247,6 +256,68 @@ def tv_mask_train_step(model, optimizer, samples):
     tv_train_step(model, optimizer, samples, inputs=inputs)
 
 
+def _bccd320_config_model(path: str):
+    from detforge.config import Config
+    from detforge.models.builder import build_detector
+    return build_detector(Config.fromfile(str(REPO / path)).model)
+
+
+def build_rtmdet_tiny():
+    return _bccd320_config_model('configs/rtmdet/rtmdet_tiny_bccd320.py')
+
+
+def build_retinanet_r18_bccd320():
+    return _bccd320_config_model('configs/retinanet/retinanet_r18_fpn_gn-head_giou_ms_9e_bccd320.py')
+
+
+def batch_320(samples):
+    """The samples as the BCCD-320 test pipeline sizes them: short side 320 (keep ratio),
+    padded with zeros to a multiple of 32."""
+    h, w = samples[0][1].shape[:2]
+    factor = min(427 / max(h, w), 320 / min(h, w))
+    nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
+    ph, pw = -(-nh // 32) * 32, -(-nw // 32) * 32
+    img = torch.zeros(len(samples), 3, ph, pw, dtype=torch.uint8)
+    for i, s in enumerate(samples):
+        img[i, :, :nh, :nw] = torch.from_numpy(cv2.resize(s[1], (nw, nh)).transpose(2, 0, 1).copy())
+    sf = np.array([nw / w, nh / h] * 2, np.float32)
+    metas = [dict(filename=s[0], ori_shape=(h, w, 3), img_shape=(nh, nw, 3), pad_shape=(ph, pw, 3),
+                  scale_factor=sf, flip=False, img_norm_cfg=NORM, batch_input_shape=(ph, pw))
+             for s in samples]
+    return dict(img=img, img_metas=metas, gt_bboxes=[s[2] * torch.from_numpy(sf) for s in samples],
+                gt_labels=[s[3] for s in samples])
+
+
+def _train_320(model, optimizer, samples):
+    out = model.train_step(batch_320(samples), optimizer)
+    optimizer.zero_grad(set_to_none=True)
+    out['loss'].backward()
+    optimizer.step()
+
+
+def _infer_320(model, samples):
+    batch = batch_320(samples)
+    with torch.no_grad():
+        return model.simple_test(batch['img'], batch['img_metas'], rescale=True)
+
+
+# distinct names: the process CPU times are kept per function name
+def rtmdet_train(model, optimizer, samples):
+    _train_320(model, optimizer, samples)
+
+
+def rtmdet_infer(model, samples):
+    return _infer_320(model, samples)
+
+
+def retinanet320_train(model, optimizer, samples):
+    _train_320(model, optimizer, samples)
+
+
+def retinanet320_infer(model, samples):
+    return _infer_320(model, samples)
+
+
 BUILDERS = {
     # name: (ours builder, ours train, ours infer, baseline builder, baseline train, baseline infer)
     'retinanet': (build_ours_retinanet, ours_train_step, ours_infer,
@@ -256,6 +327,8 @@ BUILDERS = {
     'fcos': (build_ours_fcos, ours_train_step, ours_infer, build_tv_fcos, tv_train_step, tv_infer),
     'mask_rcnn': (build_ours_mask_rcnn, ours_mask_train_step, ours_infer,
                   build_tv_mask_rcnn, tv_mask_train_step, tv_infer),
+    'rtmdet_tiny': (build_rtmdet_tiny, rtmdet_train, rtmdet_infer,
+                    build_retinanet_r18_bccd320, retinanet320_train, retinanet320_infer),
 }
 
 

@@ -12,6 +12,13 @@ tree):
 2. detforge side (this interpreter): ``init_detector(the same config file, that checkpoint)``
    and ``inference_detector`` on the same batch with the same hooks; compare.
 
+FCOS, ATSS and GFL (the ``DIRECT`` families) are checked on the same input tensor rather than
+through each framework's pipeline: the MMDetection side makes it (2 BCCD images resized to the
+odd sizes 405x541 and 389x517, normalised as the config says, zero-padded to one 416x544 batch)
+and saves it with the images' ground-truth boxes; both sides run ``simple_test(rescale=False)``
+on it (raw head outputs recorded, detections compared) and ``forward_train`` on it (the
+training losses, summed over levels where MMDetection returns a list, compared relatively).
+
 Usage (from the repository root):
 
     PYTHONPATH=. python benchmarks/check_mmdet_parity.py            # every family
@@ -49,7 +56,20 @@ FAMILIES = {
     'faster_rcnn_x101': ('faster_rcnn/faster_rcnn_x101_32x4d_fpn_1x_coco.py',
                          ['rpn_head', 'roi_head.bbox_head']),
     'retinanet_x101': ('retinanet/retinanet_x101_32x4d_fpn_1x_coco.py', ['bbox_head']),
+    'fcos': ('fcos/fcos_r50_caffe_fpn_gn-head_1x_coco.py', ['bbox_head']),
+    'fcos_giou': ('fcos/fcos_center-normbbox-centeronreg-giou_r50_caffe_fpn_gn-head_1x_coco.py',
+                  ['bbox_head']),
+    'atss': ('atss/atss_r50_fpn_1x_coco.py', ['bbox_head']),
+    'gfl': ('gfl/gfl_r50_fpn_1x_coco.py', ['bbox_head']),
 }
+# families run on one saved input tensor (odd image sizes), with training losses compared
+DIRECT = ('fcos', 'fcos_giou', 'atss', 'gfl')
+DIRECT_SHAPES, DIRECT_PAD = [(405, 541), (389, 517)], (416, 544)
+LOSS_TOL = 1e-4  # relative
+# The dense classifiers start at the focal-loss prior (bias -4.6, weights std 0.01): their
+# scores are ~0.01, under the 0.05 threshold. Larger weights (not bias) spread them.
+DENSE_CLASSIFIERS, DENSE_CLASSIFIER_GAIN = ('conv_cls.weight', 'atss_cls.weight',
+                                            'gfl_cls.weight'), 10.0
 BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
 # Two-stage models with random weights give near-equal RPN scores (ties whose order is
 # arbitrary) and no box above the 0.05 score threshold after the 81-way softmax: larger
@@ -105,12 +125,60 @@ def _perturb(model, seed: int = 0) -> None:
                 t.add_(0.01 * noise)
             if any(part in name for part in CLASSIFIERS):
                 t.mul_(CLASSIFIER_GAIN)
+            if any(name.endswith(part) for part in DENSE_CLASSIFIERS):
+                t.mul_(DENSE_CLASSIFIER_GAIN)
         # Cascade R-CNN scores are the mean of its stages' softmaxes: with independent random
         # classifiers no class wins; the same classifier in every stage keeps scores peaked
         stages = getattr(getattr(model, 'roi_head', None), 'bbox_head', None)
         if isinstance(stages, torch.nn.ModuleList):
             for stage in stages[1:]:
                 stage.fc_cls.load_state_dict(stages[0].fc_cls.state_dict())
+
+
+def _direct_inputs(cfg) -> dict:
+    """The saved input of the DIRECT families: ``img (2, 3, 416, 544)`` normalised with
+    ``cfg.img_norm_cfg`` (zero padding), metas, and gt boxes/labels scaled to the odd sizes."""
+    import cv2
+    import numpy as np
+    import torch
+    norm = cfg.img_norm_cfg
+    mean, std = np.array(norm['mean'], np.float32), np.array(norm['std'], np.float32)
+    img = torch.zeros(2, 3, *DIRECT_PAD)
+    metas, gt_bboxes, gt_labels = [], [], []
+    boxes = json.load(open('data/bccd/annotations/trainval.json'))
+    for i, (path, (h, w)) in enumerate(zip(IMAGES, DIRECT_SHAPES)):
+        picture = cv2.imread(path)
+        oh, ow = picture.shape[:2]
+        picture = cv2.resize(picture, (w, h)).astype(np.float32)
+        if norm.get('to_rgb'):
+            picture = picture[..., ::-1]
+        img[i, :, :h, :w] = torch.from_numpy(((picture - mean) / std).transpose(2, 0, 1).copy())
+        metas.append(dict(img_shape=(h, w, 3), ori_shape=(h, w, 3), pad_shape=DIRECT_PAD + (3,),
+                          batch_input_shape=DIRECT_PAD, flip=False, flip_direction=None,
+                          scale_factor=np.ones(4, np.float32), img_norm_cfg=dict(norm)))
+        image_id = next(im['id'] for im in boxes['images'] if path.endswith(im['file_name']))
+        anns = [a for a in boxes['annotations'] if a['image_id'] == image_id]
+        scale = np.array([w / ow, h / oh] * 2, np.float32)
+        xyxy = np.array([[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
+                          a['bbox'][1] + a['bbox'][3]] for a in anns], np.float32) * scale
+        gt_bboxes.append(torch.from_numpy(xyxy))
+        gt_labels.append(torch.tensor([a['category_id'] - 1 for a in anns]))
+    return dict(img=img, metas=metas, gt_bboxes=gt_bboxes, gt_labels=gt_labels)
+
+
+def _losses(model, inputs) -> dict:
+    """``forward_train`` on the saved batch (train mode), each loss summed to a float."""
+    import torch
+    model.train()
+    losses = model.forward_train(inputs['img'], [dict(m) for m in inputs['metas']],
+                                 inputs['gt_bboxes'], inputs['gt_labels'])
+    model.eval()
+    out = {}
+    for key, value in losses.items():
+        if 'loss' in key:
+            values = value if isinstance(value, (list, tuple)) else [value]
+            out[key] = float(sum(torch.as_tensor(v).detach().sum() for v in values))
+    return out
 
 
 def mmdet_side(family: str) -> None:
@@ -127,17 +195,34 @@ def mmdet_side(family: str) -> None:
     if cfg.model.get('backbone', {}).get('init_cfg'):
         cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)
-    model = init_detector(cfg, None, device='cpu')
+    if family in DIRECT:  # with its train_cfg (init_detector drops it), for the losses
+        from mmdet.models import build_detector
+        model = build_detector(cfg.model)
+        model.init_weights()  # MMDetection's own initialisation (focal-loss prior bias)
+        model.cfg = cfg
+        model.eval()
+    else:
+        model = init_detector(cfg, None, device='cpu')
     _perturb(model)
     model.CLASSES = tuple(f'class{i}' for i in range(80))
     os.makedirs(OUT, exist_ok=True)
     ckpt = osp.join(OUT, f'{family}.pth')
     save_checkpoint(model, ckpt, meta=dict(CLASSES=model.CLASSES))
-    store = _record(model, heads)
-    with torch.no_grad():
-        dets = inference_detector(model, IMAGES)
-    torch.save({'heads': store, 'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
-               osp.join(OUT, f'{family}_mmdet.pt'))
+    extra = {}
+    if family in DIRECT:
+        inputs = _direct_inputs(cfg)
+        torch.save(inputs, osp.join(OUT, f'{family}_inputs.pt'))
+        store = _record(model, heads)
+        with torch.no_grad():
+            dets = model.simple_test(inputs['img'], [dict(m) for m in inputs['metas']],
+                                     rescale=False)
+        extra['losses'] = _losses(model, inputs)
+    else:
+        store = _record(model, heads)
+        with torch.no_grad():
+            dets = inference_detector(model, IMAGES)
+    torch.save(dict({'heads': store, 'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
+                    **extra), osp.join(OUT, f'{family}_mmdet.pt'))
 
 
 def detforge_side(family: str) -> dict:
@@ -146,12 +231,33 @@ def detforge_side(family: str) -> dict:
     from detforge.engine.checkpoint import load_checkpoint
     config, heads = FAMILIES[family]
     ckpt = osp.join(OUT, f'{family}.pth')
-    model = init_detector(osp.join(MMDET_CONFIGS, config), None, device='cpu')
-    report = load_checkpoint(model, ckpt, log_report=False)['load_report']
-    store = _record(model, heads)
-    with torch.no_grad():
-        dets = inference_detector(model, IMAGES)
-    ref = torch.load(osp.join(OUT, f'{family}_mmdet.pt'), weights_only=True)
+    ref = torch.load(osp.join(OUT, f'{family}_mmdet.pt'), weights_only=False)
+    loss_diff = None
+    if family in DIRECT:  # built with its train_cfg, for the losses
+        from detforge.config import Config
+        from detforge.models import build_detector
+        cfg = Config.fromfile(osp.join(MMDET_CONFIGS, config))
+        cfg.model.pretrained = None
+        if cfg.model.get('backbone', {}).get('init_cfg'):
+            cfg.model.backbone.init_cfg = None
+        model = build_detector(cfg.model).eval()
+        report = load_checkpoint(model, ckpt, log_report=False)['load_report']
+        inputs = torch.load(osp.join(OUT, f'{family}_inputs.pt'), weights_only=False)
+        store = _record(model, heads)
+        with torch.no_grad():
+            dets = model.simple_test(inputs['img'], [dict(m) for m in inputs['metas']],
+                                     rescale=False)
+        losses = _losses(model, inputs)
+        if sorted(losses) != sorted(ref['losses']):
+            raise AssertionError(f'loss keys differ: {sorted(ref["losses"])} vs {sorted(losses)}')
+        loss_diff = {k: abs(losses[k] - v) / max(abs(v), 1e-12) for k, v in ref['losses'].items()}
+        loss_values = {k: (v, losses[k]) for k, v in ref['losses'].items()}
+    else:
+        model = init_detector(osp.join(MMDET_CONFIGS, config), None, device='cpu')
+        report = load_checkpoint(model, ckpt, log_report=False)['load_report']
+        store = _record(model, heads)
+        with torch.no_grad():
+            dets = inference_detector(model, IMAGES)
     # dense heads: every output element in order. RoI heads: each row (one proposal) against
     # the nearest row of the other side, since proposals of equal score may come in either
     # order (both sort with an unstable sort); rows out of place are counted.
@@ -186,11 +292,16 @@ def detforge_side(family: str) -> dict:
                 score_diff = max(score_diff, (a[:, 4] - b[:, 4]).abs().max().item())
     ok = (report.ok and count_ok and n > 0 and head_diff < HEAD_TOL and roi_diff < ROI_TOL
           and box_diff < BOX_TOL and score_diff < SCORE_TOL)
-    return dict(family=family, config=config, missing=len(report.missing),
-                unexpected=len(report.unexpected), mismatched=len(report.mismatched),
-                detections=n, same_counts=count_ok, max_dense_head_diff=head_diff,
-                max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
-                max_box_diff_px=box_diff, max_score_diff=score_diff, ok=ok)
+    result = dict(family=family, config=config, missing=len(report.missing),
+                  unexpected=len(report.unexpected), mismatched=len(report.mismatched),
+                  detections=n, same_counts=count_ok, max_dense_head_diff=head_diff,
+                  max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
+                  max_box_diff_px=box_diff, max_score_diff=score_diff)
+    if loss_diff is not None:
+        ok = ok and max(loss_diff.values()) < LOSS_TOL
+        result.update(losses_mmdet_detforge=loss_values, max_loss_rel_diff=max(loss_diff.values()))
+    result['ok'] = ok
+    return result
 
 
 def main() -> int:

@@ -215,11 +215,11 @@ def test_unsupported_head_fails_naming_it(tmp_path, repo_root):
     from detforge.deployment import export_onnx
     _, _, model, _ = make_model(tmp_path, repo_root, 'retinanet', num_images=1)
 
-    class GFLHead(nn.Module):
+    class YOLOV3Head(nn.Module):  # (GFLHead before it was exported)
         pass
 
-    model.bbox_head = GFLHead()
-    with pytest.raises(DetforgeError, match="bbox_head 'GFLHead'"):
+    model.bbox_head = YOLOV3Head()
+    with pytest.raises(DetforgeError, match="bbox_head 'YOLOV3Head'"):
         export_onnx(model, str(tmp_path / 'x.onnx'), input_shape=(320, 448))
     assert not (tmp_path / 'x.onnx').exists()
 

@@ -219,6 +219,20 @@ def test_a_yolo_folder_becomes_a_config_whose_datasets_read_the_boxes(raccoon_yo
     assert max(train[0]['img'].shape[-2:]) <= 188  # multi-scale range scaled 0.4: <= 188x141
 
 
+def test_img_size_scales_every_size_of_the_rtmdet_pipelines(raccoon_yolo):
+    """RTMDet's sizes (mosaic slots, RandomResize scale, crop, fixed pad) and its switch
+    pipeline's follow --img-size, not only Resize's img_scale."""
+    cfg, _ = config_from_data(str(raccoon_yolo), 'rtmdet_tiny', img_size=160)  # test short 320
+    steps = {t['type']: t for t in cfg['data']['train']['pipeline']}
+    assert steps['CachedMosaic']['img_scale'] == (160, 160)
+    assert steps['RandomResize']['scale'] == (320, 320)
+    assert steps['RandomCrop']['crop_size'] == (160, 160)
+    assert steps['Pad']['size'] == (160, 160)
+    switch = next(h for h in cfg['custom_hooks'] if h['type'] == 'PipelineSwitchHook')
+    stage2 = {t['type']: t for t in switch['switch_pipeline']}
+    assert stage2['RandomResize']['scale'] == (160, 160) and stage2['Pad']['size'] == (160, 160)
+
+
 def test_a_coco_file_and_a_mask_model(repo_root, shared_data):
     cfg, _ = config_from_data(str(repo_root / 'data/bccd/annotations/trainval.json'), 'atss_r18')
     assert cfg['data']['train']['type'] == 'CocoDataset'

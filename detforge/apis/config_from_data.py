@@ -59,19 +59,30 @@ def _scale_size(size, factor: float):
     return tuple(max(1, int(round(s * factor))) for s in size)
 
 
+# the pixel sizes of a pipeline: every ``img_scale`` (Resize, MultiScaleFlipAug, Mosaic,
+# CachedMosaic, MixUp...), RandomResize's ``scale``, an absolute RandomCrop's ``crop_size`` and
+# a fixed Pad ``size`` (RTMDet's pipelines use the last three)
+_SIZE_KEYS = {'img_scale': None, 'scale': ('RandomResize',),
+              'crop_size': ('RandomCrop',), 'size': ('Pad',)}
+
+
 def scale_pipeline(pipeline: list, factor: float) -> list:
-    """A copy of ``pipeline`` with every ``img_scale`` (a ``(w, h)`` or a list of them, in
-    ``Resize`` or ``MultiScaleFlipAug``) multiplied by ``factor``."""
+    """A copy of ``pipeline`` with every pixel size (see ``_SIZE_KEYS``; a ``(w, h)`` or a
+    list of them) multiplied by ``factor``."""
     out = copy.deepcopy(pipeline)
     for step in out:
         for inner in [step] + list(step.get('transforms', [])):
-            scale = inner.get('img_scale')
-            if scale is None:
-                continue
-            if isinstance(scale, list):
-                inner['img_scale'] = [_scale_size(s, factor) for s in scale]
-            else:
-                inner['img_scale'] = _scale_size(scale, factor)
+            for key, types in _SIZE_KEYS.items():
+                size = inner.get(key)
+                if size is None or (types is not None and inner.get('type') not in types):
+                    continue
+                if key == 'crop_size' and inner.get('crop_type', 'absolute') not in (
+                        'absolute', 'absolute_range'):
+                    continue  # relative crops follow the image
+                if isinstance(size, list) and size and isinstance(size[0], (list, tuple)):
+                    inner[key] = [_scale_size(s, factor) for s in size]
+                else:
+                    inner[key] = _scale_size(size, factor)
     return out
 
 
@@ -144,6 +155,9 @@ def config_from_data(data_path: str, model: str, epochs: int | None = None,
         factor = img_size / short
         train_pipeline = scale_pipeline(train_pipeline, factor)
         test_pipeline = scale_pipeline(test_pipeline, factor)
+        for hook in cfg.get('custom_hooks') or []:  # PipelineSwitchHook's later pipeline
+            if hook.get('switch_pipeline'):
+                hook['switch_pipeline'] = scale_pipeline(hook['switch_pipeline'], factor)
         notes.append(f'--img-size {img_size}: every img_scale scaled by {factor:.3g} (the '
                      f'test short side was {short})')
 

@@ -16,7 +16,9 @@ The exported graph is self-contained::
 original image (dividing by ``scale_factor``) is the backend's job (:mod:`.ort_backend`),
 as the metas live outside the graph.
 
-Supported: ``SingleStageDetector`` (RetinaNet) with ``AnchorHead`` / ``RetinaHead``;
+Supported: ``SingleStageDetector`` (RetinaNet) with ``AnchorHead`` / ``RetinaHead``, and the
+dense heads on :class:`ConvTowerHead` (FCOS, ATSS, GFL, RTMDet: points or one anchor per
+position, an optional quality score such as centerness multiplied in after the threshold);
 ``TwoStageDetector`` (Faster R-CNN, Cascade R-CNN) with ``RPNHead`` and ``StandardRoIHead`` /
 ``CascadeRoIHead`` (``SingleRoIExtractor`` + RoIAlign, ``BBoxHead`` family). Anything else
 raises :class:`~detforge.registry.DetforgeError` naming the part before tracing starts.
@@ -45,6 +47,9 @@ __all__ = ['ExportableDetector', 'export_onnx', 'check_exportable', 'onnx_nms',
 METADATA_KEY = 'detforge'
 
 _SINGLE_STAGE_HEADS = ('AnchorHead', 'RetinaHead')
+_DENSE_HEADS = ('FCOSHead', 'ATSSHead', 'GFLHead', 'RTMDetSepBNHead')
+_DENSE_CODERS = ('DeltaXYWHBBoxCoder', 'DistancePointBBoxCoder')
+_DENSE_PRIOR_GENERATORS = ('AnchorGenerator', 'MlvlPointGenerator')
 _RPN_HEADS = ('RPNHead',)
 _ROI_HEADS = ('StandardRoIHead', 'CascadeRoIHead')
 _ROI_EXTRACTORS = ('SingleRoIExtractor',)
@@ -77,14 +82,19 @@ def _unsupported(part: str, obj, supported: Sequence[str]) -> DetforgeError:
 
 
 def check_exportable(detector: nn.Module) -> str:
-    """``'single_stage'`` or ``'two_stage'``; raises :class:`DetforgeError` naming the first
-    part (detector, head, extractor, coder, prior generator) the exporter cannot handle."""
+    """``'single_stage'``, ``'dense'`` (FCOS, ATSS, GFL, RTMDet heads) or ``'two_stage'``;
+    raises :class:`DetforgeError` naming the first part (detector, head, extractor, coder,
+    prior generator) the exporter cannot handle."""
+    from detforge.models.dense_heads.conv_tower_head import ConvTowerHead
     from detforge.models.detectors.single_stage import SingleStageDetector
     from detforge.models.detectors.two_stage import TwoStageDetector
     if isinstance(detector, SingleStageDetector):
         head = detector.bbox_head
+        if isinstance(head, ConvTowerHead) and _name(head) in _DENSE_HEADS:
+            _check_dense_parts(head)
+            return 'dense'
         if _name(head) not in _SINGLE_STAGE_HEADS:
-            raise _unsupported('the bbox_head', head, _SINGLE_STAGE_HEADS)
+            raise _unsupported('the bbox_head', head, _SINGLE_STAGE_HEADS + _DENSE_HEADS)
         _check_anchor_parts(head, 'bbox_head')
         return 'single_stage'
     if isinstance(detector, TwoStageDetector):
@@ -138,6 +148,22 @@ def _check_anchor_parts(head, key: str) -> None:
         # the graph steps the anchors by the configured strides
         raise DetforgeError(f"ONNX export supports {key}.anchor_generator.stride_rule='fixed', got "
                             f"{head.prior_generator.stride_rule!r} (torchvision's rule)")
+
+
+def _check_dense_parts(head) -> None:
+    if _name(head.bbox_coder) not in _DENSE_CODERS:
+        raise _unsupported('the bbox_head.bbox_coder', head.bbox_coder, _DENSE_CODERS)
+    generator = head.prior_generator
+    if _name(generator) not in _DENSE_PRIOR_GENERATORS:
+        raise _unsupported('the bbox_head prior generator', generator, _DENSE_PRIOR_GENERATORS)
+    if getattr(generator, 'stride_rule', 'fixed') != 'fixed':
+        raise DetforgeError(f"ONNX export supports the bbox_head prior generator's "
+                            f"stride_rule='fixed', got {generator.stride_rule!r} (torchvision's "
+                            f"rule; the graph steps the priors by the configured strides)")
+    if any(n != 1 for n in generator.num_base_priors):
+        raise DetforgeError(f'ONNX export of {_name(head)} needs one prior per position')
+    if head.test_settings is None:
+        raise DetforgeError(f'ONNX export of {_name(head)} needs a test_cfg')
 
 
 # ---------------------------------------------------------------------------- graph helpers
@@ -247,6 +273,16 @@ def _grid_anchors(base_anchors: Tensor, feat: Tensor, stride) -> Tensor:
     return (shifts[:, None, :] + base_anchors[None, :, :].to(feat.device)).reshape(-1, 4)
 
 
+def _grid_points(generator, level: int, feat: Tensor) -> Tensor:
+    """:class:`MlvlPointGenerator` points ``(H * W, 2)`` of one level, row-major, from the
+    feature map's size read in-graph."""
+    stride_w, stride_h = generator.strides[level]
+    xs = (torch.arange(_dim(feat, 3), dtype=torch.float32) + generator.offset) * stride_w
+    ys = (torch.arange(_dim(feat, 2), dtype=torch.float32) + generator.offset) * stride_h
+    yy, xx = torch.meshgrid(ys, xs, indexing='ij')
+    return torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
+
+
 def _clip(boxes: Tensor, img_shape: Tensor) -> Tensor:
     """boxes ``(B, K, 4)`` clamped to ``[0, w] x [0, h]`` of each image (img_shape ``(B, 2)``)."""
     h = img_shape[:, 0:1]
@@ -311,7 +347,10 @@ class ExportableDetector(nn.Module):
                              persistent=False)
         self.register_buffer('std', torch.tensor(self.norm_cfg['std']).view(1, -1, 1, 1),
                              persistent=False)
-        if self.kind == 'single_stage':
+        if self.kind == 'dense':
+            self.test_cfg = detector.bbox_head.test_settings  # DenseTestSettings
+            self.num_classes = detector.bbox_head.num_classes
+        elif self.kind == 'single_stage':
             self.test_cfg = detector.bbox_head.test_cfg
             self.num_classes = detector.bbox_head.num_classes
         else:
@@ -322,7 +361,7 @@ class ExportableDetector(nn.Module):
         # configuration errors surface here, before the (slow) tracing starts
         if self.kind == 'single_stage':
             _nms_iou(self.test_cfg, 'bbox_head.test_cfg')
-        else:
+        elif self.kind == 'two_stage':
             _nms_iou(self.test_cfg, 'roi_head.test_cfg')
             if detector.rpn_head.test_cfg.nms is not None:
                 _nms_iou(detector.rpn_head.test_cfg, 'rpn_head.test_cfg')
@@ -345,6 +384,8 @@ class ExportableDetector(nn.Module):
     def forward(self, img: Tensor, img_shape: Tensor):
         img_shape = img_shape.float()
         feats = self.detector.extract_feat(self.normalise(img, img_shape))
+        if self.kind == 'dense':
+            return self._dense(feats, img_shape)
         if self.kind == 'single_stage':
             return self._single_stage(feats, img_shape)
         return self._two_stage(feats, img_shape)
@@ -386,6 +427,57 @@ class ExportableDetector(nn.Module):
         labels = torch.cat(all_labels, 1)
         boxes, scores, labels = onnx_nms(boxes, scores, labels, scores > score_thr,
                                          self.num_classes, iou, self.max_per_img,
+                                         self.max_per_img)
+        return torch.cat([boxes, scores[..., None]], -1), labels
+
+    # ------------------------------------------------------------------ FCOS, ATSS, GFL, RTMDet
+    def _dense(self, feats, img_shape: Tensor):
+        """:meth:`ConvTowerHead._get_bboxes_single` for a batch: per level the ``nms_pre`` best
+        (prior, class) pairs by class score, decoded by the head's own ``decode_level`` and
+        clipped; ``score_thr`` on the class score; the quality score (centerness) multiplied
+        in (or ``sqrt(class * quality)`` ranked, ``score_factor_fusion='geometric_mean'``);
+        class-aware NMS."""
+        head = self.detector.bbox_head
+        settings = head.test_settings
+        outs = head(feats)
+        cls_scores, bbox_preds = outs[0], outs[1]
+        factors = outs[2] if len(outs) > 2 else None
+        generator = head.prior_generator
+        all_boxes, all_scores, all_labels, all_valid = [], [], [], []
+        for level, (cls_score, bbox_pred) in enumerate(zip(cls_scores, bbox_preds)):
+            B, C = cls_score.shape[0], head.cls_out_channels
+            scores = cls_score.float().permute(0, 2, 3, 1).reshape(B, -1, C).sigmoid()
+            preds = bbox_pred.float().permute(0, 2, 3, 1).reshape(B, _dim(scores, 1), -1)
+            factor = None
+            if factors is not None:
+                factor = factors[level].float().permute(0, 2, 3, 1).reshape(B, -1).sigmoid()
+                if settings.score_factor_fusion == 'geometric_mean':
+                    scores, factor = torch.sqrt(scores * factor[..., None]), None
+            if _name(generator) == 'MlvlPointGenerator':
+                priors = _grid_points(generator, level, cls_score)
+            else:
+                priors = _grid_anchors(generator.base_anchors[level], cls_score,
+                                       generator.strides[level])
+            flat = scores.reshape(B, -1)                                 # (B, HW * classes)
+            if settings.nms_pre > 0:
+                flat, idx = _topk(flat, settings.nms_pre, dim=1)
+            else:
+                idx = torch.arange(_dim(flat, 1))[None].expand(B, -1)
+            prior_idx = torch.div(idx, C, rounding_mode='floor')
+            labels = idx - prior_idx * C
+            sel_preds = _gather_rows(preds, prior_idx)
+            boxes = head.decode_level(priors[prior_idx].reshape(-1, priors.shape[-1]),
+                                      sel_preds.reshape(-1, sel_preds.shape[-1]), level, None)
+            boxes = _clip(boxes.reshape(B, -1, 4), img_shape) \
+                if head.bbox_coder.clip_border else boxes.reshape(B, -1, 4)
+            all_valid.append(flat > settings.score_thr)
+            all_scores.append(flat if factor is None else flat * factor.gather(1, prior_idx))
+            all_boxes.append(boxes)
+            all_labels.append(labels)
+        boxes, scores = torch.cat(all_boxes, 1), torch.cat(all_scores, 1)
+        labels, valid = torch.cat(all_labels, 1), torch.cat(all_valid, 1)
+        boxes, scores, labels = onnx_nms(boxes, scores, labels, valid, self.num_classes,
+                                         settings.iou_threshold, self.max_per_img,
                                          self.max_per_img)
         return torch.cat([boxes, scores[..., None]], -1), labels
 

@@ -1,21 +1,27 @@
-"""Multi-image transforms for :class:`~detforge.data.MultiImageMixDataset`: Mosaic, MixUp.
+"""Multi-image transforms: Mosaic, MixUp (MMDetection 2.x) and CachedMosaic, CachedMixUp
+(MMDetection 3.x, RTMDet).
 
-Each has ``get_indexes(dataset)`` (the other images it needs; the wrapper loads them into
-``results['mix_results']``) and draws its randomness from Python's ``random`` as
-MMDetection 2.x does (seeded per sample by the loader).
+``Mosaic``/``MixUp`` run inside :class:`~detforge.data.MultiImageMixDataset`: each has
+``get_indexes(dataset)`` (the other images it needs; the wrapper loads them into
+``results['mix_results']``). ``CachedMosaic``/``CachedMixUp`` go in a plain data set's
+pipeline: they keep the last few images they saw and mix with those, so no other image is
+loaded. All draw their randomness from Python's ``random`` as MMDetection does (seeded per
+sample by the loader); the caches are per loader worker, so what gets mixed depends on
+``workers_per_gpu`` (as in MMDetection 3.x).
 """
 from __future__ import annotations
 
+import copy
 import random
 
 import cv2
 import numpy as np
 
-from detforge.registry import PIPELINES
+from detforge.registry import PIPELINES, BuildError
 
 from ..image_meta import set_image
 
-__all__ = ['Mosaic', 'MixUp', 'find_inside_bboxes']
+__all__ = ['Mosaic', 'MixUp', 'CachedMosaic', 'CachedMixUp', 'find_inside_bboxes']
 
 
 def find_inside_bboxes(bboxes: np.ndarray, img_h: int, img_w: int) -> np.ndarray:
@@ -88,13 +94,17 @@ class Mosaic:
             return results
         if len(results.get('mix_results', ())) != 3:
             raise ValueError('Mosaic needs 3 mix_results (use it inside MultiImageMixDataset)')
+        return self._mosaic(results, list(results['mix_results']))
+
+    def _mosaic(self, results: dict, others: list) -> dict:
+        """Tile ``results`` (top left) and the three ``others`` around a random centre."""
         sh, sw = self.img_scale
         img0 = results['img']
         canvas = np.full((sh * 2, sw * 2) + img0.shape[2:], self.pad_val, dtype=img0.dtype)
         cx = int(random.uniform(*self.center_ratio_range) * sw)
         cy = int(random.uniform(*self.center_ratio_range) * sh)
         boxes, labels = [], []
-        parts = [results] + list(results['mix_results'])
+        parts = [results] + others
         for loc, part in zip(('top_left', 'top_right', 'bottom_left', 'bottom_right'), parts):
             img = part['img']
             h, w = img.shape[:2]
@@ -176,7 +186,10 @@ class MixUp:
 
     def __call__(self, results: dict) -> dict:
         _refuse_masks(type(self).__name__, results)
-        other = results['mix_results'][0]
+        return self._mixup(results, results['mix_results'][0])
+
+    def _mixup(self, results: dict, other: dict) -> dict:
+        """Blend ``other`` (rescaled, jittered, maybe flipped, cropped) into ``results``."""
         if len(other['gt_bboxes']) == 0:
             return results
         jitter = random.uniform(*self.ratio_range)
@@ -218,8 +231,8 @@ class MixUp:
         all_boxes = np.concatenate([results['gt_bboxes'], moved], 0)
         all_labels = np.concatenate([results['gt_labels'], labels], 0)
         inside = find_inside_bboxes(all_boxes, th, tw)
-        set_image(results, np.clip(np.rint(mixed), 0, 255).astype(np.uint8) if img.dtype == np.uint8
-                  else mixed)
+        # truncated to uint8 as MMDetection does (2.x and 3.x), not rounded
+        set_image(results, mixed.astype(np.uint8) if img.dtype == np.uint8 else mixed)
         results['gt_bboxes'] = all_boxes[inside]
         results['gt_labels'] = all_labels[inside]
         return results
@@ -227,3 +240,129 @@ class MixUp:
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(img_scale={self.img_scale}, ratio_range={self.ratio_range}, '
                 f'flip_ratio={self.flip_ratio}, pad_val={self.pad_val})')
+
+
+class _ImageCache:
+    """The last ``max_cached_images`` results seen by one transform (in one loader worker).
+
+    When full, the oldest (``random_pop=False``) or a random one is dropped, as in
+    MMDetection 3.x's ``CachedMosaic``/``CachedMixUp``.
+    """
+
+    def __init__(self, max_cached_images: int, random_pop: bool, min_size: int, name: str):
+        if max_cached_images < min_size:
+            raise BuildError(f'{name}: max_cached_images must be at least {min_size}, got '
+                             f'{max_cached_images}')
+        self.max_cached_images = max_cached_images
+        self.random_pop = random_pop
+        self.items: list[dict] = []
+
+    def push(self, results: dict) -> None:
+        self.items.append(copy.deepcopy(results))
+        if len(self.items) > self.max_cached_images:
+            index = random.randint(0, len(self.items) - 1) if self.random_pop else 0
+            self.items.pop(index)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _xy_scale(name: str, img_scale) -> tuple[int, int]:
+    """MMDetection 3.x's ``img_scale`` is ``(w, h)``; ours (2.x) is ``(h, w)``."""
+    if len(img_scale) != 2:
+        raise BuildError(f'{name}: img_scale must be (w, h), got {img_scale!r}')
+    w, h = img_scale
+    return int(h), int(w)
+
+
+@PIPELINES.register_module()
+class CachedMosaic(Mosaic):
+    """Mosaic of this image and three drawn from a cache of recent ones (MMDetection 3.x).
+
+    The image is added to the cache first; while the cache holds 4 images or fewer the
+    image passes unchanged. Put it in the data set's own pipeline after
+    ``LoadAnnotations`` (no :class:`~detforge.data.MultiImageMixDataset`).
+
+    Args:
+        img_scale: ``(w, h)`` of each slot, MMDetection 3.x's order; the output is ``(2h, 2w)``.
+        max_cached_images: cache size (RTMDet-tiny: 20; 3.x default 40).
+        random_pop: drop a random image from a full cache, else the oldest.
+        center_ratio_range, min_bbox_size, bbox_clip_border, skip_filter, pad_val, prob:
+            as :class:`Mosaic`.
+    """
+
+    def __init__(self, img_scale=(640, 640), center_ratio_range=(0.5, 1.5), min_bbox_size=0,
+                 bbox_clip_border=True, skip_filter=True, pad_val=114.0, prob=1.0,
+                 max_cached_images: int = 40, random_pop: bool = True):
+        super().__init__(img_scale=_xy_scale('CachedMosaic', img_scale),
+                         center_ratio_range=center_ratio_range, min_bbox_size=min_bbox_size,
+                         bbox_clip_border=bbox_clip_border, skip_filter=skip_filter,
+                         pad_val=pad_val, prob=prob)
+        self.cache = _ImageCache(max_cached_images, random_pop, 4, 'CachedMosaic')
+
+    def __call__(self, results: dict) -> dict:
+        _refuse_masks(type(self).__name__, results)
+        self.cache.push(results)
+        if len(self.cache) <= 4:
+            return results
+        if random.uniform(0, 1) > self.prob:
+            return results
+        indexes = [random.randint(0, len(self.cache) - 1) for _ in range(3)]
+        return self._mosaic(results, [copy.deepcopy(self.cache.items[i]) for i in indexes])
+
+    def __repr__(self) -> str:
+        return (super().__repr__()[:-1] + f', max_cached_images={self.cache.max_cached_images}, '
+                f'random_pop={self.cache.random_pop})')
+
+
+@PIPELINES.register_module()
+class CachedMixUp(MixUp):
+    """MixUp with an image drawn from a cache of recent ones (MMDetection 3.x).
+
+    The image is added to the cache first; while the cache holds 1 image the image passes
+    unchanged; otherwise, with probability ``prob``, a cached image with boxes (up to
+    ``max_iters`` draws) is blended in as :class:`MixUp` does.
+
+    Args:
+        img_scale: ``(w, h)`` the other image is fitted into, MMDetection 3.x's order.
+        max_cached_images: cache size (RTMDet-tiny: 10; 3.x default 20).
+        random_pop: drop a random image from a full cache, else the oldest.
+        prob: probability of mixing.
+        ratio_range, flip_ratio, pad_val, max_iters, min_bbox_size, min_area_ratio,
+            max_aspect_ratio, bbox_clip_border, skip_filter: as :class:`MixUp`
+            (``flip_ratio`` is the probability of flipping).
+    """
+
+    def __init__(self, img_scale=(640, 640), ratio_range=(0.5, 1.5), flip_ratio=0.5,
+                 pad_val=114.0, max_iters=15, min_bbox_size=5, min_area_ratio=0.2,
+                 max_aspect_ratio=20, bbox_clip_border=True, skip_filter=True,
+                 max_cached_images: int = 20, random_pop: bool = True, prob: float = 1.0):
+        if not 0 <= prob <= 1:
+            raise BuildError(f'CachedMixUp: prob must be in [0, 1], got {prob}')
+        if isinstance(pad_val, (tuple, list)):  # 3.x configs give (114, 114, 114)
+            pad_val = pad_val[0] if len(set(pad_val)) == 1 else np.asarray(pad_val)
+        super().__init__(img_scale=_xy_scale('CachedMixUp', img_scale), ratio_range=ratio_range,
+                         flip_ratio=flip_ratio, pad_val=pad_val, max_iters=max_iters,
+                         min_bbox_size=min_bbox_size, min_area_ratio=min_area_ratio,
+                         max_aspect_ratio=max_aspect_ratio, bbox_clip_border=bbox_clip_border,
+                         skip_filter=skip_filter)
+        self.prob = prob
+        self.cache = _ImageCache(max_cached_images, random_pop, 2, 'CachedMixUp')
+
+    def __call__(self, results: dict) -> dict:
+        _refuse_masks(type(self).__name__, results)
+        self.cache.push(results)
+        if len(self.cache) <= 1:
+            return results
+        if random.uniform(0, 1) > self.prob:
+            return results
+        index = 0
+        for _ in range(self.max_iters):
+            index = random.randint(0, len(self.cache) - 1)
+            if len(self.cache.items[index]['gt_bboxes']):
+                break
+        return self._mixup(results, copy.deepcopy(self.cache.items[index]))
+
+    def __repr__(self) -> str:
+        return (super().__repr__()[:-1] + f', prob={self.prob}, max_cached_images='
+                f'{self.cache.max_cached_images}, random_pop={self.cache.random_pop})')

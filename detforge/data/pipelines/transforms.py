@@ -18,7 +18,7 @@ from detforge.registry import PIPELINES, BuildError
 from ..image_meta import set_image
 
 __all__ = ['Resize', 'RandomFlip', 'Normalize', 'Pad', 'RandomCrop', 'PhotoMetricDistortion',
-           'ResizeShortestEdge', 'rescale_size', 'bbox_flip']
+           'ResizeShortestEdge', 'RandomResize', 'YOLOXHSVRandomAug', 'rescale_size', 'bbox_flip']
 
 _INTERP = {'nearest': cv2.INTER_NEAREST, 'bilinear': cv2.INTER_LINEAR, 'bicubic': cv2.INTER_CUBIC,
            'area': cv2.INTER_AREA, 'lanczos': cv2.INTER_LANCZOS4}
@@ -521,3 +521,114 @@ class PhotoMetricDistortion:
         return (f'{type(self).__name__}(brightness_delta={self.brightness_delta}, contrast_range='
                 f'{(self.contrast_lower, self.contrast_upper)}, saturation_range='
                 f'{(self.saturation_lower, self.saturation_upper)}, hue_delta={self.hue_delta})')
+
+
+@PIPELINES.register_module()
+class RandomResize:
+    """Resize to a randomly drawn scale (MMCV 2.x / MMDetection 3.x ``RandomResize``).
+
+    Args:
+        scale: ``(w, h)``; or two of them, ``[(w1, h1), (w2, h2)]``: then ``w`` is drawn in
+            ``[min(w1, w2), max(w1, w2)]`` and ``h`` likewise (integers, both ends included).
+        ratio_range: with one ``scale``: ``(lo, hi)``, the scale times a ratio drawn uniformly
+            in ``[lo, hi)`` (RTMDet: ``scale=(640, 640), ratio_range=(0.5, 2.0)``).
+        keep_ratio: fit the image into the drawn scale keeping its aspect ratio (long edge
+            <= max, short edge <= min, as :class:`Resize`), else resize to exactly ``(w, h)``.
+        clip_object_border (alias ``bbox_clip_border``): clip boxes to the new image.
+        interpolation: as :class:`Resize`.
+        resize_type: only 'Resize'.
+
+    The boxes are scaled with the image; sets what :class:`Resize` sets (``scale`` is the
+    drawn ``(w, h)``).
+    """
+
+    def __init__(self, scale, ratio_range=None, keep_ratio: bool = True,
+                 clip_object_border: bool = True, interpolation: str = 'bilinear',
+                 resize_type: str = 'Resize', bbox_clip_border: bool | None = None):
+        if resize_type != 'Resize':
+            raise BuildError(f"RandomResize: only resize_type='Resize' is supported, got "
+                             f"{resize_type!r}")
+        if isinstance(scale, (list, tuple)) and scale and isinstance(scale[0], (list, tuple)):
+            self.scale = [tuple(int(v) for v in s) for s in scale]
+            if len(self.scale) != 2 or ratio_range is not None:
+                raise BuildError(f'RandomResize: give one scale (w, h) with ratio_range, or two '
+                                 f'scales without it; got scale={scale!r}, '
+                                 f'ratio_range={ratio_range!r}')
+        elif isinstance(scale, (list, tuple)) and len(scale) == 2:
+            self.scale = tuple(int(v) for v in scale)
+        else:
+            raise BuildError(f'RandomResize: scale must be (w, h) or [(w1, h1), (w2, h2)], '
+                             f'got {scale!r}')
+        if ratio_range is not None and not (len(ratio_range) == 2
+                                            and 0 < ratio_range[0] <= ratio_range[1]):
+            raise BuildError(f'RandomResize: ratio_range must be (lo, hi) with 0 < lo <= hi, '
+                             f'got {ratio_range!r}')
+        self.ratio_range = ratio_range
+        self.keep_ratio = keep_ratio
+        if bbox_clip_border is not None:
+            clip_object_border = bbox_clip_border
+        self._resize = Resize(img_scale=None, keep_ratio=keep_ratio,
+                              bbox_clip_border=clip_object_border, interpolation=interpolation)
+
+    def draw_scale(self) -> tuple[int, int]:
+        """The ``(w, h)`` of this call, from ``np.random`` (as MMCV draws it)."""
+        if isinstance(self.scale, list):
+            (w1, h1), (w2, h2) = self.scale
+            return (np.random.randint(min(w1, w2), max(w1, w2) + 1),
+                    np.random.randint(min(h1, h2), max(h1, h2) + 1))
+        if self.ratio_range is None:
+            return self.scale
+        lo, hi = self.ratio_range
+        ratio = np.random.random_sample() * (hi - lo) + lo
+        return int(self.scale[0] * ratio), int(self.scale[1] * ratio)
+
+    def __call__(self, results: dict) -> dict:
+        results['scale'] = self.draw_scale()
+        return self._resize(results)
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(scale={self.scale}, ratio_range={self.ratio_range}, '
+                f'keep_ratio={self.keep_ratio})')
+
+
+@PIPELINES.register_module()
+class YOLOXHSVRandomAug:
+    """Shift hue, saturation and value by random integers (YOLOX, MMDetection 2.x/3.x).
+
+    Each of the three gains is drawn in ``(-delta, delta)`` and kept or zeroed with
+    probability 1/2 (``np.random``, in MMDetection's order); hue wraps modulo 180 (OpenCV's
+    8-bit hue), saturation and value are clipped to 0..255. The image must be a BGR uint8
+    image (the colour conversion's ranges are those of 8 bits); boxes are untouched.
+
+    Args:
+        hue_delta, saturation_delta, value_delta: the largest shifts.
+    """
+
+    def __init__(self, hue_delta: int = 5, saturation_delta: int = 30, value_delta: int = 30):
+        self.hue_delta = hue_delta
+        self.saturation_delta = saturation_delta
+        self.value_delta = value_delta
+
+    def draw_gains(self) -> np.ndarray:
+        """``(3,)`` int16 gains for hue, saturation, value."""
+        gains = np.random.uniform(-1, 1, 3) * [self.hue_delta, self.saturation_delta,
+                                               self.value_delta]
+        gains *= np.random.randint(0, 2, 3)  # each channel shifted or not
+        return gains.astype(np.int16)  # truncated towards zero, as MMDetection
+
+    def __call__(self, results: dict) -> dict:
+        img = results['img']
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f'YOLOXHSVRandomAug needs a 3-channel uint8 BGR image (put it '
+                             f'before Normalize); got {img.dtype} of shape {img.shape}')
+        gains = self.draw_gains()
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV).astype(np.int16)
+        hsv[..., 0] = (hsv[..., 0] + gains[0]) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] + gains[1], 0, 255)
+        hsv[..., 2] = np.clip(hsv[..., 2] + gains[2], 0, 255)
+        results['img'] = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2BGR)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(hue_delta={self.hue_delta}, saturation_delta='
+                f'{self.saturation_delta}, value_delta={self.value_delta})')

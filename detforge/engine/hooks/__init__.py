@@ -16,6 +16,7 @@ from .momentum_updater import (CosineAnnealingMomentumUpdaterHook, MomentumUpdat
 from .num_class_check import NumClassCheckHook, check_num_classes
 from .optimizer import (AmpOptimizerHook, Fp16OptimizerHook, GradientCumulativeFp16OptimizerHook,
                         GradientCumulativeOptimizerHook, OptimizerHook)
+from .pipeline_switch import PipelineSwitchHook
 from .plot import PlotCurvesHook
 from .progress_bar import ProgressBarHook
 from .sampler_seed import DistSamplerSeedHook
@@ -32,5 +33,5 @@ __all__ = [
     'CosineAnnealingMomentumUpdaterHook', 'build_momentum_hook', 'NumClassCheckHook',
     'check_num_classes', 'OptimizerHook', 'AmpOptimizerHook', 'Fp16OptimizerHook',
     'GradientCumulativeOptimizerHook', 'GradientCumulativeFp16OptimizerHook',
-    'PlotCurvesHook', 'ProgressBarHook', 'DistSamplerSeedHook',
+    'PlotCurvesHook', 'ProgressBarHook', 'DistSamplerSeedHook', 'PipelineSwitchHook',
 ]

@@ -11,6 +11,8 @@ Training reads as the algorithm:
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -79,11 +81,14 @@ class RTMDetSepBNHead(ConvTowerHead):
         self.rtm_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes, pred_kernel_size, padding=pad)
                                      for _ in levels)
         self.rtm_reg = nn.ModuleList(nn.Conv2d(feat_channels, 4, pred_kernel_size, padding=pad) for _ in levels)
-        for cls_conv in self.rtm_cls:
-            self._init_weights(cls_conv)
+        self._init_weights(self.rtm_cls)
 
-    def _init_weights(self, cls_conv: nn.Conv2d) -> None:
-        super()._init_weights(cls_conv)
+    def _init_weights(self, cls_convs: nn.ModuleList) -> None:
+        """As :meth:`ConvTowerHead._init_weights` (which re-initialises every conv, so it runs
+        once), then every level's classifier bias at the prior."""
+        super()._init_weights(cls_convs[0])
+        for cls_conv in cls_convs[1:]:
+            nn.init.constant_(cls_conv.bias, -math.log((1 - self.prior_prob) / self.prior_prob))
         for m in self.modules():  # batch norms at identity too (MMDetection's constant_init of norms)
             if isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
