@@ -383,6 +383,35 @@ def test_ema_hook_resume_is_exact(tmp_path):
     assert not torch.equal(ema_hook.ema['linear.weight'], straight.model.linear.weight)
 
 
+def test_ema_hook_resume_under_iter_runner_is_exact(tmp_path):
+    """IterBasedRunner + EMAHook: the checkpoint of iteration 4 holds the EMA weights swapped
+    in (and the trained ones in the hook's state); resuming from it ends bitwise equal to an
+    uninterrupted run, EMA included."""
+    ema = dict(type='EMAHook', momentum=0.1, warm_up=1, priority='ABOVE_NORMAL')
+
+    def build(work_dir, seed=0):
+        runner = make_runner(work_dir, 'IterBasedRunner', length=7, seed=seed,
+                             checkpoint_config=dict(interval=4, by_epoch=False))
+        runner.register_training_hooks(None, custom_hooks_config=[dict(ema)])
+        return runner
+
+    def ema_of(runner):
+        return [h for h in runner.hooks if type(h).__name__ == 'EMAHook'][0]
+    straight = build(tmp_path / 'a')
+    straight.run([toy_loader()], [('train', 1)])
+    interrupted = build(tmp_path / 'b')
+    interrupted.register_hook(StopAfter(iteration=5), priority='LOWEST')
+    with pytest.raises(Stop):
+        interrupted.run([toy_loader()], [('train', 1)])
+    resumed = build(tmp_path / 'b', seed=3)
+    resumed.resume(str(tmp_path / 'b' / 'iter_4.pth'))
+    resumed.run([toy_loader()], [('train', 1)])
+    assert_bitwise_equal(weights(straight), weights(resumed))
+    assert_bitwise_equal(ema_of(straight).ema, ema_of(resumed).ema)
+    assert ema_of(straight).swapped and ema_of(resumed).swapped
+    assert not torch.equal(ema_of(straight).ema['linear.weight'], straight.model.linear.weight)
+
+
 def test_multi_gpu_results_are_gathered_in_dataset_order_without_padding():
     from detforge.apis.test import _interleave
     # 5 images over 2 ranks, padded to 6: rank 0 has 0, 2, 4; rank 1 has 1, 3, 0 (padding)

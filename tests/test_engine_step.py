@@ -439,3 +439,53 @@ def test_every_schedule_logger_and_checkpoint_hook_accepts_by_epoch():
     runner.register_training_hooks(dict(policy='WarmupCosineLR', warmup_iters=2), dict())
     runner.run([toy_loader()], [('train', 1)])
     assert runner.current_lr()[0] < 0.01
+
+
+def test_iter_runner_evaluates_and_saves_the_ema_weights_and_trains_the_raw_ones(tmp_path):
+    """EMAHook under IterBasedRunner: evaluation and checkpoints by iteration see the EMA
+    weights, training goes on from the trained ones (same as a run without EMA)."""
+    def run(with_ema, work_dir):
+        torch.manual_seed(0)
+        model = ToyModel()
+        runner = IterBasedRunner(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                                 work_dir=str(work_dir), logger=LOGGER, max_iters=4)
+        hooks = [dict(type='EMAHook', momentum=0.5, warm_up=1, priority=49)] if with_ema else None
+        runner.register_training_hooks(None, dict(), dict(interval=2), custom_hooks_config=hooks)
+        seen, trained = [], []
+
+        def toy_test(model, loader, show=False):
+            seen.append({k: v.clone() for k, v in model.state_dict().items()})
+            return [0] * len(loader.dataset)
+
+        class TrainedWeights(Hook):  # before the step: the weights the step starts from
+            def before_train_iter(self, runner):
+                trained.append({k: v.clone() for k, v in runner.model.state_dict().items()})
+        runner.register_hook(TrainedWeights(), 'LOWEST')
+        runner.register_hook(EvalHook(toy_loader(n=4, batch_size=2), interval=2, by_epoch=False,
+                                      test_fn=toy_test), 'LOW')
+        runner.run([toy_loader()], [('train', 1)])
+        ema = [h for h in runner.hooks if type(h).__name__ == 'EMAHook']
+        return seen, trained, ema[0] if ema else None
+
+    seen, trained, ema = run(True, tmp_path / 'ema')
+    _, trained_plain, _ = run(False, tmp_path / 'plain')
+    assert len(seen) == 2 and len(trained) == 4
+    # the steps start from the trained weights: identical to a run without EMA
+    for a, b in zip(trained, trained_plain):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # the EMA of the trained weights, computed here (m = 0.5 from the first iteration): the
+    # weights after step i are trained[i + 1], after the last step the ones swapped out
+    # into the hook at the end of the run (the model holds the EMA weights then)
+    assert ema.swapped
+    after_step = trained[1:] + [dict(ema.ema)]
+    expected = {k: v.clone() for k, v in trained[0].items()}
+    for i, weights in enumerate(after_step):
+        for k in expected:
+            expected[k].mul_(0.5).add_(weights[k], alpha=0.5)
+        if i in (1, 3):  # evaluated after iterations 2 and 4
+            got = seen[(i - 1) // 2]
+            assert all(torch.equal(got[k], expected[k]) for k in expected), i
+            assert any(not torch.equal(got[k], weights[k]) for k in expected)  # EMA != trained
+    # the checkpoint of iteration 2 holds the weights that evaluation saw at iteration 2
+    ckpt = torch.load(tmp_path / 'ema' / 'iter_2.pth', weights_only=False)
+    assert all(torch.equal(ckpt['state_dict'][k], seen[0][k]) for k in seen[0])

@@ -5,10 +5,11 @@ import pytest
 import torch
 
 from detforge.models.task_modules.anchor_generator import AnchorGenerator
-from detforge.models.task_modules.assign_result import assign_batch, gather_assigned
+from detforge.models.task_modules.assign_result import gather_assigned
+from detforge.models.task_modules.base_assigner import BaseAssigner
 from detforge.models.task_modules.delta_xywh_bbox_coder import DeltaXYWHBBoxCoder
 from detforge.models.task_modules.max_iou_assigner import MaxIoUAssigner
-from detforge.models.task_modules.samplers import PseudoSampler, RandomSampler, sample_batch
+from detforge.models.task_modules.samplers import PseudoSampler, RandomSampler
 from detforge.registry import BBOX_ASSIGNERS, PRIOR_GENERATORS
 
 
@@ -248,8 +249,8 @@ def test_assign_batch_equals_assign_image_by_image(options):
     assert torch.equal(assigner.assign_batch(priors, valid, gts, ignores)[0], expected)
 
 
-def test_an_assigner_without_assign_batch_is_run_image_by_image():
-    class OnlyAssign:  # e.g. a user's assigner ported from MMDetection
+def test_an_assigner_without_its_own_assign_batch_is_run_image_by_image():
+    class OnlyAssign(BaseAssigner):  # e.g. a user's assigner ported from MMDetection
         def __init__(self):
             self.inner = _assigner()
 
@@ -261,7 +262,7 @@ def test_an_assigner_without_assign_batch_is_run_image_by_image():
     valid = torch.ones(2, 60, dtype=torch.bool)
     valid[0, :10] = False
     expected = _assigner().assign_batch(priors, valid, gts)
-    got = assign_batch(OnlyAssign(), priors, valid, gts)
+    got = OnlyAssign().assign_batch(priors, valid, gts)
     assert torch.equal(got[0], expected[0]) and torch.allclose(got[1], expected[1])
 
 
@@ -279,8 +280,43 @@ def test_sample_batch_draws_each_image_within_the_random_sampler_budget():
     gt_inds[2] = torch.where(gt_inds[2] > 0, 0, gt_inds[2])  # no positive in image 2
     sampler = RandomSampler(num=32, pos_fraction=0.25, add_gt_as_proposals=False)
     gts = [_random_boxes(2)] * 3
-    pos, neg = sample_batch(sampler, gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
+    pos, neg = sampler.sample_batch(gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
     assert (gt_inds[pos] > 0).all() and (gt_inds[neg] == 0).all()
     assert pos.sum(1).tolist() == [8, 8, 0] and neg.sum(1).tolist() == [24, 24, 32]
-    all_pos, all_neg = sample_batch(PseudoSampler(), gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
+    all_pos, all_neg = PseudoSampler().sample_batch(gt_inds, torch.zeros(3, 200), _random_boxes(200), gts)
     assert torch.equal(all_pos, gt_inds > 0) and torch.equal(all_neg, gt_inds == 0)
+
+
+def test_a_dense_head_runs_an_mmdetection_style_assigner_and_sampler_image_by_image():
+    """An assigner and a sampler with only ``assign`` / ``sample`` (not BaseAssigner /
+    BaseSampler subclasses, as written for MMDetection 2.x) get the image-by-image batch
+    methods when the head is built; the targets equal those of the batched built-ins."""
+    from detforge.models.dense_heads import RetinaHead
+    from detforge.models.train_test_cfg import DenseTrainConfig
+
+    class OnlyAssign:
+        def __init__(self):
+            self.inner = _assigner()
+
+        def assign(self, *args):
+            return self.inner.assign(*args)
+
+    class OnlySample:
+        def sample(self, *args, **kwargs):
+            return PseudoSampler().sample(*args, **kwargs)
+
+    def head(assigner, sampler):
+        torch.manual_seed(0)
+        return RetinaHead(num_classes=2, in_channels=8, feat_channels=8, stacked_convs=1,
+                          loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True),
+                          train_cfg=DenseTrainConfig(assigner=assigner, sampler=sampler))
+
+    ours, theirs = head(_assigner(), PseudoSampler()), head(OnlyAssign(), OnlySample())
+    assert not hasattr(OnlyAssign, 'assign_batch') and callable(theirs.assigner.assign_batch)
+    metas = [dict(img_shape=(64, 64, 3), pad_shape=(64, 64, 3), batch_input_shape=(64, 64))] * 2
+    anchors, valid = ours.get_anchors([(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)], metas)
+    gts, labels = [_random_boxes(3, seed=5) * 0.6, _random_boxes(1, seed=6) * 0.6], [torch.tensor([0, 1, 1]), torch.tensor([0])]
+    a = ours.get_targets(anchors, valid, gts, metas, None, labels)
+    b = theirs.get_targets(anchors, valid, gts, metas, None, labels)
+    assert a.pos.any() and torch.equal(a.labels, b.labels) and torch.equal(a.pos, b.pos)
+    assert torch.equal(a.neg, b.neg) and torch.equal(a.bbox_targets, b.bbox_targets)

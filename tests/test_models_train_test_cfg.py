@@ -176,3 +176,36 @@ def test_a_detector_can_be_built_from_parts_given_as_objects(cfgs):
     assert det.bbox_head.use_sigmoid_cls and not det.bbox_head.sampling
     reference = build_detector(model)
     assert set(det.state_dict()) == set(reference.state_dict())
+
+
+# ------------------------------------------------- FCOS / ATSS / GFL / RTMDet (ConvTowerHead)
+@pytest.mark.parametrize('config', ['fcos/fcos_r18_fpn_gn-head_center-normbbox-centeronreg-giou_ms_9e_bccd320.py',
+                                    'atss/atss_r18_fpn_gn-head_ms_9e_bccd320.py',
+                                    'gfl/gfl_r18_fpn_gn-head_ms_9e_bccd320.py',
+                                    'rtmdet/rtmdet_tiny_bccd320.py'])
+def test_quality_heads_parse_typed_records_and_refuse_unknown_keys_at_build(repo_root, config):
+    """The heads with a quality score take the typed records too (parsed by the detector):
+    unknown keys fail at build with the path as written, a typo in the assigner too."""
+    from detforge.models.train_test_cfg import DenseTrainConfig, QualityTestConfig
+    model_cfg = Config.fromfile(str(repo_root / 'configs' / config)).model
+    model_cfg.backbone.init_cfg = None
+    if model_cfg.get('train_cfg') is None:  # FCOS's configs leave it out (FCOS assigns by itself)
+        model_cfg.train_cfg = dict(allowed_border=-1, pos_weight=-1, debug=False)
+    msg = _build_error(_edit(model_cfg, ['train_cfg', 'allowed_boarder'], 0))
+    assert 'model.train_cfg.allowed_boarder' in msg and "'allowed_border'" in msg
+    msg = _build_error(_edit(model_cfg, ['test_cfg', 'scor_thr'], 0.1))
+    assert 'model.test_cfg.scor_thr' in msg and "'score_thr'" in msg
+    if 'assigner' in model_cfg.train_cfg:
+        assigner = dict(model_cfg.train_cfg.assigner, topkk=3)
+        msg = _build_error(_edit(model_cfg, ['train_cfg', 'assigner'], assigner))
+        assert 'topkk' in msg and 'model.train_cfg.assigner' in msg
+    msg = _build_error(_edit(model_cfg, ['test_cfg', 'nms'], dict(type='soft_nms', iou_threshold=0.5)))
+    assert "'soft_nms' is not supported" in msg and 'model.test_cfg.nms.type' in msg
+    head = build_detector(model_cfg).bbox_head
+    assert isinstance(head.train_cfg, DenseTrainConfig) and isinstance(head.test_cfg, QualityTestConfig)
+    assert head.test_cfg['score_thr'] == model_cfg.test_cfg.score_thr  # read by key (MMDetection 2.x)
+    assert head.test_settings is head.test_cfg and head.test_cfg.iou_threshold == model_cfg.test_cfg.nms.iou_threshold
+    with pytest.raises(BuildError, match='soft_nms'):  # set after building: checked too
+        head.test_cfg.nms = dict(type='soft_nms', iou_threshold=0.5)
+    head.test_cfg['nms'] = dict(type='nms', iou_threshold=0.3)
+    assert head.test_cfg.iou_threshold == 0.3

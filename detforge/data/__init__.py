@@ -1,9 +1,9 @@
 """The data side of detforge: data sets, transforms, samplers, loader.
 
 Importing this package registers every data set (``DATASETS``), transform (``PIPELINES`` /
-``TRANSFORMS``) and sampler (``SAMPLERS``).
+``TRANSFORMS``) and sampler (``SAMPLERS``): every module that registers something is imported
+here, so a new data set module must be added below (``tests/test_package_exports.py`` checks).
 """
-from detforge.utils.autoload import import_submodules
 
 from .builder import build_dataset
 from .coco import CocoDataset
@@ -29,5 +29,3 @@ __all__ = ['build_dataset', 'build_dataloader', 'collate', 'Compose', 'CustomDat
            'AnnotationError', 'ImageMeta', 'YOLODataset', 'LabelMeDataset', 'detect_format',
            'DetectedData']
 __all__ += [n for n in list(_pipeline_names) + list(_sampler_names) if n not in __all__]
-# any other module added to this package registers itself too
-import_submodules(__name__, __path__, {})

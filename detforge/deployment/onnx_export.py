@@ -348,7 +348,7 @@ class ExportableDetector(nn.Module):
         self.register_buffer('std', torch.tensor(self.norm_cfg['std']).view(1, -1, 1, 1),
                              persistent=False)
         if self.kind == 'dense':
-            self.test_cfg = detector.bbox_head.test_settings  # DenseTestSettings
+            self.test_cfg = detector.bbox_head.test_settings  # QualityTestConfig
             self.num_classes = detector.bbox_head.num_classes
         elif self.kind == 'single_stage':
             self.test_cfg = detector.bbox_head.test_cfg

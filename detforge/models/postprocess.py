@@ -1,7 +1,8 @@
 """Post-processing shared by every head: candidate selection, NMS (hard and soft), size
 filter.
 
-Dense heads (anchor- or point-based) run, per image::
+Dense heads (anchor- or point-based) run, per image (:func:`anchor_detections` for the
+anchor heads)::
 
     per level: select_candidates (score_thr, nms_pre) -> decode
     -> filter_min_size -> nms_from_cfg (nms or soft_nms, per class) -> max_per_img
@@ -20,7 +21,7 @@ from detforge.registry import BuildError
 from .train_test_cfg import DenseTestConfig, NMSConfig
 
 __all__ = ['select_candidates', 'filter_min_size', 'soft_nms', 'batched_soft_nms',
-           'nms_from_cfg', 'dense_post_process', 'scale_factor_of']
+           'nms_from_cfg', 'dense_post_process', 'anchor_detections', 'scale_factor_of']
 
 
 def select_candidates(scores: Tensor, score_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -165,3 +166,37 @@ def dense_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: Dense
         raise BuildError("test_cfg needs nms=dict(type='nms', iou_threshold=...)", key_path=['test_cfg'])
     dets, keep = nms_from_cfg(boxes, scores, labels, cfg.nms, cfg.max_per_img)
     return dets, labels[keep]
+
+
+def anchor_detections(cls_score_list, bbox_pred_list, mlvl_anchors, img_meta, cfg: DenseTestConfig,
+                      bbox_coder, use_sigmoid: bool, rescale: bool = False, with_nms: bool = True):
+    """Detections of one image from an anchor head's outputs: per level the ``nms_pre`` best
+    (anchor, class) pairs above ``score_thr``, decoded and clipped to the image; then
+    :func:`dense_post_process`.
+
+    Args:
+        cls_score_list: per level ``(A * cls_out, H, W)`` logits (sigmoid: ``cls_out`` =
+            classes; softmax: classes + background, last).
+        bbox_pred_list: per level ``(A * 4, H, W)`` deltas.
+        mlvl_anchors: per level ``(H * W * A, 4)``.
+        img_meta: ``img_shape`` (boxes are clipped to it), ``scale_factor`` (``rescale``).
+        cfg: :class:`DenseTestConfig`; bbox_coder: has ``decode(anchors, deltas, max_shape)``.
+        use_sigmoid: class probabilities by sigmoid (else softmax without the background).
+
+    Returns:
+        ``(det_bboxes (n, 5), det_labels (n,))``, or ``(boxes, scores, labels)`` before NMS
+        when not ``with_nms``.
+    """
+    all_boxes, all_scores, all_labels = [], [], []
+    for cls_score, bbox_pred, anchors in zip(cls_score_list, bbox_pred_list, mlvl_anchors):
+        cls_score = cls_score.permute(1, 2, 0).reshape(anchors.size(0), -1)
+        scores = cls_score.sigmoid() if use_sigmoid else cls_score.softmax(-1)[:, :-1]
+        bbox_pred = bbox_pred.permute(1, 2, 0).reshape(-1, 4)
+        # the candidates are (anchor, class) pairs: threshold, then keep the nms_pre best
+        flat, anchor_idx, labels = select_candidates(scores, cfg.score_thr, cfg.nms_pre)
+        all_boxes.append(bbox_coder.decode(anchors[anchor_idx], bbox_pred[anchor_idx],
+                                           max_shape=img_meta['img_shape']))
+        all_scores.append(flat)
+        all_labels.append(labels)
+    return dense_post_process(torch.cat(all_boxes), torch.cat(all_scores), torch.cat(all_labels),
+                              cfg, img_meta, rescale, with_nms)

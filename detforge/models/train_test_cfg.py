@@ -15,6 +15,7 @@ Records:
     :class:`NMSConfig` ``nms=dict(type='nms' | 'soft_nms', iou_threshold=, ...)``
     :class:`DenseTrainConfig` a dense head's training settings (RetinaNet, RPN, FCOS, ...)
     :class:`DenseTestConfig` a dense head's post-processing (also RPN proposals)
+    :class:`QualityTestConfig` that of a head with a quality score (FCOS, ATSS, GFL, RTMDet)
     :class:`RoITrainConfig` / :class:`RoITestConfig` a second stage's (``rcnn``) settings
 """
 from __future__ import annotations
@@ -64,9 +65,9 @@ def written_at(cfg: Any, path: Path):
         raise
 
 
-def _build_part(registry, cfg, path: Path):
-    """A part (assigner, sampler) built from its config, or taken as it is when it is
-    already an object; errors name ``path``."""
+def build_part(registry, cfg, path: Path):
+    """A part (assigner, sampler, loss, coder) built from its config dict, or taken as it is
+    when it is already an object (None stays None); errors name ``path``."""
     if cfg is None or not isinstance(cfg, dict):
         return cfg
     try:
@@ -217,8 +218,8 @@ class DenseTrainConfig(_Record):
     @staticmethod
     def _parts(cfg: dict, path: Path) -> dict:
         out = dict(cfg)
-        out['assigner'] = _build_part(BBOX_ASSIGNERS, cfg.get('assigner'), [*path, 'assigner'])
-        out['sampler'] = _build_part(BBOX_SAMPLERS, cfg.get('sampler'), [*path, 'sampler'])
+        out['assigner'] = build_part(BBOX_ASSIGNERS, cfg.get('assigner'), [*path, 'assigner'])
+        out['sampler'] = build_part(BBOX_SAMPLERS, cfg.get('sampler'), [*path, 'sampler'])
         return out
 
 
@@ -268,11 +269,71 @@ class DenseTestConfig(_Record):
         if 'max_num' in cfg:
             cfg.setdefault('max_per_img', cfg.pop('max_num'))
             cfg.pop('max_num', None)
+        return cls(**cls._fields(cfg, path, max_per_img))
+
+    @classmethod
+    def _fields(cls, cfg: dict, path: Path, max_per_img: int) -> dict:
         nms = cfg.get('nms')
-        return cls(nms_pre=int(cfg.get('nms_pre', -1)), score_thr=float(cfg.get('score_thr', 0.)),
-                   nms=None if nms is None else NMSConfig.parse(nms, [*path, 'nms']),
-                   max_per_img=int(cfg.get('max_per_img', max_per_img)),
-                   min_bbox_size=float(cfg.get('min_bbox_size', 0.)))
+        return dict(nms_pre=int(cfg.get('nms_pre', -1)), score_thr=float(cfg.get('score_thr', 0.)),
+                    nms=None if nms is None else NMSConfig.parse(nms, [*path, 'nms']),
+                    max_per_img=int(cfg.get('max_per_img', max_per_img)),
+                    min_bbox_size=float(cfg.get('min_bbox_size', 0.)))
+
+
+SCORE_FACTOR_FUSIONS = ('multiply', 'geometric_mean')
+
+
+@dataclass
+class QualityTestConfig(DenseTestConfig):
+    """The ``test_cfg`` of a dense head with a quality score (FCOS's centerness; ATSS, GFL,
+    RTMDet): :class:`DenseTestConfig`'s settings, ``nms`` required and of type ``'nms'``,
+    and:
+
+    Attributes:
+        score_factor_fusion: how the quality score joins the class score: ``'multiply'``
+            (MMDetection: threshold and rank the class score, then multiply) or
+            ``'geometric_mean'`` (torchvision's FCOS: ``sqrt(class * quality)`` is
+            thresholded and ranked).
+        deploy_nms_pre: MMDetection's deployment setting; accepted, no effect.
+
+    ``min_bbox_size`` is accepted and not applied (as MMDetection's one-stage heads).
+    """
+
+    score_factor_fusion: str = 'multiply'
+    deploy_nms_pre: int = -1
+
+    KEYS: ClassVar[tuple] = ('nms_pre', 'score_thr', 'nms', 'max_per_img', 'min_bbox_size',
+                             'deploy_nms_pre', 'score_factor_fusion')
+
+    @classmethod
+    def _fields(cls, cfg: dict, path: Path, max_per_img: int) -> dict:
+        nms = cfg.get('nms')
+        if nms is None:
+            raise BuildError("the head needs nms=dict(type='nms', iou_threshold=...)",
+                             key_path=[*path, 'nms'])
+        if isinstance(nms, dict) and nms.get('type', 'nms') != 'nms':
+            raise BuildError(f"nms type {nms.get('type')!r} is not supported by this head; use "
+                             "type='nms'", key_path=[*path, 'nms', 'type'])
+        fusion = cfg.get('score_factor_fusion', 'multiply')
+        if fusion not in SCORE_FACTOR_FUSIONS:
+            raise BuildError(f'score_factor_fusion must be one of {SCORE_FACTOR_FUSIONS}, got '
+                             f'{fusion!r}', key_path=[*path, 'score_factor_fusion'])
+        return dict(super()._fields(cfg, path, max_per_img), score_factor_fusion=fusion,
+                    deploy_nms_pre=int(cfg.get('deploy_nms_pre', -1)))
+
+    def __setattr__(self, key: str, value) -> None:
+        # these heads run hard NMS only: an nms assigned after building is checked too
+        if key == 'nms':
+            value = None if value is None else NMSConfig.parse(value)
+            if value is None or value.type != 'nms':
+                raise BuildError(f"this head needs nms=dict(type='nms', iou_threshold=...), got "
+                                 f'{value!r}', key_path=['test_cfg', 'nms'])
+        super().__setattr__(key, value)
+
+    @property
+    def iou_threshold(self) -> float:
+        """The NMS IoU threshold (``nms.iou_threshold``)."""
+        return self.nms.iou_threshold
 
 
 @dataclass
@@ -371,4 +432,4 @@ def parse_for_head(head: Any, cfg: Any, path: Path, kind: str):
     return cfg if parser is None else parser(cfg, path)
 
 
-__all__ += ['parse_for_head', 'written_at']
+__all__ += ['parse_for_head', 'written_at', 'build_part', 'QualityTestConfig', 'SCORE_FACTOR_FUSIONS']

@@ -20,11 +20,13 @@ class EMAHook(Hook):
     After each step, ``ema = (1 - m) * ema + m * param`` for every floating parameter and
     buffer with ``m = min(momentum, (1 + iter) / (warm_up + iter))``. At the end of each
     epoch the EMA weights are swapped into the model (so the checkpoint and evaluation
-    after it use them) and swapped back before the next epoch. The EMA copy is saved in
+    after it use them) and swapped back before the next epoch. Under ``IterBasedRunner``
+    (checkpoints and evaluation every N iterations, no epochs) the swap is done after each
+    iteration's update and undone before the next iteration. The EMA copy is saved in
     checkpoints through :meth:`state_dict`, so a resume continues it exactly.
 
     Register it with a priority above ``NORMAL`` (e.g. 49) so that the swap happens before
-    the checkpoint hook saves.
+    the checkpoint and evaluation hooks run.
     """
 
     def __init__(self, momentum: float = 0.0002, interval: int = 1, warm_up: int = 100,
@@ -36,12 +38,15 @@ class EMAHook(Hook):
         self.warm_up = warm_up
         self.ema: dict[str, torch.Tensor] = {}
         self.swapped = False
+        self.by_iter = False  # set in before_run: the runner counts iterations, not epochs
 
     def _params(self, runner) -> dict[str, torch.Tensor]:
         return {k: v for k, v in unwrap_model(runner.model).state_dict(keep_vars=True).items()
                 if v.dtype.is_floating_point}
 
     def before_run(self, runner):
+        from ..runner.iter_based_runner import IterBasedRunner  # the runner imports the hooks
+        self.by_iter = isinstance(runner, IterBasedRunner)
         params = self._params(runner)
         if not self.ema:
             self.ema = {k: v.detach().clone() for k, v in params.items()}
@@ -53,11 +58,18 @@ class EMAHook(Hook):
 
     @torch.no_grad()
     def after_train_iter(self, runner):
-        if runner.iter % self.interval != 0:
-            return
-        m = self.get_momentum(runner)
-        for name, param in self._params(runner).items():
-            self.ema[name].mul_(1 - m).add_(param.detach(), alpha=m)
+        if runner.iter % self.interval == 0:
+            m = self.get_momentum(runner)
+            for name, param in self._params(runner).items():
+                self.ema[name].mul_(1 - m).add_(param.detach(), alpha=m)
+        if self.by_iter and not self.swapped:
+            # the checkpoint and evaluation hooks of this iteration (lower priority) see the
+            # EMA weights; before_train_iter swaps the trained ones back
+            self._swap(runner)
+
+    def before_train_iter(self, runner):
+        if self.swapped:
+            self._swap(runner)
 
     @torch.no_grad()
     def _swap(self, runner):

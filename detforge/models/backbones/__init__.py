@@ -1,3 +1,10 @@
-from detforge.utils.autoload import import_submodules
+"""Backbones (registry ``BACKBONES``): ResNet (+ ResNeXt) and CSPNeXt.
 
-__all__ = import_submodules(__name__, __path__, globals())
+Every module of this package is imported here (importing the package registers its
+classes); a new module must be added below.
+"""
+from .cspnext import CSPNeXt
+from .resnet import ResNet, BasicBlock, Bottleneck
+from .resnext import ResNeXt, ResNeXtBottleneck
+
+__all__ = ['CSPNeXt', 'ResNet', 'BasicBlock', 'Bottleneck', 'ResNeXt', 'ResNeXtBottleneck']

@@ -9,14 +9,13 @@ box, and in their targets and losses; what they share lives here:
     inference: per level, threshold and keep the ``nms_pre`` best (prior, class) pairs
                ─► decode (subclass) ─► × quality score (centerness) ─► class-aware NMS
 
-The settings of ``train_cfg`` and ``test_cfg`` are checked when the head is built: an unknown
-key is an error naming it.
+``train_cfg`` and ``test_cfg`` are typed records (:class:`DenseTrainConfig`,
+:class:`QualityTestConfig`), parsed when the head (or its detector) is built: an unknown key is
+an error naming its path.
 """
 from __future__ import annotations
 
-import difflib
 import math
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -25,88 +24,12 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
 from detforge.models.layers import ConvModule
+from detforge.models.train_test_cfg import DenseTrainConfig, QualityTestConfig
 from detforge.registry import BuildError
-from detforge.structures import bbox_mapping_back
 
-__all__ = ['ConvTowerHead', 'Scale', 'DenseTestSettings', 'check_cfg_keys']
+from .dense_test_mixins import DenseTestMixin
 
-# keys that MMDetection 2.x configs carry and these heads accept (some are unused by them, as
-# in MMDetection: its one-stage heads ignore min_bbox_size, FCOS ignores its train_cfg)
-_TEST_KEYS = ('nms_pre', 'score_thr', 'nms', 'max_per_img', 'min_bbox_size', 'deploy_nms_pre',
-              'score_factor_fusion')
-_FUSIONS = ('multiply', 'geometric_mean')
-
-
-def _keys(cfg) -> list[str]:
-    if cfg is None:
-        return []
-    if isinstance(cfg, dict):
-        return list(cfg.keys())
-    return [k for k in vars(cfg) if not k.startswith('_')]
-
-
-def _get(cfg, key, default):
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def check_cfg_keys(cfg, allowed: Sequence[str], section: str) -> None:
-    """Raise :class:`BuildError` naming ``section.key`` (and the closest allowed key) for a key of
-    ``cfg`` that is not in ``allowed``."""
-    for key in _keys(cfg):
-        if key not in allowed:
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            raise BuildError(f'unknown key {key!r} in {section}' + (f' (did you mean {hint[0]!r}?)' if hint else '')
-                             + f'; expected some of {", ".join(allowed)}', cfg, key_path=[section, key])
-
-
-@dataclass(frozen=True)
-class DenseTestSettings:
-    """The inference settings of a dense head (``test_cfg``), checked once.
-
-    Attributes:
-        nms_pre: candidates kept per level before NMS (``<= 0``: all).
-        score_thr: class-score threshold.
-        iou_threshold: NMS IoU threshold (``nms=dict(type='nms', iou_threshold=...)``).
-        max_per_img: detections kept per image (``<= 0``: all).
-        score_factor_fusion: how a quality score (centerness) joins the class score:
-            ``'multiply'`` (MMDetection: threshold and rank the class score, then multiply) or
-            ``'geometric_mean'`` (torchvision's FCOS: ``sqrt(class * quality)`` is
-            thresholded and ranked).
-    """
-    nms_pre: int = -1
-    score_thr: float = 0.0
-    iou_threshold: float = 0.5
-    max_per_img: int = 100
-    score_factor_fusion: str = 'multiply'
-
-    @classmethod
-    def from_cfg(cls, cfg, section: str = 'test_cfg') -> 'DenseTestSettings':
-        if cfg is None:
-            raise BuildError(f'the head needs a {section} (nms_pre, score_thr, nms, max_per_img)',
-                             key_path=[section])
-        if isinstance(cfg, DenseTestSettings):
-            return cfg
-        check_cfg_keys(cfg, _TEST_KEYS, section)
-        nms = _get(cfg, 'nms', None)
-        if nms is None:
-            raise BuildError(f"{section} needs nms=dict(type='nms', iou_threshold=...)", cfg, key_path=[section, 'nms'])
-        nms = dict(nms)
-        if nms.get('type', 'nms') != 'nms':
-            raise BuildError(f"nms type {nms.get('type')!r} is not supported by this head; use type='nms'",
-                             cfg, key_path=[section, 'nms', 'type'])
-        iou = nms.get('iou_threshold', nms.get('iou_thr'))
-        if iou is None:
-            raise BuildError(f'{section}.nms needs iou_threshold', cfg, key_path=[section, 'nms'])
-        fusion = _get(cfg, 'score_factor_fusion', 'multiply')
-        if fusion not in _FUSIONS:
-            raise BuildError(f'score_factor_fusion must be one of {_FUSIONS}, got {fusion!r}', cfg,
-                             key_path=[section, 'score_factor_fusion'])
-        return cls(nms_pre=int(_get(cfg, 'nms_pre', -1)), score_thr=float(_get(cfg, 'score_thr', 0.0)),
-                   iou_threshold=float(iou), max_per_img=int(_get(cfg, 'max_per_img', 100)),
-                   score_factor_fusion=fusion)
-
+__all__ = ['ConvTowerHead', 'Scale']
 
 class Scale(nn.Module):
     """A learnable scalar multiplier (MMCV's ``Scale``; the parameter is named ``scale``)."""
@@ -126,9 +49,10 @@ def _build(registry, cfg, *keys):
         raise e.prefix(*keys)
 
 
-class ConvTowerHead(nn.Module):
-    """Base of FCOS/ATSS/GFL heads: towers, priors, the inference path; subclasses add their
-    prediction convs (``_init_predictors``), ``forward_single``, ``decode_level`` and ``loss``.
+class ConvTowerHead(DenseTestMixin, nn.Module):
+    """Base of FCOS/ATSS/GFL heads: towers, priors, the inference path (test-time augmentation:
+    :class:`DenseTestMixin`); subclasses add their prediction convs (``_init_predictors``),
+    ``forward_single``, ``decode_level`` and ``loss``.
 
     Args:
         num_classes: object classes (no background; sigmoid classification).
@@ -140,10 +64,10 @@ class ConvTowerHead(nn.Module):
         conv_bias: bias of the tower convs: ``'auto'`` (only without a norm layer) or a bool.
         dcn_on_last_conv: not supported (deformable convs); must be False.
         prior_prob: initial foreground probability of the classifier's bias.
-        train_cfg, test_cfg: the detector's settings (see the subclass).
+        train_cfg: a :class:`DenseTrainConfig` or its dict (``assigner``, ``allowed_border``,
+            ``pos_weight``, ``sampler``, ``debug``; see the subclass for what it uses).
+        test_cfg: a :class:`QualityTestConfig` or its dict.
     """
-
-    train_cfg_keys: tuple[str, ...] = ('assigner', 'allowed_border', 'pos_weight', 'debug', 'sampler')
 
     def __init__(self, num_classes: int, in_channels: int, feat_channels: int = 256, stacked_convs: int = 4,
                  conv_cfg: dict | None = None, norm_cfg: dict | None = None, conv_bias='auto',
@@ -167,12 +91,25 @@ class ConvTowerHead(nn.Module):
         self.conv_bias = conv_bias
         self.prior_prob = prior_prob
         self.init_cfg = init_cfg
-        check_cfg_keys(train_cfg, self.train_cfg_keys, 'train_cfg')
-        self.train_cfg = train_cfg
-        self.test_cfg = test_cfg
-        self.test_settings = DenseTestSettings.from_cfg(test_cfg) if test_cfg is not None else None
+        self.train_cfg = self.parse_train_cfg(train_cfg)
+        self.test_cfg = self.parse_test_cfg(test_cfg)
         self.cls_convs = self._tower()
         self.reg_convs = self._tower()
+
+    @classmethod
+    def parse_train_cfg(cls, cfg, path=('train_cfg',)) -> DenseTrainConfig | None:
+        """The typed record of a ``train_cfg`` dict (see :class:`DenseTrainConfig`)."""
+        return DenseTrainConfig.parse(cfg, path)
+
+    @classmethod
+    def parse_test_cfg(cls, cfg, path=('test_cfg',)) -> QualityTestConfig | None:
+        """The typed record of a ``test_cfg`` dict (see :class:`QualityTestConfig`)."""
+        return QualityTestConfig.parse(cfg, path)
+
+    @property
+    def test_settings(self) -> QualityTestConfig | None:
+        """``test_cfg`` (its name before the typed records)."""
+        return self.test_cfg
 
     # ------------------------------------------------------------------ layers
     def _tower(self) -> nn.ModuleList:
@@ -269,7 +206,7 @@ class ConvTowerHead(nn.Module):
             bbox_preds: per level ``(B, D, H, W)`` box predictions.
             score_factors: per level ``(B, 1, H, W)`` quality logits (centerness), or None.
         """
-        settings = self.test_settings if cfg is None else DenseTestSettings.from_cfg(cfg)
+        settings = self.test_cfg if cfg is None else self.parse_test_cfg(cfg)
         if settings is None:
             raise BuildError('the head was built without a test_cfg', key_path=['test_cfg'])
         cls_scores = [s.float() for s in cls_scores]
@@ -285,7 +222,7 @@ class ConvTowerHead(nn.Module):
         return results
 
     def _get_bboxes_single(self, cls_score_list, bbox_pred_list, factor_list, mlvl_priors, img_meta,
-                           settings: DenseTestSettings, rescale=False, with_nms=True):
+                           settings: QualityTestConfig, rescale=False, with_nms=True):
         """One image; ``cls_score_list`` per level ``(C, H, W)``. Returns ``(det_bboxes,
         det_labels)``, or ``(boxes, scores, labels)`` before NMS if not ``with_nms``."""
         all_boxes, all_scores, all_labels = [], [], []
@@ -307,22 +244,6 @@ class ConvTowerHead(nn.Module):
             return boxes, scores, labels
         return _nms(boxes, scores, labels, settings)
 
-    def aug_test(self, feats_list, img_metas_list, rescale: bool = False):
-        """Test-time augmentation for one image: every augmentation's detections mapped back to
-        the original image, then one NMS."""
-        boxes, scores, labels = [], [], []
-        for feats, img_metas in zip(feats_list, img_metas_list):
-            meta = img_metas[0]
-            b, s, l = self.get_bboxes(*self(feats), img_metas=[meta], rescale=False, with_nms=False)[0]
-            boxes.append(bbox_mapping_back(b, meta['img_shape'], _scale_factor(meta), meta.get('flip', False),
-                                           meta.get('flip_direction', 'horizontal')))
-            scores.append(s)
-            labels.append(l)
-        det_bboxes, det_labels = _nms(torch.cat(boxes), torch.cat(scores), torch.cat(labels), self.test_settings)
-        if not rescale:
-            det_bboxes[:, :4] *= det_bboxes.new_tensor(_scale_factor(img_metas_list[0][0]))
-        return [(det_bboxes, det_labels)]
-
 
 def _threshold_and_topk(scores: Tensor, score_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
     """``scores (n, C)`` → the (prior, class) pairs above ``score_thr``, at most ``nms_pre`` of
@@ -336,7 +257,7 @@ def _threshold_and_topk(scores: Tensor, score_thr: float, nms_pre: int) -> tuple
     return flat, keep // scores.size(1), keep % scores.size(1)
 
 
-def _nms(boxes: Tensor, scores: Tensor, labels: Tensor, settings: DenseTestSettings):
+def _nms(boxes: Tensor, scores: Tensor, labels: Tensor, settings: QualityTestConfig):
     """Class-aware NMS, best ``max_per_img`` kept: ``(det_bboxes (n, 5), det_labels (n,))``."""
     keep = batched_nms(boxes, scores, labels, settings.iou_threshold)
     if settings.max_per_img > 0:

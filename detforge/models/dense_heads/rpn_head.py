@@ -12,8 +12,8 @@ from detforge.models.task_modules import padded_batch_shape
 from detforge.models.train_test_cfg import DenseTestConfig, DenseTrainConfig, NMSConfig
 from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
 
-from .anchor_head import AnchorHead
-from .dense_targets import DenseTargets, compute_dense_targets, inside_flags
+from .dense_targets import (DenseTargets, batch_anchors, compute_dense_targets, dense_assigner_sampler,
+                            dense_losses, flatten_levels, inside_flags, normalize_targets)
 
 __all__ = ['RPNHead']
 
@@ -74,7 +74,7 @@ class RPNHead(nn.Module):
         self.use_sigmoid_cls = getattr(self.loss_cls, 'use_sigmoid', True)
         self.cls_out_channels = 1 if self.use_sigmoid_cls else 2
         if self.train_cfg is not None:
-            self.assigner, self.sampler = AnchorHead._assigner_sampler(self.train_cfg, True)
+            self.assigner, self.sampler = dense_assigner_sampler(self.train_cfg, True)
             self.sampling = type(self.sampler).__name__ != 'PseudoSampler'
 
         num_anchors = self.prior_generator.num_base_anchors[0]
@@ -121,15 +121,6 @@ class RPNHead(nn.Module):
         outs = [self.forward_single(x) for x in feats]
         return [o[0] for o in outs], [o[1] for o in outs]
 
-    def _flatten(self, cls_scores, bbox_preds):
-        """Per level (B, A*c, H, W) -> (B, N, c) logits and (B, N, 4) deltas, anchors in the
-        generator's order (position-major, then anchor)."""
-        B = cls_scores[0].size(0)
-        logits = torch.cat([s.permute(0, 2, 3, 1).reshape(B, -1, self.cls_out_channels)
-                            for s in cls_scores], 1)
-        deltas = torch.cat([d.permute(0, 2, 3, 1).reshape(B, -1, 4) for d in bbox_preds], 1)
-        return logits, deltas
-
     def _objectness(self, logits: torch.Tensor) -> torch.Tensor:
         """(..., c) logits -> (...) probability of 'object' (class 0; background is last)."""
         if self.use_sigmoid_cls:
@@ -154,19 +145,13 @@ class RPNHead(nn.Module):
         inside = inside_flags(anchors, valid, [m['img_shape'] for m in img_metas],
                               self.train_cfg.allowed_border)
         return compute_dense_targets(anchors, inside, gt_bboxes, None, self.assigner, self.sampler, 1,
-                             None if self.reg_decoded_bbox else self.bbox_coder.encode,
-                             self.train_cfg.pos_weight, gt_bboxes_ignore)
-
-    def valid_anchor_flags(self, anchors, featmap_sizes, img_metas):
-        """(B, N) bool: anchors on the image's feature cells (not the padding's)."""
-        return torch.stack([
-            torch.cat(self.prior_generator.valid_flags(featmap_sizes,
-                                                       meta.get('pad_shape', meta['img_shape']),
-                                                       anchors.device))
-            for meta in img_metas])
+                                     None if self.reg_decoded_bbox else self.bbox_coder.encode,
+                                     self.train_cfg.pos_weight, gt_bboxes_ignore)
 
     def loss(self, cls_scores, bbox_preds, gt_bboxes, img_metas, gt_bboxes_ignore=None):
-        """Objectness and box losses, averaged over the sampled anchors of the batch.
+        """Objectness and box losses, averaged over the sampled anchors of the batch: the dense
+        heads' shared steps (:mod:`.dense_targets`), with torchvision's RPN normaliser
+        (``'batch_total'``) and the box loss on the positives only.
 
         Args:
             cls_scores: per level ``(B, A * c, H, W)`` logits (c = 1 sigmoid, 2 softmax).
@@ -178,29 +163,17 @@ class RPNHead(nn.Module):
         Returns:
             ``dict(loss_rpn_cls, loss_rpn_bbox)``, scalar tensors.
         """
-        featmap_sizes = [s.shape[-2:] for s in cls_scores]
-        device = cls_scores[0].device
-        anchors = torch.cat(self.prior_generator.grid_priors(
-            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas)))
-        valid = self.valid_anchor_flags(anchors, featmap_sizes, img_metas)
+        anchors, valid = batch_anchors(self.prior_generator, [s.shape[-2:] for s in cls_scores],
+                                       img_metas, cls_scores[0].device,
+                                       cache=self.__dict__.setdefault('_anchor_cache', {}))
         t = self.get_targets(anchors, valid, gt_bboxes, gt_bboxes_ignore, img_metas)
-        labels, label_weights, bbox_targets, bbox_weights = \
-            t.labels, t.label_weights, t.bbox_targets, t.bbox_weights
         # averaged over the sampled anchors of the batch (torchvision's and MMDetection's
         # count agree unless an image has no positive)
-        num_total = t.pos.sum() + t.neg.sum() if self.sampling else t.pos.sum()
-        avg_factor = num_total.clamp(min=1).to(anchors.dtype)
-        logits, deltas = self._flatten(cls_scores, bbox_preds)
-
-        logits = logits.reshape(-1, self.cls_out_channels)
-        loss_cls = self.loss_cls(logits, labels.reshape(-1), label_weights.reshape(-1),
-                                 avg_factor=avg_factor)
-        pos = bbox_weights[..., 0] > 0
-        pred = deltas[pos]
-        if self.reg_decoded_bbox:
-            pred = self.bbox_coder.decode(anchors.expand(len(img_metas), -1, -1)[pos], pred)
-        loss_bbox = self.loss_bbox(pred, bbox_targets[pos], bbox_weights[pos],
-                                   avg_factor=avg_factor)
+        t, avg_factor = normalize_targets(t, self.sampling, 'batch_total')
+        loss_cls, loss_bbox = dense_losses(
+            cls_scores, bbox_preds, t, avg_factor, self.loss_cls, self.loss_bbox,
+            self.cls_out_channels, anchors, self.bbox_coder.decode if self.reg_decoded_bbox else None,
+            positives_only=True)
         return dict(loss_rpn_cls=loss_cls, loss_rpn_bbox=loss_bbox)
 
     # ------------------------------------------------------------------ proposals
@@ -231,7 +204,8 @@ class RPNHead(nn.Module):
         B = cls_scores[0].size(0)
         scores, deltas, anchors, levels = [], [], [], []
         for lvl, (s, d, a) in enumerate(zip(cls_scores, bbox_preds, level_anchors)):
-            logit, delta = self._flatten([s.detach()], [d.detach()])
+            logit = flatten_levels([s.detach()], self.cls_out_channels)
+            delta = flatten_levels([d.detach()], 4)
             score = self._objectness(logit)                      # (B, n)
             if 0 < nms_pre < score.size(1):
                 score, idx = score.topk(nms_pre, dim=1)            # sorted, per image

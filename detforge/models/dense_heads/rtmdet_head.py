@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from detforge.models.layers import ConvModule
-from detforge.registry import BBOX_ASSIGNERS, BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
+from detforge.registry import BBOX_CODERS, HEADS, LOSSES, PRIOR_GENERATORS, BuildError
 
 from .conv_tower_head import ConvTowerHead, _build
 from .fcos_head import _flatten
@@ -70,12 +70,12 @@ class RTMDetSepBNHead(ConvTowerHead):
         self.loss_bbox = _build(LOSSES, loss_bbox, 'loss_bbox')
         self.assigner = None
         self.pos_weight = -1.0
-        if train_cfg is not None:
-            if 'assigner' not in train_cfg:
+        if self.train_cfg is not None:
+            if self.train_cfg.assigner is None:
                 raise BuildError("train_cfg needs an assigner, e.g. dict(type='DynamicSoftLabelAssigner', topk=13)",
-                                 train_cfg, key_path=['train_cfg'])
-            self.assigner = _build(BBOX_ASSIGNERS, train_cfg['assigner'], 'train_cfg', 'assigner')
-            self.pos_weight = float(train_cfg.get('pos_weight', -1))
+                                 key_path=['train_cfg'])
+            self.assigner = self.train_cfg.assigner
+            self.pos_weight = float(self.train_cfg.pos_weight)
         pad = pred_kernel_size // 2
         levels = range(len(self.strides))
         self.rtm_cls = nn.ModuleList(nn.Conv2d(feat_channels, num_classes, pred_kernel_size, padding=pad)

@@ -15,15 +15,15 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from detforge.registry import BBOX_ASSIGNERS, PRIOR_GENERATORS, BuildError
+from detforge.registry import PRIOR_GENERATORS, BuildError
 
 from .conv_tower_head import ConvTowerHead, _build
 
-__all__ = ['SingleAnchorHead', 'DenseTargets']
+__all__ = ['SingleAnchorHead', 'SingleAnchorTargets']
 
 
 @dataclass
-class DenseTargets:
+class SingleAnchorTargets:
     """Targets of every prior of every image.
 
     Attributes:
@@ -64,13 +64,13 @@ class SingleAnchorHead(ConvTowerHead):
         self.strides = [s[0] if isinstance(s, (tuple, list)) else s for s in self.prior_generator.strides]
         self.assigner = None
         self.allowed_border, self.pos_weight = -1, -1.0
-        if train_cfg is not None:
-            if 'assigner' not in train_cfg:
+        if self.train_cfg is not None:
+            if self.train_cfg.assigner is None:
                 raise BuildError("train_cfg needs an assigner, e.g. dict(type='ATSSAssigner', topk=9)",
-                                 train_cfg, key_path=['train_cfg'])
-            self.assigner = _build(BBOX_ASSIGNERS, train_cfg['assigner'], 'train_cfg', 'assigner')
-            self.allowed_border = train_cfg.get('allowed_border', -1)
-            self.pos_weight = float(train_cfg.get('pos_weight', -1))
+                                 key_path=['train_cfg'])
+            self.assigner = self.train_cfg.assigner
+            self.allowed_border = self.train_cfg.allowed_border
+            self.pos_weight = float(self.train_cfg.pos_weight)
         self._assign_by_level = self.assigner is not None and \
             'num_level_bboxes' in inspect.signature(self.assigner.assign).parameters
 
@@ -96,7 +96,7 @@ class SingleAnchorHead(ConvTowerHead):
 
     # ------------------------------------------------------------------ targets
     def get_targets(self, mlvl_anchors: Sequence[Tensor], valid: Tensor, gt_bboxes_list: Sequence[Tensor],
-                    gt_labels_list: Sequence[Tensor], gt_bboxes_ignore_list=None) -> DenseTargets:
+                    gt_labels_list: Sequence[Tensor], gt_bboxes_ignore_list=None) -> SingleAnchorTargets:
         """Targets of the batch (the assigner runs image by image).
 
         Args:
@@ -132,4 +132,4 @@ class SingleAnchorHead(ConvTowerHead):
         pos_w = 1.0 if self.pos_weight <= 0 else self.pos_weight
         label_weights = pos.to(anchors.dtype) * pos_w + neg.to(anchors.dtype)
         num_pos = float(pos.sum(dim=1).clamp(min=1).sum())
-        return DenseTargets(labels, label_weights, bbox_targets, pos, num_pos)
+        return SingleAnchorTargets(labels, label_weights, bbox_targets, pos, num_pos)

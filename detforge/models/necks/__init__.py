@@ -1,3 +1,9 @@
-from detforge.utils.autoload import import_submodules
+"""Necks (registry ``NECKS``): FPN and CSPNeXt-PAFPN.
 
-__all__ = import_submodules(__name__, __path__, globals())
+Every module of this package is imported here (importing the package registers its
+classes); a new module must be added below.
+"""
+from .cspnext_pafpn import CSPNeXtPAFPN
+from .fpn import FPN
+
+__all__ = ['CSPNeXtPAFPN', 'FPN']

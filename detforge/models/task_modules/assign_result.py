@@ -6,7 +6,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ['AssignResult', 'assign_batch', 'gather_assigned']
+__all__ = ['AssignResult', 'gather_assigned']
 
 
 class AssignResult:
@@ -52,27 +52,6 @@ class AssignResult:
         pos = int((self.gt_inds > 0).sum()) if self.gt_inds.numel() else 0
         return (f'{type(self).__name__}(num_gts={self.num_gts}, num_preds={self.num_preds}, '
                 f'num_pos={pos})')
-
-
-def assign_batch(assigner, priors: Tensor, valid: Tensor, gt_bboxes_list: Sequence[Tensor],
-                 gt_bboxes_ignore_list: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
-    """Match the priors ``(n, 4)`` shared by a batch to each image's ground truths.
-
-    Returns ``gt_inds (B, n)`` (as :attr:`AssignResult.gt_inds`; ``-1`` also where ``valid
-    (B, n)`` is False) and ``max_overlaps (B, n)`` (``0`` there): from the assigner's own ``assign_batch``
-    (all images at once) when it has one, else from its ``assign`` image by image.
-    """
-    if hasattr(assigner, 'assign_batch'):
-        return assigner.assign_batch(priors, valid, gt_bboxes_list, gt_bboxes_ignore_list)
-    gt_inds = torch.full(valid.shape, -1, dtype=torch.long, device=priors.device)
-    max_overlaps = priors.new_zeros(valid.shape)
-    for i, gt in enumerate(gt_bboxes_list):
-        idx = torch.nonzero(valid[i], as_tuple=False).squeeze(-1)
-        ignore = gt_bboxes_ignore_list[i] if gt_bboxes_ignore_list is not None else None
-        result = assigner.assign(priors[idx], gt, ignore)
-        gt_inds[i, idx] = result.gt_inds
-        max_overlaps[i, idx] = result.max_overlaps
-    return gt_inds, max_overlaps
 
 
 def gather_assigned(values: Sequence[Tensor], gt_inds: Tensor, fill: float = 0) -> Tensor:

@@ -9,6 +9,7 @@ from torch import Tensor
 from detforge.registry import BBOX_ASSIGNERS, IOU_CALCULATORS, build_from_cfg
 
 from .assign_result import AssignResult
+from .base_assigner import BaseAssigner
 
 __all__ = ['MaxIoUAssigner']
 
@@ -16,7 +17,7 @@ LOW_QUALITY_GT_RULES = ('last', 'best')
 
 
 @BBOX_ASSIGNERS.register_module()
-class MaxIoUAssigner:
+class MaxIoUAssigner(BaseAssigner):
     """Max-IoU matching of candidates (anchors, proposals) to ground truths.
 
     Each candidate gets one of:

@@ -10,7 +10,7 @@ from detforge.registry import BBOX_SAMPLERS
 
 from .assign_result import AssignResult
 
-__all__ = ['SamplingResult', 'PseudoSampler', 'RandomSampler', 'sample_batch']
+__all__ = ['SamplingResult', 'BaseSampler', 'PseudoSampler', 'RandomSampler']
 
 
 class SamplingResult:
@@ -54,8 +54,41 @@ class SamplingResult:
                 f'num_gts={self.num_gts})')
 
 
+class BaseSampler:
+    """A sampler chooses which assigned candidates train a head: :meth:`sample` for one image
+    (MMDetection 2.x's interface); :meth:`sample_batch` for a batch of assignments of shared
+    priors (the dense heads' entry point), here :meth:`sample` image by image. A sampler that
+    can do the batch at once (:class:`PseudoSampler`) overrides :meth:`sample_batch`."""
+
+    def sample(self, assign_result: AssignResult, bboxes: Tensor, gt_bboxes: Tensor,
+               gt_labels: Tensor | None = None, **kwargs) -> SamplingResult:
+        raise NotImplementedError
+
+    def sample_batch(self, gt_inds: Tensor, max_overlaps: Tensor, priors: Tensor,
+                     gt_bboxes_list: Sequence[Tensor], gt_labels_list: Sequence[Tensor] | None = None
+                     ) -> tuple[Tensor, Tensor]:
+        """The sampled positives and negatives of a batch.
+
+        Args:
+            gt_inds: ``(B, n)`` assignments of the shared ``priors (n, 4)`` (as
+                :attr:`AssignResult.gt_inds`); max_overlaps: ``(B, n)``.
+            gt_bboxes_list: per image ``(k_i, 4)``; gt_labels_list: per image ``(k_i,)`` or None.
+
+        Returns:
+            ``(pos, neg)``, ``(B, n)`` bool masks.
+        """
+        pos = torch.zeros_like(gt_inds, dtype=torch.bool)
+        neg = torch.zeros_like(gt_inds, dtype=torch.bool)
+        for i, gt in enumerate(gt_bboxes_list):
+            gt_labels = gt_labels_list[i] if gt_labels_list is not None else None
+            result = self.sample(AssignResult(len(gt), gt_inds[i], max_overlaps[i]), priors, gt, gt_labels)
+            pos[i, result.pos_inds] = True
+            neg[i, result.neg_inds] = True
+        return pos, neg
+
+
 @BBOX_SAMPLERS.register_module()
-class PseudoSampler:
+class PseudoSampler(BaseSampler):
     """Take every positive and every negative (dense heads with focal loss need no sampling)."""
 
     def __init__(self, **kwargs):
@@ -69,7 +102,7 @@ class PseudoSampler:
         return SamplingResult(pos_inds, neg_inds, bboxes[:, :4], gt_bboxes, assign_result, gt_flags)
 
     def sample_batch(self, gt_inds: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
-        """Positives and negatives of a batch, ``(B, n)`` bool each: all of them."""
+        """Positives and negatives of a batch, ``(B, n)`` bool each: all of them, at once."""
         return gt_inds > 0, gt_inds == 0
 
     def __repr__(self) -> str:
@@ -77,7 +110,7 @@ class PseudoSampler:
 
 
 @BBOX_SAMPLERS.register_module()
-class RandomSampler:
+class RandomSampler(BaseSampler):
     """Sample ``num`` candidates at random, at most ``num * pos_fraction`` of them positive.
 
     Args:
@@ -140,20 +173,3 @@ class RandomSampler:
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(num={self.num}, pos_fraction={self.pos_fraction}, '
                 f'neg_pos_ub={self.neg_pos_ub}, add_gt_as_proposals={self.add_gt_as_proposals})')
-
-
-def sample_batch(sampler, gt_inds: Tensor, max_overlaps: Tensor, priors: Tensor,
-                 gt_bboxes_list: Sequence[Tensor], gt_labels_list: Sequence[Tensor] | None = None
-                 ) -> tuple[Tensor, Tensor]:
-    """The sampled positives and negatives of a batch of assignments ``gt_inds (B, n)`` of the
-    shared ``priors (n, 4)``, as ``(B, n)`` bool masks: from the sampler's own ``sample_batch``
-    when it has one (:class:`PseudoSampler`), else from its ``sample`` image by image."""
-    if hasattr(sampler, 'sample_batch'):
-        return sampler.sample_batch(gt_inds, max_overlaps, priors, gt_bboxes_list, gt_labels_list)
-    pos, neg = torch.zeros_like(gt_inds, dtype=torch.bool), torch.zeros_like(gt_inds, dtype=torch.bool)
-    for i, gt in enumerate(gt_bboxes_list):
-        gt_labels = gt_labels_list[i] if gt_labels_list is not None else None
-        result = sampler.sample(AssignResult(len(gt), gt_inds[i], max_overlaps[i]), priors, gt, gt_labels)
-        pos[i, result.pos_inds] = True
-        neg[i, result.neg_inds] = True
-    return pos, neg

@@ -1,4 +1,8 @@
-"""Mask heads of two-stage detectors: per-RoI mask logits (Mask R-CNN)."""
-from detforge.utils.autoload import import_submodules
+"""Mask heads of two-stage detectors: per-RoI mask logits (Mask R-CNN).
 
-__all__ = import_submodules(__name__, __path__, globals())
+Every module of this package is imported here (importing the package registers its
+classes); a new module must be added below.
+"""
+from .fcn_mask_head import FCNMaskHead, paste_masks, mask_target
+
+__all__ = ['FCNMaskHead', 'paste_masks', 'mask_target']
