@@ -10,6 +10,7 @@ from .formatting import (to_tensor, image_to_tensor, ImageToTensor, ToTensor, De
 from .loading import (LoadImageFromFile, LoadAnnotations, imdecode, decode_tolerant,
                       check_image_size, apply_exif_orientation, exif_orientation)
 from .mix import Mosaic, MixUp, find_inside_bboxes
+from .proposals import LoadProposals
 from .test_time_aug import MultiScaleFlipAug
 from .transforms import (Resize, RandomFlip, Normalize, Pad, RandomCrop, PhotoMetricDistortion,
                          ResizeShortestEdge, rescale_size, bbox_flip)
@@ -17,6 +18,6 @@ from .transforms import (Resize, RandomFlip, Normalize, Pad, RandomCrop, PhotoMe
 __all__ = ['Albu', 'Compose', 'to_tensor', 'image_to_tensor', 'ImageToTensor', 'ToTensor',
            'DefaultFormatBundle', 'Collect', 'DEFAULT_META_KEYS', 'LoadImageFromFile',
            'LoadAnnotations', 'imdecode', 'decode_tolerant', 'check_image_size',
-           'apply_exif_orientation', 'exif_orientation', 'Mosaic', 'MixUp', 'find_inside_bboxes',
+           'apply_exif_orientation', 'exif_orientation', 'Mosaic', 'MixUp', 'find_inside_bboxes', 'LoadProposals',
            'MultiScaleFlipAug', 'Resize', 'RandomFlip', 'Normalize', 'Pad', 'RandomCrop',
            'PhotoMetricDistortion', 'ResizeShortestEdge', 'rescale_size', 'bbox_flip']

@@ -7,6 +7,7 @@ classes); a new module must be added below.
 from .atss import ATSS
 from .base import BaseDetector, IMAGENET_RGB
 from .cascade_rcnn import CascadeRCNN
+from .fast_rcnn import FastRCNN
 from .faster_rcnn import FasterRCNN
 from .fcos import FCOS
 from .gfl import GFL
@@ -17,6 +18,6 @@ from .rtmdet import RTMDet
 from .single_stage import SingleStageDetector
 from .two_stage import TwoStageDetector, parse_two_stage_cfgs
 
-__all__ = ['ATSS', 'BaseDetector', 'IMAGENET_RGB', 'CascadeRCNN', 'FasterRCNN', 'FCOS', 'GFL',
+__all__ = ['ATSS', 'BaseDetector', 'IMAGENET_RGB', 'CascadeRCNN', 'FastRCNN', 'FasterRCNN', 'FCOS', 'GFL',
            'MaskRCNN', 'RetinaNet', 'RPN', 'RTMDet', 'SingleStageDetector', 'TwoStageDetector',
            'parse_two_stage_cfgs']
