@@ -76,3 +76,28 @@ def _drop_closed_log_streams():
             stream = getattr(handler, 'stream', None)
             if stream is not None and getattr(stream, 'closed', False):
                 logger.removeHandler(handler)
+
+
+# --------------------------------------------------------------------- interpreter exit
+# On 2026-12-04 (commit e6bf20b, 2-core CI machine) the full suite passed (945 tests) and then
+# the interpreter segfaulted while tearing down (rc 139): a native library loaded by the
+# deployment or logger tests (OpenVINO, onnxruntime, W&B or MLflow threads) crashes in its
+# destructors. Each of those test files exits cleanly when run alone; the root cause is not
+# isolated. So that CI's exit status is the tests' and not that teardown's, the session ends
+# with os._exit once pytest has written its report (and any other plugin has unconfigured).
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    if not _EXIT_STATUS or config.option.collectonly:
+        return
+    import os
+    import sys
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])
