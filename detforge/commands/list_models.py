@@ -15,7 +15,7 @@ HELP = 'the model names of `detforge train --data PATH --model NAME`, with recor
 
 
 def add_arguments(parser) -> None:
-    pass
+    pass  # no options: the table lists every name
 
 
 def main(args) -> int:

@@ -30,7 +30,7 @@ def read_image_size(path: str) -> tuple[int, int]:
     except FileNotFoundError:
         raise DatasetError(f'image file not found: {path}') from None
     except (UnidentifiedImageError, OSError):
-        pass
+        pass  # Pillow cannot read the header: decode the whole file below, as the loader does
     from .pipelines.loading import decode_tolerant
     with open(path, 'rb') as f:
         img, _ = decode_tolerant(f.read())

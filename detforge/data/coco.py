@@ -330,7 +330,7 @@ def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:
         if lists and {type(v) for b in boxes for v in b} <= {int, float}:
             return xywh, np.ones(n, dtype=bool)
     except (TypeError, ValueError):
-        pass
+        pass  # some box is not 4 numbers: check them one by one below
     ok = np.fromiter((isinstance(b, (list, tuple)) and len(b) == 4
                       and all(type(v) in (int, float) for v in b) for b in boxes), bool, n)
     xywh = np.zeros((n, 4), dtype=np.float64)
