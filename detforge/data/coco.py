@@ -11,16 +11,18 @@ file), for ``LoadAnnotations(with_mask=True)``.
 """
 from __future__ import annotations
 
-import pickle
+import contextlib
+import gc
+import json
 from typing import Any
 
 import numpy as np
 
 from detforge.registry import DATASETS
-from .coco_api import COCO, load_coco_json
+from .coco_api import COCO, SEGMENTATION_TEXT_MARK, decode_segmentation_texts, load_coco_json
 from .custom import CustomDataset, sanitize_boxes
 from .errors import AnnotationError, DatasetError
-from .record_store import Pickled, RecordStore, RecordStoreBuilder, release_free_memory
+from .record_store import JsonText, RecordStore, RecordStoreBuilder, release_free_memory
 
 __all__ = ['CocoDataset']
 
@@ -64,10 +66,11 @@ class CocoDataset(CustomDataset):
     def load_annotations(self, ann_file: str) -> RecordStore:
         """The records of ``ann_file``, built straight from the file's lists.
 
-        While the file is parsed, each annotation's ``segmentation`` is pickled into bytes
-        (:class:`~detforge.data.record_store.Pickled`) as soon as it is read, so that the
-        millions of Python floats of the polygons never exist all at once (they are most of
-        a COCO file's memory); the records hold them in that form until read.
+        The annotations' polygons are not parsed: they are kept as their JSON text
+        (:func:`~detforge.data.coco_api.load_coco_json`), so that the millions of Python
+        floats of the polygons never exist (they are most of a COCO file's memory and
+        parse time); each record holds the ``masks`` of its boxes as one JSON text
+        (:class:`~detforge.data.record_store.JsonText`), parsed when the record is read.
         Boxes, categories and flags of all annotations are read into numpy arrays at once;
         each image's record is then cut from them and pickled into a
         :class:`~detforge.data.record_store.RecordStore` (so the list of dicts never exists),
@@ -76,14 +79,18 @@ class CocoDataset(CustomDataset):
         strings or malformed, ``area <= 0``, smaller than ``min_size``) goes through
         :meth:`_parse_ann_info`, which counts, converts or raises as documented there.
         """
-        data = load_coco_json(ann_file, object_hook=_compact_segmentation)
-        try:
-            return self._build_records(ann_file, data)
-        except (KeyError, TypeError) as e:
-            raise DatasetError(f'{ann_file}: malformed COCO record ({type(e).__name__}: '
-                               f'{e}); expected images with "id", "file_name", "width", '
-                               f'"height" and annotations with "id", "image_id", '
-                               f'"category_id", "bbox"') from None
+        # the parsed file and the records hold no reference cycles: the cyclic garbage
+        # collector, run again and again over the growing millions of objects, would only
+        # spend time (a third of the loading)
+        with _garbage_collection_paused():
+            data = load_coco_json(ann_file, polygons_as_text=True)
+            try:
+                return self._build_records(ann_file, data)
+            except (KeyError, TypeError) as e:
+                raise DatasetError(f'{ann_file}: malformed COCO record ({type(e).__name__}: '
+                                   f'{e}); expected images with "id", "file_name", '
+                                   f'"width", "height" and annotations with "id", "image_id", '
+                                   f'"category_id", "bbox"') from None
 
     def _build_records(self, ann_file: str, data: dict) -> RecordStore:
         """The store of records of the parsed file ``data`` (emptied on the way)."""
@@ -115,6 +122,7 @@ class CocoDataset(CustomDataset):
         unusual_image = np.zeros(len(images), dtype=bool)
         unusual_image[cols['image'][cols['unusual']]] = True
 
+        segm = cols['segm']
         builder = RecordStoreBuilder()
         num_boxes = np.zeros(len(images), dtype=np.int64)
         for i, img in enumerate(images):
@@ -131,14 +139,15 @@ class CocoDataset(CustomDataset):
                 info['ann'] = dict(bboxes=cols['xyxy'][gt], labels=cols['label'][gt],
                                    bboxes_ignore=cols['xyxy'][ign],
                                    labels_ignore=cols['label'][ign],
-                                   masks=[cols['segm'][k] for k in gt.tolist()])
+                                   masks=JsonText('[' + ','.join([segm[k] for k in gt.tolist()])
+                                                  + ']'))
             ann = info['ann']
             num_boxes[i] = len(ann['bboxes']) + len(ann['bboxes_ignore'])
             builder.append(info)
         # free the parsed JSON (ours: load_annotations parsed it) before the store's one
         # buffer is allocated, and give its pages back to the system
         data.clear()
-        del anns, images, cols
+        del anns, images, cols, segm
         release_free_memory()
         self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes)
         self.img_ids = img_ids
@@ -175,7 +184,10 @@ class CocoDataset(CustomDataset):
             odd |= ((w < self.min_size) | (h < self.min_size)) & ~crowd
         relevant = (image >= 0) & ~ignored
         unusual = relevant & (~known | (selected & odd))
-        segm = [a.get('segmentation') for a in anns]
+        # each annotation's segmentation as JSON text (the polygons are text already)
+        mark = SEGMENTATION_TEXT_MARK
+        segm = [s[1:] if type(s) is str and s[:1] == mark else json.dumps(s)
+                for s in (a.get('segmentation') for a in anns)]
         return dict(image=image, label=label, crowd=crowd, keep=relevant & selected,
                     xyxy=xyxy, segm=segm, unusual=unusual)
 
@@ -306,18 +318,24 @@ class CocoDataset(CustomDataset):
                              metric_items=metric_items, **kwargs)
 
 
-def _compact_segmentation(obj: dict) -> dict:
-    """``json.load``'s object hook: an annotation's ``segmentation`` as pickled bytes."""
-    segm = obj.get('segmentation')
-    if segm is not None and 'image_id' in obj:
-        obj['segmentation'] = Pickled(pickle.dumps(segm, protocol=pickle.HIGHEST_PROTOCOL))
-    return obj
+@contextlib.contextmanager
+def _garbage_collection_paused():
+    """Pause Python's cyclic garbage collector (reference counting still frees memory)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _with_segmentation(ann: dict) -> dict:
-    """The annotation as in the file (its ``segmentation`` unpickled)."""
+    """The annotation as in the file (its ``segmentation`` parsed if kept as text)."""
     segm = ann.get('segmentation')
-    return dict(ann, segmentation=segm.load()) if type(segm) is Pickled else ann
+    if type(segm) is str and segm[:1] == SEGMENTATION_TEXT_MARK:
+        return dict(ann, segmentation=decode_segmentation_texts(segm))
+    return ann
 
 
 def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:

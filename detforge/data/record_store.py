@@ -17,12 +17,15 @@ never changes the store.
 from __future__ import annotations
 
 import io
+import json
 import pickle
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ['RecordStore', 'RecordStoreBuilder', 'Pickled', 'release_free_memory']
+from .errors import DatasetError
+
+__all__ = ['RecordStore', 'RecordStoreBuilder', 'JsonText', 'release_free_memory']
 
 _PROTOCOL = 5
 
@@ -32,32 +35,35 @@ def _array(data: bytearray, dtype: str, shape: tuple) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
-class Pickled:
-    """An object already pickled (``data``, from :func:`pickle.dumps`): in a record, it is
-    stored as those bytes and comes back as the object when the record is read. A loader
-    keeps bulky parts of a record (a COCO ``segmentation``) in this form while it parses
-    the file, instead of as thousands of Python floats."""
+class JsonText:
+    """A part of a record kept as its JSON text (``text``): stored as that text and parsed
+    (:func:`json.loads`) when the record is read. A loader keeps bulky parts of a record
+    (the polygons of a COCO file) in this form instead of as thousands of Python floats."""
 
-    __slots__ = ('data',)
+    __slots__ = ('text',)
 
-    def __init__(self, data: bytes):
-        self.data = data
+    def __init__(self, text: str):
+        self.text = text
 
-    def load(self):
-        return pickle.loads(self.data)
+
+def _from_json(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:  # the file's numbers are only checked here
+        raise DatasetError(f'a record holds invalid JSON ({e}): {text[:200]!r}') from None
 
 
 class _RecordPickler(pickle.Pickler):
     """Pickles plain numpy arrays as ``(bytes, dtype, shape)``: several times faster than
     numpy's own reduction for the small arrays of a record (a few boxes), and ~100 bytes
-    smaller each; :class:`Pickled` parts as their bytes. Other objects pickle as usual."""
+    smaller each; :class:`JsonText` parts as their text. Other objects pickle as usual."""
 
     def reducer_override(self, obj):
         if type(obj) is np.ndarray and not obj.dtype.hasobject:
             data = bytearray(np.ascontiguousarray(obj).tobytes())
             return _array, (data, obj.dtype.str, obj.shape)
-        if type(obj) is Pickled:
-            return pickle.loads, (obj.data,)
+        if type(obj) is JsonText:
+            return _from_json, (obj.text,)
         return NotImplemented
 
 
