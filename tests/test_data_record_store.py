@@ -146,6 +146,17 @@ def test_filter_empty_gt_on_serialised_records(repo_root, tmp_path):
     assert np.array_equal(train.flag, [int(r['width'] / r['height'] > 1) for r in train.data_infos])
 
 
+SEGMENTATIONS = [
+    [[1.5, 2.0, 30, 2, 30.25, 40.0]],                              # floats and ints
+    [[1e1, 2.5E-1, 3e+2, -0.0, 5, 6], [0, 0, 7.125, 0, 7, 8, 0.1, 9]],  # exponents, 2 parts
+    [],                                                            # BCCD's empty list
+    {'size': [480, 640], 'counts': 'ab3c\\d"e'},                  # compressed RLE
+    {'size': [4, 4], 'counts': [0, 3, 13]},                        # uncompressed RLE
+    [[10, 20, 50, 25, 30, 60, 123456789012345678901234567890, 1.7976931348623157e308]],
+    None,
+]
+
+
 def _reference_records(ds: CocoDataset, ann_file: str) -> list[dict]:
     """The records as the per-image parse makes them (the COCO API's index, one image at a
     time, through ``_parse_ann_info``)."""
@@ -186,8 +197,13 @@ def test_vectorised_coco_loading_equals_the_per_image_parse(repo_root, tmp_path,
     del anns[k[10]]['area']
     anns.append(dict(anns[k[11]], id=10 ** 7))                # annotations after the images'
     coco['images'].append(dict(coco['images'][0], id=10 ** 6, file_name='none.jpg'))
+    # masks of every kind: polygons (kept as JSON text while loading), RLE, none
+    for j, a in enumerate(anns):
+        a['segmentation'] = SEGMENTATIONS[j % len(SEGMENTATIONS)]
+    del anns[k[12]]['segmentation']
     path = tmp_path / 'ann.json'
-    path.write_text(json.dumps(coco))
+    # an indented file puts line breaks inside the polygon lists
+    path.write_text(json.dumps(coco, indent=1 if len(options) == 2 else None))
     ds = CocoDataset(str(path), [], test_mode=True, **options)
     ref_ds = CocoDataset(str(path), [], test_mode=True, **options)
     ref_ds.skipped = SkipCounter()
@@ -238,3 +254,73 @@ def test_loader_gives_the_same_batches_with_0_and_2_workers_on_serialised_record
             assert torch.equal(a['img'], b['img'])
             assert all(torch.equal(x, y) for x, y in zip(a['gt_bboxes'], b['gt_bboxes']))
             assert all(torch.equal(x, y) for x, y in zip(a['gt_labels'], b['gt_labels']))
+
+
+def _tricky_coco() -> dict:
+    """A COCO dict whose text tempts a polygon-finding pattern to misfire."""
+    return dict(
+        images=[dict(id=1, file_name='a", "segmentation": [[1, 2]], "b": "x.jpg', width=64,
+                     height=48, segmentation=[[9, 9, 9]]),  # a stray key: parsed as usual
+                dict(id=2, file_name='{"segmentation": [[5]]}.jpg', width=64, height=48)],
+        annotations=[
+            dict(id=1, image_id=1, category_id=1, bbox=[1, 2, 30, 20], area=600, iscrowd=0,
+                 segmentation=[[1.5, 2, 3e2, -4.25E-1, 5, 6]]),
+            dict(id=2, image_id=1, category_id=1, bbox=[1, 2, 30, 20], area=600, iscrowd=0,
+                 segmentation=[[1, float('nan'), 2, 3, 4, 5]]),  # NaN: not a plain number
+            dict(id=3, image_id=2, category_id=1, bbox=[1, 2, 30, 20], area=600, iscrowd=1,
+                 segmentation=dict(size=[48, 64], counts='0a1b')),
+            dict(id=4, image_id=2, category_id=1, bbox=[1, 2, 30, 20], area=600, iscrowd=0,
+                 attributes=dict(segmentation=[[7, 8, 9, 10]]),  # nested: parsed as usual
+                 **{'a"segmentation': [[3, 4]]},  # a key that ends like it
+                 segmentation=[[1, 2, 3, 4, 5, 6], [], [7, 8, 9, 10, 11, 12]])],
+        categories=[dict(id=1, name='thing')])
+
+
+@pytest.mark.parametrize('indent', [None, 2])
+def test_polygons_kept_as_text_decode_to_the_file_exactly(tmp_path, indent):
+    from detforge.data.coco_api import decode_segmentation_texts, load_coco_json
+    path = tmp_path / 'ann.json'
+    path.write_text(json.dumps(_tricky_coco(), indent=indent))
+    plain = json.loads(path.read_text())
+    data = load_coco_json(str(path), polygons_as_text=True)
+    segm = [a['segmentation'] for a in data['annotations']]
+    # the plain polygon lists of the annotations are text; the rest is parsed
+    assert [type(s).__name__ for s in segm] == ['str', 'list', 'dict', 'str']
+    assert data['images'][0]['segmentation'] == [[9, 9, 9]]
+    assert data['annotations'][3]['attributes'] == dict(segmentation=[[7, 8, 9, 10]])
+    assert_same(decode_segmentation_texts(data), plain)
+    assert_same(load_coco_json(str(path)), plain)
+
+
+def test_polygons_as_text_keeps_errors_and_files_holding_the_mark(tmp_path):
+    from detforge.data.coco_api import load_coco_json
+    from detforge.data.errors import DatasetError
+    coco = _tricky_coco()
+    coco['images'][1]['file_name'] = 'odd\x7f.jpg'  # the mark itself: nothing is kept as text
+    path = tmp_path / 'ann.json'
+    path.write_text(json.dumps(coco))
+    data = load_coco_json(str(path), polygons_as_text=True)
+    assert_same(data, json.loads(path.read_text()))
+    # a malformed file: the message of the plain parse (line and column as in the file)
+    path.write_text(json.dumps(_tricky_coco(), indent=1)[:-30])
+    with pytest.raises(json.JSONDecodeError) as plain:
+        json.loads(path.read_text())
+    with pytest.raises(DatasetError) as ours:
+        load_coco_json(str(path), polygons_as_text=True)
+    assert str(plain.value) in str(ours.value)
+
+
+def test_coco_masks_come_back_as_in_the_file_and_bad_numbers_fail_on_reading(tmp_path):
+    from detforge.data.errors import DatasetError
+    path = tmp_path / 'ann.json'
+    path.write_text(json.dumps(_tricky_coco()))
+    ds = CocoDataset(str(path), [], classes=('thing',), test_mode=True)
+    plain = json.loads(path.read_text())['annotations']
+    assert_same(ds.data_infos[0]['ann']['masks'], [plain[0]['segmentation'],
+                                                   plain[1]['segmentation']])
+    assert_same(ds.get_ann_info(1)['masks'], [plain[3]['segmentation']])  # crowd: no mask
+    # numbers that are not JSON inside a polygon: the load keeps them as text, reading fails
+    path.write_text(path.read_text().replace('[[1.5, 2, 300.0', '[[1.5, 2, 300..0'))
+    ds = CocoDataset(str(path), [], classes=('thing',), test_mode=True)
+    with pytest.raises(DatasetError, match=r'invalid JSON .*300\.\.0'):
+        ds.data_infos[0]

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from detforge.registry import DATASETS
-from .coco_api import COCO, SEGMENTATION_TEXT_MARK, decode_segmentation_texts, load_coco_json
+from .coco_api import COCO, SEGMENTATION_TEXT_MARK, load_coco_json
 from .custom import CustomDataset, sanitize_boxes
 from .errors import AnnotationError, DatasetError
-from .record_store import JsonText, RecordStore, RecordStoreBuilder, release_free_memory
+from .record_store import (JsonText, RecordStore, RecordStoreBuilder, parse_json_text,
+                           release_free_memory)
 
 __all__ = ['CocoDataset']
 
@@ -131,7 +132,7 @@ class CocoDataset(CustomDataset):
             info['filename'] = img['file_name']
             if unusual_image[i]:
                 info['ann'] = self._parse_ann_info(
-                    info, [_with_segmentation(anns[k]) for k in idx.tolist()], cats)
+                    info, [_with_segmentation(anns[k], segm[k]) for k in idx.tolist()], cats)
             else:
                 idx = idx[cols['keep'][idx]]
                 crowd = cols['crowd'][idx]
@@ -184,10 +185,11 @@ class CocoDataset(CustomDataset):
             odd |= ((w < self.min_size) | (h < self.min_size)) & ~crowd
         relevant = (image >= 0) & ~ignored
         unusual = relevant & (~known | (selected & odd))
-        # each annotation's segmentation as JSON text (the polygons are text already)
+        # each annotation's segmentation as JSON text (the polygons are text already),
+        # taken out of the annotation (one copy of the text at a time)
         mark = SEGMENTATION_TEXT_MARK
         segm = [s[1:] if type(s) is str and s[:1] == mark else json.dumps(s)
-                for s in (a.get('segmentation') for a in anns)]
+                for s in (a.pop('segmentation', None) for a in anns)]
         return dict(image=image, label=label, crowd=crowd, keep=relevant & selected,
                     xyxy=xyxy, segm=segm, unusual=unusual)
 
@@ -330,12 +332,10 @@ def _garbage_collection_paused():
             gc.enable()
 
 
-def _with_segmentation(ann: dict) -> dict:
-    """The annotation as in the file (its ``segmentation`` parsed if kept as text)."""
-    segm = ann.get('segmentation')
-    if type(segm) is str and segm[:1] == SEGMENTATION_TEXT_MARK:
-        return dict(ann, segmentation=decode_segmentation_texts(segm))
-    return ann
+def _with_segmentation(ann: dict, text: str) -> dict:
+    """The annotation as in the file: its ``segmentation`` (taken out as JSON ``text``)
+    parsed back."""
+    return dict(ann, segmentation=parse_json_text(text))
 
 
 def _numeric_boxes(boxes: list) -> tuple[np.ndarray, np.ndarray]:

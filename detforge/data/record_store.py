@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DatasetError
 
-__all__ = ['RecordStore', 'RecordStoreBuilder', 'JsonText', 'release_free_memory']
+__all__ = ['RecordStore', 'RecordStoreBuilder', 'JsonText', 'parse_json_text', 'release_free_memory']
 
 _PROTOCOL = 5
 
@@ -46,7 +46,7 @@ class JsonText:
         self.text = text
 
 
-def _from_json(text: str):
+def parse_json_text(text: str):
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:  # the file's numbers are only checked here
@@ -63,7 +63,7 @@ class _RecordPickler(pickle.Pickler):
             data = bytearray(np.ascontiguousarray(obj).tobytes())
             return _array, (data, obj.dtype.str, obj.shape)
         if type(obj) is JsonText:
-            return _from_json, (obj.text,)
+            return parse_json_text, (obj.text,)
         return NotImplemented
 
 
