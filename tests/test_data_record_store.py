@@ -13,6 +13,7 @@ from detforge.data import (ClassBalancedDataset, CocoDataset, ConcatDataset, Rep
                            build_dataloader, build_dataset)
 from detforge.data.coco_api import COCO
 from detforge.data.errors import SkipCounter
+from detforge.data import record_store
 from detforge.data.record_store import RecordStore
 from detforge.data.samplers import DistributedGroupSampler
 
@@ -60,6 +61,10 @@ def test_store_round_trips_records_exactly_and_hands_out_copies():
     records = sample_records()
     store = RecordStore(records)
     assert len(store) == len(records) and store.buffer.dtype == np.uint8
+    # the builder's one pickler writes each record as a fresh pickler would
+    starts = np.concatenate([[0], store.ends[:-1]])
+    assert [bytes(store.buffer[a:b]) for a, b in zip(starts, store.ends)] == [
+        record_store.dumps(r) for r in records]
     for i, record in enumerate(records):
         assert_same(store[i], record, f'store[{i}]')
     assert_same(store[-1], records[-1])

@@ -116,39 +116,47 @@ class CocoDataset(CustomDataset):
                           for img in images], dtype=np.float64).reshape(-1, 2)
         anns = data['annotations']
         cols = self._annotation_columns(anns, position, cats, sizes)
-        # annotations of each image, in file order
-        order = np.argsort(cols['image'], kind='stable')
-        order = order[cols['image'][order] >= 0]
-        bounds = np.searchsorted(cols['image'][order], np.arange(len(images) + 1))
+        image, segm = cols['image'], cols['segm']
+        # annotations of each image, in file order (for the per-image parse)
+        order = np.argsort(image, kind='stable')
+        order = order[image[order] >= 0]
+        bounds = np.searchsorted(image[order], np.arange(len(images) + 1)).tolist()
         unusual_image = np.zeros(len(images), dtype=bool)
-        unusual_image[cols['image'][cols['unusual']]] = True
+        unusual_image[image[cols['unusual']]] = True
+        # the kept annotations of the other images, by image, gt boxes before crowd boxes,
+        # each in file order: a record's arrays are slices of these (lexsort is stable)
+        kept = np.flatnonzero(cols['keep'])  # (of an image)
+        kept = kept[~unusual_image[image[kept]]]
+        crowd = cols['crowd'][kept]
+        kept = kept[np.lexsort((crowd, image[kept]))]
+        boxes, labels = cols['xyxy'][kept], cols['label'][kept]
+        # group starts: [2i] gt of image i, [2i + 1] its crowd boxes, [2i + 2] the next image
+        edges = np.searchsorted(image[kept] * 2 + cols['crowd'][kept],
+                                np.arange(2 * len(images) + 1)).tolist()
+        masks = [segm[k] for k in kept.tolist()]
+        del cols, crowd, kept, image
 
-        segm = cols['segm']
         builder = RecordStoreBuilder()
         num_boxes = np.zeros(len(images), dtype=np.int64)
-        for i, img in enumerate(images):
-            idx = order[bounds[i]:bounds[i + 1]]
+        for i, (img, unusual) in enumerate(zip(images, unusual_image.tolist())):
             info = dict(img)
             info['filename'] = img['file_name']
-            if unusual_image[i]:
-                info['ann'] = self._parse_ann_info(
-                    info, [_with_segmentation(anns[k], segm[k]) for k in idx.tolist()], cats)
+            if unusual:
+                ann = self._parse_ann_info(
+                    info, [_with_segmentation(anns[k], segm[k])
+                           for k in order[bounds[i]:bounds[i + 1]].tolist()], cats)
             else:
-                idx = idx[cols['keep'][idx]]
-                crowd = cols['crowd'][idx]
-                gt, ign = idx[~crowd], idx[crowd]
-                info['ann'] = dict(bboxes=cols['xyxy'][gt], labels=cols['label'][gt],
-                                   bboxes_ignore=cols['xyxy'][ign],
-                                   labels_ignore=cols['label'][ign],
-                                   masks=JsonText('[' + ','.join([segm[k] for k in gt.tolist()])
-                                                  + ']'))
-            ann = info['ann']
+                gt, ign, end = edges[2 * i], edges[2 * i + 1], edges[2 * i + 2]
+                ann = dict(bboxes=boxes[gt:ign], labels=labels[gt:ign],
+                           bboxes_ignore=boxes[ign:end], labels_ignore=labels[ign:end],
+                           masks=JsonText('[' + ','.join(masks[gt:ign]) + ']'))
+            info['ann'] = ann
             num_boxes[i] = len(ann['bboxes']) + len(ann['bboxes_ignore'])
             builder.append(info)
         # free the parsed JSON (ours: load_annotations parsed it) before the store's one
         # buffer is allocated, and give its pages back to the system
         data.clear()
-        del anns, images, cols, segm
+        del anns, images, segm, masks
         release_free_memory()
         self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes)
         self.img_ids = img_ids
@@ -185,11 +193,7 @@ class CocoDataset(CustomDataset):
             odd |= ((w < self.min_size) | (h < self.min_size)) & ~crowd
         relevant = (image >= 0) & ~ignored
         unusual = relevant & (~known | (selected & odd))
-        # each annotation's segmentation as JSON text (the polygons are text already),
-        # taken out of the annotation (one copy of the text at a time)
-        mark = SEGMENTATION_TEXT_MARK
-        segm = [s[1:] if type(s) is str and s[:1] == mark else json.dumps(s)
-                for s in (a.pop('segmentation', None) for a in anns)]
+        segm = _segmentation_texts(anns)
         return dict(image=image, label=label, crowd=crowd, keep=relevant & selected,
                     xyxy=xyxy, segm=segm, unusual=unusual)
 
@@ -330,6 +334,19 @@ def _garbage_collection_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _segmentation_texts(anns: list[dict]) -> list[str]:
+    """Each annotation's ``segmentation`` as JSON text, taken out of the annotation (a
+    polygon list is text already, behind the mark: one copy of it is held at a time)."""
+    texts = [a.pop('segmentation', None) for a in anns]
+    mark = SEGMENTATION_TEXT_MARK
+    for k, value in enumerate(texts):
+        if type(value) is str and value[:1] == mark:
+            texts[k] = value[1:]
+        else:  # RLE, a polygon list with NaN, ... as it was parsed
+            texts[k] = 'null' if value is None else json.dumps(value)
+    return texts
 
 
 def _with_segmentation(ann: dict, text: str) -> dict:

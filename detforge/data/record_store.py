@@ -47,6 +47,7 @@ class JsonText:
 
 
 def parse_json_text(text: str):
+    """``json.loads(text)``; invalid JSON is a :class:`DatasetError` quoting the text."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:  # the file's numbers are only checked here
@@ -95,6 +96,9 @@ class RecordStoreBuilder:
 
     def __init__(self, block_bytes: int = 16 << 20):
         self.block_bytes = int(block_bytes)
+        # one pickler for all records (its memo cleared each time: the same bytes as dumps)
+        self._file = io.BytesIO()
+        self._pickler = _RecordPickler(self._file, protocol=_PROTOCOL)
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._blocks: list[bytes | None] = []
@@ -104,7 +108,11 @@ class RecordStoreBuilder:
         return len(self._sizes)
 
     def append(self, record: Any) -> None:
-        data = dumps(record)
+        self._file.seek(0)
+        self._file.truncate()
+        self._pickler.clear_memo()
+        self._pickler.dump(record)
+        data = self._file.getvalue()
         self._pending.append(data)
         self._pending_bytes += len(data)
         self._sizes.append(len(data))
