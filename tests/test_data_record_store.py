@@ -91,6 +91,14 @@ def bccd(repo_root, **kw):
 
 def test_serialised_and_dict_records_give_the_same_dataset(repo_root):
     ser, dicts = bccd(repo_root), bccd(repo_root, serialize_data=False)
+    # category ids from the label columns (kept through the training filter) = the records'
+    cat_ids = [[ser.cat_ids[label] for label in r['ann']['labels'].tolist()]
+               for r in ser.data_infos]
+    assert [ser.get_cat_ids(i) for i in range(len(ser))] == cat_ids
+    assert [dicts.get_cat_ids(i) for i in range(len(dicts))] == cat_ids
+    assert ser.get_cat_ids(-1) == cat_ids[-1]
+    with pytest.raises(IndexError):
+        ser.get_cat_ids(len(ser))
     assert isinstance(ser.data_infos, RecordStore) and isinstance(dicts.data_infos, list)
     assert len(ser) == len(dicts) and ser.img_ids == dicts.img_ids
     assert np.array_equal(ser.flag, dicts.flag) and ser.flag.dtype == dicts.flag.dtype == np.uint8
@@ -148,6 +156,9 @@ def test_filter_empty_gt_on_serialised_records(repo_root, tmp_path):
     left_out = coco['images'][:5] + coco['images'][6:7]
     assert not any(im['file_name'] in names for im in left_out)
     assert train.img_ids == [r['id'] for r in train.data_infos]
+    for ds in (train, keep, test):  # label columns kept through the filter
+        assert [ds.get_cat_ids(i) for i in range(len(ds))] == [
+            [ds.cat_ids[label] for label in r['ann']['labels'].tolist()] for r in ds.data_infos]
     assert np.array_equal(train.flag, [int(r['width'] / r['height'] > 1) for r in train.data_infos])
 
 
@@ -216,6 +227,9 @@ def test_vectorised_coco_loading_equals_the_per_image_parse(repo_root, tmp_path,
     assert len(ds) == len(ref) == len(coco['images'])
     for i, r in enumerate(ref):
         assert_same(ds.data_infos[i], r, f'image {i}')
+    # get_cat_ids reads the label columns kept at loading, not the records
+    assert [ds.get_cat_ids(i) for i in range(len(ds))] == [
+        [ds.cat_ids[label] for label in r['ann']['labels'].tolist()] for r in ref]
     # the same skips, counted once each, with the same messages
     assert dict(ds.skipped.items) == dict(ref_ds.skipped.items)
     if len(ds.CLASSES) == 3:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import operator
 from typing import Any
 
 import numpy as np
@@ -138,6 +139,7 @@ class CocoDataset(CustomDataset):
 
         builder = RecordStoreBuilder()
         num_boxes = np.zeros(len(images), dtype=np.int64)
+        gt_labels = []  # of each record: get_cat_ids without reading the records
         for i, (img, unusual) in enumerate(zip(images, unusual_image.tolist())):
             info = dict(img)
             info['filename'] = img['file_name']
@@ -152,13 +154,15 @@ class CocoDataset(CustomDataset):
                            masks=JsonText('[' + ','.join(masks[gt:ign]) + ']'))
             info['ann'] = ann
             num_boxes[i] = len(ann['bboxes']) + len(ann['bboxes_ignore'])
+            gt_labels.append(ann['labels'])
             builder.append(info)
         # free the parsed JSON (ours: load_annotations parsed it) before the store's one
         # buffer is allocated, and give its pages back to the system
         data.clear()
         del anns, images, segm, masks
         release_free_memory()
-        self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes)
+        self._columns = dict(ids=img_ids, sizes=sizes, num_boxes=num_boxes,
+                             **_label_columns(gt_labels))
         self.img_ids = img_ids
         return builder.finish()
 
@@ -254,8 +258,10 @@ class CocoDataset(CustomDataset):
                                   f'[x, y, w, h] of numbers (got {bbox!r})') from None
 
     def _columns_of_records(self) -> dict[str, Any]:
-        """``ids``, ``sizes`` ``(N, 2)`` and ``num_boxes`` of the records: kept from loading,
-        or read from ``data_infos`` (a subclass that loads its own records)."""
+        """``ids``, ``sizes`` ``(N, 2)``, ``num_boxes``, and ``labels`` / ``label_ends``
+        (the gt labels of all records back to back, and where each record's end) of the
+        records: kept from loading, or read from ``data_infos`` (a subclass that loads its
+        own records)."""
         if self._columns is None or len(self._columns['ids']) != len(self.data_infos):
             infos = list(self.data_infos)
             self._columns = dict(
@@ -263,7 +269,8 @@ class CocoDataset(CustomDataset):
                 sizes=np.array([(info['width'], info['height']) for info in infos],
                                dtype=np.float64).reshape(-1, 2),
                 num_boxes=np.array([len(info['ann']['bboxes']) + len(info['ann']['bboxes_ignore'])
-                                    for info in infos], dtype=np.int64))
+                                    for info in infos], dtype=np.int64),
+                **_label_columns([info['ann']['labels'] for info in infos]))
         return self._columns
 
     def _filter_imgs(self, min_size: int = 32):
@@ -282,16 +289,34 @@ class CocoDataset(CustomDataset):
     def _keep(self, indices) -> None:
         cols = self._columns_of_records()
         super()._keep(indices)
-        self._columns = dict(ids=[cols['ids'][i] for i in indices],
-                             sizes=cols['sizes'][indices], num_boxes=cols['num_boxes'][indices])
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        ends = cols['label_ends'][indices]
+        counts = ends - (cols['label_ends'] - np.diff(cols['label_ends'], prepend=0))[indices]
+        new_ends = np.cumsum(counts)
+        # positions of the kept records' labels: each record's run, back to back
+        at = np.repeat(ends - new_ends, counts) + np.arange(new_ends[-1] if len(new_ends) else 0)
+        self._columns = dict(ids=[cols['ids'][i] for i in indices.tolist()],
+                             sizes=cols['sizes'][indices], num_boxes=cols['num_boxes'][indices],
+                             labels=cols['labels'][at], label_ends=new_ends)
 
     def _set_group_flag(self):
         super()._set_group_flag()
         self.img_ids = list(self._columns_of_records()['ids'])
 
     def get_cat_ids(self, idx: int) -> list[int]:
-        """COCO category ids of the annotations of image ``idx`` (as MMDet's CocoDataset)."""
-        return [self.cat_ids[label] for label in self.get_ann_info(idx)['labels'].tolist()]
+        """COCO category ids of the gt boxes of image ``idx``, from the label columns kept
+        at loading (``ClassBalancedDataset`` asks for every image: no record is read)."""
+        if type(self).get_ann_info is not CustomDataset.get_ann_info:  # a subclass's own
+            return [self.cat_ids[label] for label in self.get_ann_info(idx)['labels'].tolist()]
+        cols = self._columns_of_records()
+        n = len(cols['label_ends'])
+        i = operator.index(idx)
+        if not -n <= i < n:
+            raise IndexError(f'record index {idx} out of range for {n} records')
+        i %= n
+        start = int(cols['label_ends'][i - 1]) if i else 0
+        return [self.cat_ids[label] for label in
+                cols['labels'][start:int(cols['label_ends'][i])].tolist()]
 
     def format_results(self, results, jsonfile_prefix: str | None = None, **kwargs):
         """Write ``results`` (per image, a list over classes of (n, 5) arrays; or (n, 5)
@@ -334,6 +359,14 @@ def _garbage_collection_paused():
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _label_columns(labels: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """``labels``: each record's gt labels back to back (int64); ``label_ends``: where
+    each record's end."""
+    ends = np.cumsum([len(x) for x in labels], dtype=np.int64)
+    flat = np.concatenate(labels).astype(np.int64) if labels else np.zeros(0, np.int64)
+    return dict(labels=flat, label_ends=ends)
 
 
 def _segmentation_texts(anns: list[dict]) -> list[str]:

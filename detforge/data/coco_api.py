@@ -16,7 +16,7 @@ __all__ = ['COCO', 'load_coco_json', 'SEGMENTATION_TEXT_MARK']
 # file can only start with it if the file holds it (raw or as \u007f), checked before use.
 SEGMENTATION_TEXT_MARK = '\x7f'
 _JSON_SPACE = '[ \t\n\r]*+'
-_NUMBERS = r'\[[-+.\deE, \t\n\r]*+\]'  # one polygon: [x1, y1, x2, y2, ...]
+_NUMBERS = r'\[[-+.0-9eE, \t\n\r]*+\]'  # one polygon: [x1, y1, x2, y2, ...]
 # a "segmentation" key (the character before its quote can only be one that precedes a key:
 # inside a string a quote is escaped) whose value is a list of polygons
 _POLYGONS = re.compile(
