@@ -186,14 +186,15 @@ def test_infer_with_openvino_writes_the_same_json_as_pytorch(retinanet, tmp_path
                        and np.abs(np.subtract(da['bbox'], db['bbox'])).max() < 0.02 for db in b)
 
 
-def test_fuse_is_refused_for_exported_backends(retinanet, tmp_path, capsys):
+def test_fuse_and_compile_are_refused_for_exported_backends(retinanet, tmp_path, capsys):
     from detforge.cli import main
     cfg, ckpt, _, images = retinanet
     onnx_file = tmp_path / 'm.onnx'
     assert main(['export', str(cfg), str(ckpt), '--out', str(onnx_file)]) == 0
-    assert main(['infer', str(cfg), str(onnx_file), str(images[0]), '--backend', 'onnxruntime',
-                 '--fuse', '--out', str(tmp_path / 'o')]) == 2
-    assert '--fuse is for the pytorch backend' in capsys.readouterr().err
+    for flag in ('--fuse', '--compile'):
+        assert main(['infer', str(cfg), str(onnx_file), str(images[0]), '--backend',
+                     'onnxruntime', flag, '--out', str(tmp_path / 'o')]) == 2
+        assert f'{flag} is for the pytorch backend' in capsys.readouterr().err
 
 
 def test_int8_quantization_keeps_the_head_float_and_the_float_score_profile(retinanet, tmp_path):
