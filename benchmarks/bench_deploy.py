@@ -401,7 +401,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.retina18_checkpoint:
         args.retina18_checkpoint = os.path.abspath(args.retina18_checkpoint)
-    load_before = _loadavg()
+    load_before, commit = _loadavg(), _commit()  # the state the run starts from
     # the recipe's data (trainval / test at 320) has paths relative to the repository
     os.chdir(REPO)
     titles = {'retina18': 'RetinaNet-R18 BCCD-320 recipe ({})',
@@ -421,7 +421,7 @@ def main(argv=None):
             print('\n'.join(sections[-4:]), flush=True)
     lines = ['# CPU deployment paths (benchmarks/bench_deploy.py)', '',
              f'Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit '
-             f'{_commit()} on {_machine()}; load average before {load_before}, after '
+             f'{commit} on {_machine()}; load average before {load_before}, after '
              f'{_loadavg()}. {args.num_images} timed images ({args.warmup} warm-up) of the BCCD '
              'test set per row, rows alternating image by image in one process, model forward '
              'only (the test pipeline is excluded). Command: `python benchmarks/bench_deploy.py '

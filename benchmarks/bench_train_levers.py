@@ -237,14 +237,15 @@ def commit() -> str:
     return (out or 'unknown') + (' (uncommitted changes)' if dirty else '')
 
 
-def report(runners: dict, skipped: dict, args, load_before: str) -> str:
+def report(runners: dict, skipped: dict, args, load_before: str,
+           commit_id: str = 'unknown') -> str:
     base = runners.get('baseline')
     timed = slice(args.warmup, None)
     base_median = statistics.median(base.seconds[timed]) if base and not base.error else None
     base_warm = sum(base.seconds[:args.warmup]) if base and not base.error else None
     lines = ['# Training-step levers on the CPU (benchmarks/bench_train_levers.py)', '',
              f'Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit '
-             f'{commit()} on {machine()}. Load average before: {load_before}; after: '
+             f'{commit_id} on {machine()}. Load average before: {load_before}; after: '
              f'{_loadavg()}.', '',
              f'RetinaNet-R18 BCCD-320 recipe, batch {args.batch_size}, real BCCD trainval images '
              f'(multi-scale 288-352), {args.warmup} warm-up + {args.steps} timed steps per '
@@ -324,7 +325,7 @@ def main(argv=None) -> int:
     names.insert(0, 'baseline')  # the reference of every comparison
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before = _loadavg()
+    load_before, commit_id = _loadavg(), commit()  # the state the run starts from
     os.chdir(REPO)  # the recipe's data paths are relative to the repository
 
     from detforge.compat import load_config
@@ -357,7 +358,7 @@ def main(argv=None) -> int:
             if not r.error:
                 print(f'step {k + 1} {name}: {r.seconds[-1]:.2f} s, loss '
                       f'{r.losses[-1]["loss"]:.5f}', flush=True)
-    text = report(runners, skipped, args, load_before)
+    text = report(runners, skipped, args, load_before, commit_id)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
