@@ -8,7 +8,7 @@
 Rows per model (``detforge benchmark``'s backends; see ``detforge benchmark --help``):
 ``torchvision`` (torchvision's eager model of the same weights: the baseline), ``pytorch``
 (detforge eager), ``fused`` (batch norm folded), ``fused-cl`` (fused, channels_last),
-``compiled`` / ``compiled-cl`` (fused, backbone and neck through ``torch.compile`` with
+``compiled`` / ``compiled-cl`` (fused, backbone, neck and head convolutions through ``torch.compile`` with
 TorchInductor and frozen weights; without / with channels_last), ``onnxruntime``,
 ``openvino`` (the static float32 export), ``int8`` and ``int8-openvino`` (QDQ INT8, 32 BCCD
 ``trainval`` calibration images, predictor convolutions float32). Every row of a model is

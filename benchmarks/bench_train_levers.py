@@ -14,7 +14,8 @@ comparable over the steps). Variants (``--variants``; ``all`` for every one):
 
 - ``baseline``: eager float32, NCHW, PyTorch's default oneDNN settings.
 - ``channels_last``: weights NHWC (the config's ``channels_last = True``).
-- ``compile``: backbone and neck through ``torch.compile`` (TorchInductor, ``dynamic=None``:
+- ``compile``: backbone, neck and the head's ``forward`` (its convolutions; targets and
+  losses stay eager) through ``torch.compile`` (TorchInductor, ``dynamic=None``:
   static shapes first, symbolic after the first recompile; the config's
   ``compile = dict(backend='inductor')``).
 - ``compile-cl``: both of the above.
@@ -40,7 +41,7 @@ losses.
 
 Prints (and with ``--out`` writes) a Markdown table with the date, commit, machine and load
 average. Default: 2 warm-up + 5 timed steps of 5 variants, a few minutes on 2 cores (an
-eager step of batch 4 at 320 px takes about 4 s there; compiling backbone and neck for
+eager step of batch 4 at 320 px takes about 4 s there; compiling backbone, neck and head for
 training takes minutes on 2 cores).
 """
 from __future__ import annotations
@@ -86,7 +87,7 @@ class Variant:
     """One way to run the same training step."""
     name: str
     channels_last: bool = False
-    compile_parts: dict | None = None  # compile_feature_extractor's arguments
+    compile_parts: dict | None = None  # compile_detector_parts's arguments
     compile_model: bool = False
     mkldnn: dict = field(default_factory=dict)  # torch.backends.mkldnn attributes
     amp_dtype: torch.dtype | None = None
@@ -157,13 +158,13 @@ class Runner:
 
     def __init__(self, variant: Variant, model, cfg):
         from detforge.engine.optimizer import build_optimizer
-        from detforge.models.compile_features import compile_feature_extractor
+        from detforge.models.compile_parts import compile_detector_parts
         self.variant = variant
         self.model = copy.deepcopy(model)
         if variant.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if variant.compile_parts is not None:
-            compile_feature_extractor(self.model, **variant.compile_parts)
+            compile_detector_parts(self.model, **variant.compile_parts)
         self.forward = self.model
         if variant.compile_model:
             self.forward = torch.compile(self.model, backend='inductor')

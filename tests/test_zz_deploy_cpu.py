@@ -255,10 +255,10 @@ def _graphs_compiled() -> int:
 
 
 def test_compiled_backbone_and_neck_give_the_same_detections(retinanet):
-    """The wiring of init_detector(compile=...): backbone and neck go through TorchDynamo
+    """The wiring of init_detector(compile=...): backbone, neck and head forward go through TorchDynamo
     (backend 'eager' here: graph capture without code generation, fast enough for CI; the
     inductor path is timed and compared by `detforge benchmark --backends compiled`), the
-    heads stay eager, and the detections are the unfused model's."""
+    head's decoding and NMS stay eager, and the detections are the unfused model's."""
     import torch._dynamo
 
     from detforge.apis.inference import inference_detector, init_detector
@@ -268,16 +268,16 @@ def test_compiled_backbone_and_neck_give_the_same_detections(retinanet):
     torch._dynamo.reset()
     model = init_detector(str(cfg), str(ckpt), fuse=True, channels_last=True,
                           compile=dict(backend='eager'))
-    assert model.compiled_parts == ('backbone', 'neck')
+    assert model.compiled_parts == ('backbone', 'neck', 'bbox_head')
     assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert 'backbone.conv1.weight' in model.state_dict()  # the keys of a checkpoint stay
     expected = inference_detector(plain, images)
     before = _graphs_compiled()
     assert_same_detections(expected, inference_detector(model, images))
-    assert _graphs_compiled() - before == 2  # one graph each: no break inside either part
+    assert _graphs_compiled() - before == 3  # one graph each: no break inside any part
     with pytest.raises(DetforgeError, match='already compiled'):
-        from detforge.models.compile_features import compile_feature_extractor
-        compile_feature_extractor(model)
+        from detforge.models.compile_parts import compile_detector_parts
+        compile_detector_parts(model)
 
 
 @pytest.mark.parametrize('value,message', [
@@ -291,7 +291,7 @@ def test_compiled_backbone_and_neck_give_the_same_detections(retinanet):
 ])
 def test_a_bad_compile_setting_is_refused_with_its_key_path(value, message):
     from detforge.config import Config
-    from detforge.models.compile_features import compile_options_from_config
+    from detforge.models.compile_parts import compile_options_from_config
     from detforge.registry import BuildError
     cfg = Config(dict(compile=value), filename='x.py')
     with pytest.raises(BuildError, match=message):
@@ -300,7 +300,7 @@ def test_a_bad_compile_setting_is_refused_with_its_key_path(value, message):
 
 def test_the_compile_setting_reads_true_as_inductor():
     from detforge.config import Config
-    from detforge.models.compile_features import compile_options_from_config
+    from detforge.models.compile_parts import compile_options_from_config
     assert compile_options_from_config(Config(dict(compile=True))) == dict(backend='inductor')
     assert compile_options_from_config(Config(dict(compile=False))) is None
     assert compile_options_from_config(Config({})) is None
@@ -312,7 +312,7 @@ def test_the_compile_setting_reads_true_as_inductor():
 def test_training_with_a_compiled_backbone_and_neck_logs_the_same_losses(repo_root, bccd_subset,
                                                                         tmp_path):
     """The config's compile=dict(...) reaches train_detector: 2 iterations of the tiny
-    RetinaNet with backbone and neck through AOTAutograd (backend 'aot_eager': the compiled
+    RetinaNet with backbone, neck and head forward through AOTAutograd (backend 'aot_eager': the compiled
     forward and backward graphs, eager kernels) log the losses of the plain run."""
     import torch._dynamo
 
@@ -333,3 +333,13 @@ def test_training_with_a_compiled_backbone_and_neck_logs_the_same_losses(repo_ro
         losses[name] = [r['loss'] for r in records if r.get('mode') == 'train']
     assert len(losses['plain']) == 2
     np.testing.assert_allclose(losses['compiled'], losses['plain'], rtol=1e-5)
+
+
+def test_a_two_stage_detector_compiles_its_rpn_head_not_its_roi_head(tmp_path, repo_root):
+    from detforge.models.compile_parts import compile_detector_parts
+    _, _, model, _ = make_model(tmp_path, repo_root, 'faster_rcnn')
+    compile_detector_parts(model, backend='eager')  # lazy: nothing is traced yet
+    assert model.compiled_parts == ('backbone', 'neck', 'rpn_head')
+    _, _, model, _ = make_model(tmp_path / 'b', repo_root, 'retinanet')
+    compile_detector_parts(model, backend='eager', with_head=False)
+    assert model.compiled_parts == ('backbone', 'neck')

@@ -164,10 +164,12 @@ def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
       is for inference only.
     - ``channels_last=True`` (or the config's ``channels_last = True``) stores the
       convolution weights NHWC, so oneDNN runs the convolutions in that layout.
-    - ``compile=True`` compiles the backbone and neck with ``torch.compile`` (TorchInductor,
+    - ``compile=True`` compiles the backbone, the neck and the dense head's ``forward`` (its
+      convolutions; decoding and NMS stay eager) with ``torch.compile`` (TorchInductor,
       weights frozen as constants); a dict gives
-      :func:`~detforge.models.compile_features.compile_feature_extractor`'s arguments
-      instead (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``). Compilation
+      :func:`~detforge.models.compile_parts.compile_detector_parts`'s arguments
+      instead (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``,
+      ``with_head``). Compilation
       happens at the first image of each new padded size, so the first call is slow.
     """
     cfg = _load_config(config, cfg_options)
@@ -207,13 +209,13 @@ def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
         from detforge.models.fuse_conv_bn import fuse_detector
         fuse_detector(model)
     if compile is not False and compile is not None:
-        from detforge.models.compile_features import (INFERENCE_COMPILE,
-                                                      compile_feature_extractor,
+        from detforge.models.compile_parts import (INFERENCE_COMPILE,
+                                                      compile_detector_parts,
                                                       compile_options_from_config)
         options = compile_options_from_config({'compile': compile})
         if compile is True:
             options = dict(INFERENCE_COMPILE)
-        compile_feature_extractor(model, **options)
+        compile_detector_parts(model, **options)
     return model
 
 

@@ -32,7 +32,7 @@ def add_backend_arguments(parser) -> None:
                         help='PyTorch backend: fold batch norm into the convolutions before it '
                         '(same detections, faster)')
     parser.add_argument('--compile', action='store_true',
-                        help='PyTorch backend: compile backbone and neck with torch.compile '
+                        help='PyTorch backend: compile backbone, neck and dense head with torch.compile '
                         '(TorchInductor, frozen weights; the first image of each padded size '
                         'compiles, which takes seconds to minutes)')
     parser.add_argument('--threads', type=int, default=0,

@@ -6,9 +6,9 @@
 
 Each backend is built from the same weights: ``pytorch`` (the eager model), ``fused`` (batch
 norm folded into the convolutions, :func:`~detforge.models.fuse_conv_bn.fuse_detector`),
-``fused-cl`` (fused, weights channels_last), ``compiled`` (fused, then backbone and neck
-through ``torch.compile`` with TorchInductor and frozen weights,
-:func:`~detforge.models.compile_features.compile_feature_extractor`; it compiles during the
+``fused-cl`` (fused, weights channels_last), ``compiled`` (fused, then backbone, neck and
+the dense heads' forward through ``torch.compile`` with TorchInductor and frozen weights,
+:func:`~detforge.models.compile_parts.compile_detector_parts`; it compiles during the
 warm-up, once per padded input size), ``compiled-cl`` (the same, channels_last),
 ``onnxruntime`` / ``openvino`` (the graph ``detforge export`` writes, static input at the
 config's test scale), ``int8`` / ``int8-openvino`` (that graph quantized by ``detforge

@@ -145,9 +145,9 @@ def main(args) -> int:
             from detforge.models.fuse_conv_bn import fuse_detector
             fuse_detector(model.eval())
         if getattr(args, 'compile', False):
-            from detforge.models.compile_features import (INFERENCE_COMPILE,
-                                                          compile_feature_extractor)
-            compile_feature_extractor(model.eval(), **INFERENCE_COMPILE)
+            from detforge.models.compile_parts import (INFERENCE_COMPILE,
+                                                          compile_detector_parts)
+            compile_detector_parts(model.eval(), **INFERENCE_COMPILE)
     else:
         from detforge.deployment import build_backend_model
         check_backend_arguments(args)

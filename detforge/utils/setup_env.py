@@ -11,8 +11,9 @@
     and keeps the fastest. Pays off when shapes repeat (fixed-size or few-size batches); as
     in MMDetection, off by default.
 ``compile = dict(backend='inductor')``
-    Training: the backbone and neck go through ``torch.compile``
-    (:mod:`detforge.models.compile_features`); ``True`` means inductor. Off by default:
+    Training: the backbone, the neck and the dense heads' ``forward`` go through
+    ``torch.compile`` (:mod:`detforge.models.compile_parts`; targets and losses stay eager);
+    ``True`` means inductor. Off by default:
     measure it with ``benchmarks/bench_train_levers.py`` on your machine first.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _flag(cfg, key: str) -> bool:
 def setup_speed_switches(cfg) -> None:
     """Check the switches (the commands call this before anything is written) and turn on
     ``torch.backends.cudnn.benchmark`` when the config says ``cudnn_benchmark``."""
-    from detforge.models.compile_features import compile_options_from_config
+    from detforge.models.compile_parts import compile_options_from_config
     _flag(cfg, 'channels_last')
     compile_options_from_config(cfg)
     if _flag(cfg, 'cudnn_benchmark'):
