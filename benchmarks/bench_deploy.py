@@ -8,9 +8,9 @@
 Rows per model (``detforge benchmark``'s backends; see ``detforge benchmark --help``):
 ``torchvision`` (torchvision's eager model of the same weights: the baseline), ``pytorch``
 (detforge eager), ``fused`` (batch norm folded), ``fused-cl`` (fused, channels_last),
-``compiled`` / ``compiled-cl`` (fused, backbone, neck and head convolutions through ``torch.compile`` with
-TorchInductor and frozen weights; without / with channels_last), ``onnxruntime``,
-``openvino`` (the static float32 export), ``int8`` and ``int8-openvino`` (QDQ INT8, 32 BCCD
+``compiled`` / ``compiled-cl`` (fused, backbone, neck and head convolutions through
+``torch.compile`` with TorchInductor and frozen weights; without / with channels_last),
+``onnxruntime``, ``openvino`` (the static float32 export), ``int8`` and ``int8-openvino`` (QDQ INT8, 32 BCCD
 ``trainval`` calibration images, predictor convolutions float32). Every row of a model is
 timed image by image in turn, in one process, on the same BCCD test images (model forward
 only; the test pipeline is excluded); the warm-up images are not timed (the compiled rows
@@ -231,7 +231,7 @@ def peak_memory(name, kind, cfg_path, ckpt, tv_state, files, args):
 
 
 # ------------------------------------------------------------------ one model
-def run_model(title, kind, cfg_path, ckpt, tv_state, args, evaluate_ap: bool) -> list[dict]:
+def run_model(kind, cfg_path, ckpt, tv_state, args, evaluate_ap: bool) -> list[dict]:
     """Time (and optionally evaluate and measure) every row of one model; returns the rows."""
     from detforge.commands._analysis_common import build_test_dataset, load_config
     from detforge.commands.benchmark import (build_backends, evaluate, time_latency,
@@ -332,8 +332,9 @@ def goal_lines(results: dict) -> list[str]:
         with_ap = [r for r in floats if 'ap' in r]
         if with_ap:
             aps = {round(r['ap'], 3) for r in with_ap}
+            listed = ', '.join(map(str, sorted(aps)))
             out.append(f'- {title}: float32 paths\' AP equal to 3 decimals: '
-                       f'{"yes" if len(aps) == 1 else "no (" + ", ".join(map(str, sorted(aps))) + ")"}.')
+                       f'{"yes" if len(aps) == 1 else f"no ({listed})"}.')
     return out
 
 
@@ -414,7 +415,7 @@ def main(argv=None):
             title = titles[kind].format('trained checkpoint' if ckpt else
                                         'random weights, speed only')
             cfg, ckpt, tv_state = torchvision_case(kind, Path(tmp), ckpt)
-            rows = run_model(title, kind, cfg, ckpt, tv_state, args,
+            rows = run_model(kind, cfg, ckpt, tv_state, args,
                              evaluate_ap=args.eval and kind == 'retina18')
             results[title] = rows
             sections += [f'### {title}', '', format_rows(rows), '']

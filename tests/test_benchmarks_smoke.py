@@ -273,6 +273,7 @@ def test_deploy_verdict_checks_the_issue_goals():
     int8 = dict(backend='int8', p50_ms=39.0, ap=0.60034)
     assert deploy.verdict(int8, tv, pytorch) == 'meets <= 0.4x; AP drop 1.2 points (> 1.0)'
     lines = deploy.goal_lines({'R18': [tv, pytorch, fast, int8]})
-    assert lines[0] == '- R18: best float32 path `compiled` at 0.55x torchvision (goal <= 0.6x): met.'
+    assert lines[0] == ('- R18: best float32 path `compiled` at 0.55x torchvision '
+                        '(goal <= 0.6x): met.')
     assert 'AP drop 1.2 points (goal <= 1.0): not met' in lines[1]
     assert lines[2] == "- R18: float32 paths' AP equal to 3 decimals: no (0.611, 0.612)."

@@ -254,10 +254,10 @@ def _graphs_compiled() -> int:
     return int(counters['stats']['unique_graphs'])
 
 
-def test_compiled_backbone_and_neck_give_the_same_detections(retinanet):
-    """The wiring of init_detector(compile=...): backbone, neck and head forward go through TorchDynamo
-    (backend 'eager' here: graph capture without code generation, fast enough for CI; the
-    inductor path is timed and compared by `detforge benchmark --backends compiled`), the
+def test_compiled_detector_parts_give_the_same_detections(retinanet):
+    """The wiring of init_detector(compile=...): backbone, neck and head forward go through
+    TorchDynamo (backend 'eager' here: graph capture without code generation, fast enough for
+    CI; the inductor path is timed and compared by `detforge benchmark --backends compiled`), the
     head's decoding and NMS stay eager, and the detections are the unfused model's."""
     import torch._dynamo
 
@@ -309,11 +309,10 @@ def test_the_compile_setting_reads_true_as_inductor():
 
 
 @pytest.mark.slow
-def test_training_with_a_compiled_backbone_and_neck_logs_the_same_losses(repo_root, bccd_subset,
-                                                                        tmp_path):
+def test_training_with_compiled_parts_logs_the_same_losses(repo_root, bccd_subset, tmp_path):
     """The config's compile=dict(...) reaches train_detector: 2 iterations of the tiny
-    RetinaNet with backbone, neck and head forward through AOTAutograd (backend 'aot_eager': the compiled
-    forward and backward graphs, eager kernels) log the losses of the plain run."""
+    RetinaNet with backbone, neck and head forward through AOTAutograd (backend 'aot_eager':
+    the compiled forward and backward graphs, eager kernels) log the losses of the plain run."""
     import torch._dynamo
 
     from detforge.cli import main

@@ -29,7 +29,8 @@ from torch import nn
 
 from detforge.registry import BuildError, DetforgeError
 
-__all__ = ['COMPILED_PARTS', 'INFERENCE_COMPILE', 'compile_detector_parts', 'compile_options_from_config']
+__all__ = ['COMPILED_PARTS', 'INFERENCE_COMPILE', 'compile_detector_parts',
+           'compile_options_from_config']
 
 #: the attributes of a detector that are compiled, in this order, when present (the heads
 #: only when they are dense heads, see :func:`_is_dense_head`)
