@@ -286,7 +286,7 @@ def test_compiled_detector_parts_give_the_same_detections(retinanet):
     (dict(backend='inductr'), r"backend must be a torch.compile backend \(.*inductor.*\), got "
                               r"'inductr' \(in compile.backend of x.py\)"),
     (dict(mdoe='max-autotune'), r"unknown key 'mdoe'; expected some of backend, mode, dynamic, "
-                                r'fullgraph, options \(in compile.mdoe of x.py\)'),
+                                r"fullgraph, options, with_head \(in compile.mdoe of x.py\)"),
     (dict(dynamic='auto'), r"dynamic must be None, True or False, got 'auto'"),
 ])
 def test_a_bad_compile_setting_is_refused_with_its_key_path(value, message):
