@@ -172,11 +172,17 @@ def torchvision_case(kind: str, folder: Path, checkpoint: str | None = None):
     elif kind == 'retinanet':
         cfg = _bench_config('configs/retinanet/retinanet_r50_fpn_tv.py', folder,
                             "model = dict(backbone=dict(norm_cfg=dict(type='BN', eps=1e-5, "
-                            "requires_grad=False)), bbox_head=dict(num_classes=3))")
+                            "requires_grad=False)), bbox_head=dict(num_classes=3, "
+                            "anchor_generator=dict(stride_rule='fixed')))")
     else:
         cfg = _bench_config('configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py', folder,
                             "model = dict(backbone=dict(norm_cfg=dict(type='BN', eps=1e-5, "
-                            "requires_grad=False)), roi_head=dict(bbox_head=dict(num_classes=3)))")
+                            "requires_grad=False)), rpn_head=dict(anchor_generator=dict("
+                            "stride_rule='fixed')), roi_head=dict(bbox_head=dict(num_classes=3)))")
+    # the exported graph steps anchors by the configured strides, so every R50 row uses the
+    # fixed rule: at 640x480 the P6/P7 anchors are 64/128 px apart instead of torchvision's
+    # 60/120 (the same computation; the detections of those levels differ from torchvision's
+    # a little)
     if checkpoint is None:
         # spread the predictors so that scores differ (random init puts them all within 1e-6)
         with torch.no_grad():
