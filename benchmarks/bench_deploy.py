@@ -11,8 +11,8 @@ Rows per model (``detforge benchmark``'s backends; see ``detforge benchmark --he
 ``compiled`` / ``compiled-cl`` (fused, backbone, neck and head convolutions through
 ``torch.compile`` with TorchInductor and frozen weights; without / with channels_last),
 ``onnxruntime``, ``openvino`` (the static float32 export), ``int8`` and ``int8-openvino``
-(QDQ INT8, 32 BCCD ``trainval`` calibration images, predictor convolutions float32). Every row of a model is
-timed image by image in turn, in one process, on the same BCCD test images (model forward
+(QDQ INT8, 32 BCCD ``trainval`` calibration images, predictor convolutions float32). Every
+row of a model is timed image by image in turn, in one process, on the same BCCD test images (model forward
 only; the test pipeline is excluded); the warm-up images are not timed (the compiled rows
 compile there: "first image s" shows that cost). "peak MiB" is the peak resident memory of a
 fresh process that builds that row's model and runs 3 images (interpreter, torch and the data
