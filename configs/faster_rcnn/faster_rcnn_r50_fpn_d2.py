@@ -7,6 +7,7 @@
 #     resized with Pillow (_base_/datasets/coco_detection_d2.py);
 #   - ResNet with the stride on the 1x1 conv (RESNETS.STRIDE_IN_1X1, MSRA weights) and frozen
 #     batch norm (eps 1e-5); FPN top-down upsampling by 2, P6 by max-pooling P5;
+#   - box deltas dw, dh are clamped from above only (Box2BoxTransform's scale_clamp);
 #   - RoIs go to FPN levels by ROIPooler's rule (canonical 224 px at level 4, eps 1e-8);
 #   - after rescaling to the original image, boxes are clipped and the empty ones dropped
 #     (detector_postprocess);
@@ -27,7 +28,9 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://detectron2/resnet50_caffe')),
     neck=dict(upsample_cfg=dict(scale_factor=2, mode='nearest')),
-    roi_head=dict(bbox_roi_extractor=dict(level_mapping='detectron2')),
+    rpn_head=dict(bbox_coder=dict(clamp_shrink=False)),
+    roi_head=dict(bbox_roi_extractor=dict(level_mapping='detectron2'),
+                  bbox_head=dict(bbox_coder=dict(clamp_shrink=False))),
     train_cfg=dict(rpn=dict(assigner=dict(min_pos_iou=0.0, low_quality_gt='best'))),
     test_cfg=dict(
         rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7),

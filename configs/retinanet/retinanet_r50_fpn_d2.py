@@ -10,6 +10,7 @@
 #   - P6 from C5 (LastLevelP6P7 on "res5"), ReLU before P7; top-down upsampling by 2;
 #   - anchors 32 * 2^(i/3) px at offset 0, ordered size-major as Detectron2's (scale_major=False:
 #     the head's channels keep Detectron2's order);
+#   - box deltas dw, dh are clamped from above only (Box2BoxTransform's scale_clamp);
 #   - boxes are decoded and suppressed without clipping; after rescaling to the original
 #     image they are clipped and the empty ones dropped (detector_postprocess);
 #   - training: low-quality matches keep the anchor's own best gt, losses divided by a moving
@@ -36,7 +37,7 @@ model = dict(
             ratios=[0.5, 1.0, 2.0],
             scale_major=False,
             sizes=[[x, x * 2 ** (1.0 / 3), x * 2 ** (2.0 / 3)] for x in (32, 64, 128, 256, 512)]),
-        bbox_coder=dict(clip_border=False),
+        bbox_coder=dict(clip_border=False, clamp_shrink=False),
         loss_normalizer_momentum=0.9),
     train_cfg=dict(assigner=dict(low_quality_gt='best')),
     test_cfg=dict(nms_pre=1000, score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5),

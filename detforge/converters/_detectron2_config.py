@@ -330,6 +330,9 @@ def translate(path: str | os.PathLike) -> Translation:
     return Translation(out, get.untranslated, get.no_effect, source=os.fspath(path))
 
 
+# Detectron2's Box2BoxTransform clamps dw, dh from above only (boxes may shrink without
+# bound): clamp_shrink=False in every box coder
+
 def _stds(weights) -> list[float]:
     """Detectron2's box-coder weights ``(wx, wy, ww, wh)`` -> MMDetection's ``target_stds``."""
     return [1.0 / float(w) for w in weights]
@@ -479,7 +482,7 @@ def _retinanet(get) -> dict:
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
                         target_stds=_stds(get('MODEL.RETINANET.BBOX_REG_WEIGHTS')),
                         # Detectron2 decodes and suppresses unclipped boxes
-                        clip_border=False),
+                        clip_border=False, clamp_shrink=False),
         loss_cls=dict(type='FocalLoss', use_sigmoid=True, gamma=float(get('MODEL.RETINANET.FOCAL_LOSS_GAMMA')),
                       alpha=float(get('MODEL.RETINANET.FOCAL_LOSS_ALPHA')), loss_weight=1.0),
         loss_bbox=loss_bbox,
@@ -529,7 +532,7 @@ def _faster_rcnn(get) -> dict:
         type='RPNHead', in_channels=channels, feat_channels=channels,
         anchor_generator=_anchors(get, _level_strides(rpn_levels)),
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                        target_stds=_stds(get('MODEL.RPN.BBOX_REG_WEIGHTS'))),
+                        target_stds=_stds(get('MODEL.RPN.BBOX_REG_WEIGHTS')), clamp_shrink=False),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=rpn_loss_weight),
         loss_bbox=_box_loss(get, 'MODEL.RPN.BBOX_REG_LOSS_TYPE', 'MODEL.RPN.SMOOTH_L1_BETA',
                             rpn_loss_weight * float(get('MODEL.RPN.BBOX_REG_LOSS_WEIGHT'))))
@@ -537,7 +540,8 @@ def _faster_rcnn(get) -> dict:
         type='Shared2FCBBoxHead', in_channels=channels, fc_out_channels=int(get('MODEL.ROI_BOX_HEAD.FC_DIM')),
         roi_feat_size=resolution, num_classes=int(get('MODEL.ROI_HEADS.NUM_CLASSES')),
         bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                        target_stds=_stds(get('MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS'))),
+                        target_stds=_stds(get('MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS')),
+                        clamp_shrink=False),
         reg_class_agnostic=bool(get('MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG')),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
         loss_bbox=_box_loss(get, 'MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE',
