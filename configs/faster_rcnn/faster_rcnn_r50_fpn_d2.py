@@ -28,9 +28,22 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://detectron2/resnet50_caffe')),
     neck=dict(upsample_cfg=dict(scale_factor=2, mode='nearest')),
-    rpn_head=dict(bbox_coder=dict(clamp_shrink=False)),
-    roi_head=dict(bbox_roi_extractor=dict(level_mapping='detectron2'),
-                  bbox_head=dict(bbox_coder=dict(clamp_shrink=False))),
+    rpn_head=dict(
+        # Detectron2's DefaultAnchorGenerator: one size per level (so the size-major order is
+        # MMDetection's too), offset 0
+        anchor_generator=dict(
+            _delete_=True,
+            type='AnchorGenerator',
+            strides=[4, 8, 16, 32, 64],
+            ratios=[0.5, 1.0, 2.0],
+            scale_major=False,
+            sizes=[[32], [64], [128], [256], [512]]),
+        bbox_coder=dict(clamp_shrink=False)),
+    roi_head=dict(
+        bbox_roi_extractor=dict(
+            roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=0, aligned=True),
+            level_mapping='detectron2'),
+        bbox_head=dict(bbox_coder=dict(clamp_shrink=False))),
     train_cfg=dict(rpn=dict(assigner=dict(min_pos_iou=0.0, low_quality_gt='best'))),
     test_cfg=dict(
         rpn=dict(nms_pre=1000, max_per_img=1000, nms=dict(type='nms', iou_threshold=0.7),

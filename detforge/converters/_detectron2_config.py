@@ -263,11 +263,15 @@ class Translation:
             lines += [f'#   {key} = {value!r}: {why}' for key, value, why in self.untranslated]
         else:
             lines.append('# Every key of the YAML chain was translated.')
+        batch = self.config.get('_total_batch')
+        lines.append(f'# SOLVER.IMS_PER_BATCH {batch} is the total batch over all GPUs: '
+                     f'data.samples_per_gpu=2 assumes {batch // 2} GPUs.')
         if self.no_effect:
             lines.append('# Set in the YAML but without effect on this model (also not in '
                          'Detectron2):')
             lines += [f'#   {key} = {value!r}: {why}' for key, value, why in self.no_effect]
-        return '\n'.join(lines) + '\n' + format_python(self.config)
+        config = {k: v for k, v in self.config.items() if not k.startswith('_')}
+        return '\n'.join(lines) + '\n' + format_python(config)
 
 
 class _Reader:
@@ -648,7 +652,7 @@ def _data(get, model: dict) -> dict:
             ds['pipeline'] = train_pipeline if pipe == 'train' else test_pipeline
             data[split] = ds
     return dict(img_norm_cfg=norm, train_pipeline=train_pipeline, test_pipeline=test_pipeline,
-                data=data, evaluation=dict(interval=1, metric='bbox'))
+                data=data, evaluation=dict(interval=1, metric='bbox'), _total_batch=ims)
 
 
 def _schedule(get) -> dict:
