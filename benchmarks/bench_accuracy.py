@@ -41,11 +41,12 @@ DEFAULT_CONFIG = 'configs/retinanet/retinanet_r18_fpn_12e_bccd320.py'
 RESULTS_HEADER = (
     '# Accuracy runs (`benchmarks/bench_accuracy.py`)\n\n'
     'One row per run, appended by the script. AP and AP50: COCO box AP on the config\'s test '
-    'set. Train wall time: training only (no evaluation). Threads: torch threads of this '
-    'machine / its CPUs.\n\n'
+    'set; mask AP and AP50 the same for segmentation (`--eval bbox segm`). Train wall time: '
+    'training only (no evaluation). Machine: torch threads of this machine / its CPUs, or the '
+    'GPU the run trained and tested on (`--device cuda`).\n\n'
     '| date | config | schedule | AP | AP50 | train wall time (min) | s/iter | s/test image '
-    '| threads |\n'
-    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n')
+    '| machine | mask AP | mask AP50 |\n'
+    '| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n')
 
 
 def schedule_options(config: str, max_iters: int) -> list[str]:
@@ -130,8 +131,19 @@ def test_metrics(out: str, metrics_dir: str) -> dict:
         metric = dict(bbox_mAP=0.0, bbox_mAP_50=0.0)
     m = re.search(r'tested (\d+) images in ([\d.]+) s', out)
     images, seconds = (int(m.group(1)), float(m.group(2))) if m else (None, None)
+    masks = {}
+    if 'segm_mAP' in metric:
+        masks = dict(mask_AP=float(metric['segm_mAP']), mask_AP50=float(metric['segm_mAP_50']))
     return dict(AP=float(metric['bbox_mAP']), AP50=float(metric['bbox_mAP_50']),
-                test_images=images, test_s=seconds)
+                test_images=images, test_s=seconds, **masks)
+
+
+def machine(device: str | None) -> str:
+    """The row's machine cell: the GPU's name when the run used one, else torch's threads."""
+    import torch
+    if device != 'cpu' and torch.cuda.is_available():
+        return f'{torch.cuda.get_device_name(0)} (GPU), {os.cpu_count()} CPUs'
+    return f'{torch.get_num_threads()} of {os.cpu_count()} CPUs'
 
 
 def append_row(results: str, row: dict) -> None:
@@ -141,7 +153,8 @@ def append_row(results: str, row: dict) -> None:
     fmt = lambda v, spec: format(v, spec) if v is not None else 'n/a'  # noqa: E731
     line = (f'| {row["date"]} | `{row["config"]}` | {row["schedule"]} | {row["AP"]:.3f} | '
             f'{row["AP50"]:.3f} | {row["train_s"] / 60:.1f} | {fmt(row["s_per_iter"], ".2f")} | '
-            f'{fmt(row["s_per_test_image"], ".3f")} | {row["threads"]} |\n')
+            f'{fmt(row["s_per_test_image"], ".3f")} | {row["threads"]} | '
+            f'{fmt(row.get("mask_AP"), ".3f")} | {fmt(row.get("mask_AP50"), ".3f")} |\n')
     with path.open('a') as f:
         f.write(line)
 
@@ -161,6 +174,11 @@ def main(argv=None) -> int:
     parser.add_argument('--results', default=str(HERE / 'accuracy.md'),
                         help='markdown table to append the row to')
     parser.add_argument('--no-record', action='store_true', help='do not append a row')
+    parser.add_argument('--device', choices=['cpu', 'cuda'], default=None,
+                        help='train and test on this device (detforge\'s default: cuda if '
+                        'available); the row names the machine')
+    parser.add_argument('--eval', nargs='+', default=['bbox'], choices=['bbox', 'segm'],
+                        help='metrics of the test (segm: mask AP too, for Mask R-CNN)')
     args = parser.parse_args(argv)
     if args.max_iters is not None and args.max_iters < 1:
         parser.error('--max-iters must be at least 1')
@@ -181,6 +199,8 @@ def main(argv=None) -> int:
            '--seed', str(args.seed)]
     if args.resume:
         cmd.append('--auto-resume')
+    if args.device:
+        cmd += ['--device', args.device]
     if train_opts:
         cmd += ['--cfg-options', *train_opts]
     latest = osp.join(work_dir, 'latest.pth')
@@ -196,7 +216,10 @@ def main(argv=None) -> int:
     logged = logged_iter_times(work_dir, started)
 
     metrics_dir = osp.join(work_dir, 'test_metrics')
-    test_cmd = [*detforge, 'test', config, latest, '--eval', 'bbox', '--work-dir', metrics_dir]
+    test_cmd = [*detforge, 'test', config, latest, '--eval', *args.eval, '--work-dir',
+                metrics_dir]
+    if args.device:
+        test_cmd += ['--device', args.device]
     if args.cfg_options:
         test_cmd += ['--cfg-options', *args.cfg_options]
     out, test_wall = run(test_cmd, 'test')
@@ -213,11 +236,14 @@ def main(argv=None) -> int:
         s_per_iter=train_s / iters if iters else None,
         s_per_test_image=(metrics['test_s'] / metrics['test_images']
                           if metrics['test_images'] else None),
-        threads=f'{torch.get_num_threads()} of {os.cpu_count()} CPUs')
+        threads=machine(args.device),
+        **{k: metrics[k] for k in ('mask_AP', 'mask_AP50') if k in metrics})
     print('\n=== accuracy')
     print(f'config      {config} ({row["schedule"]})')
     print(f'AP          {row["AP"]:.4f}')
     print(f'AP50        {row["AP50"]:.4f}')
+    if 'mask_AP' in row:
+        print(f'mask AP     {row["mask_AP"]:.4f}  (AP50 {row["mask_AP50"]:.4f})')
     print(f'train time  {train_s:.1f} s ({train_s / 60:.1f} min; process wall {wall:.1f} s)')
     if iters:
         print(f's/iter      {row["s_per_iter"]:.2f} ({iters} iterations, train time / iterations'

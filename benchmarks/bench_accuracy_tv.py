@@ -81,7 +81,7 @@ def lr_at(it: int, epoch: int) -> float:
     return lr
 
 
-def train(model, dataset, max_iters: int | None, seed: int) -> tuple[float, list[float], int]:
+def train(model, dataset, max_iters: int | None, seed: int, device: str = 'cpu') -> tuple[float, list[float], int]:
     """Train the recipe (or its first ``max_iters`` iterations); returns the wall time, the
     per-iteration times and the number of iterations."""
     from torch.utils.data import DataLoader
@@ -99,9 +99,10 @@ def train(model, dataset, max_iters: int | None, seed: int) -> tuple[float, list
             tic = time.perf_counter()
             for group in optimizer.param_groups:
                 group['lr'] = lr_at(it, epoch)
-            images = [to_tensor(s['img']) for s in samples]
+            images = [to_tensor(s['img']).to(device) for s in samples]
             targets = [dict(boxes=torch.from_numpy(s['gt_bboxes']).float(),
                             labels=torch.from_numpy(s['gt_labels']).long()) for s in samples]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
             losses = model(images, targets)
             loss = sum(losses.values())
             optimizer.zero_grad()
@@ -120,7 +121,7 @@ def train(model, dataset, max_iters: int | None, seed: int) -> tuple[float, list
 
 
 @torch.no_grad()
-def test(model, dataset, num_images: int | None) -> tuple[dict, float]:
+def test(model, dataset, num_images: int | None, device: str = 'cpu') -> tuple[dict, float]:
     """COCO box AP of ``model`` on ``dataset`` (its first ``num_images``); returns the metrics
     and seconds per image."""
     from detforge.evaluation.coco_metric import evaluate_coco
@@ -128,7 +129,7 @@ def test(model, dataset, num_images: int | None) -> tuple[dict, float]:
     n = len(dataset) if num_images is None else min(num_images, len(dataset))
     results, start = [], time.perf_counter()
     for i in range(n):
-        out = model([to_tensor(dataset[i]['img'])])[0]
+        out = {k: v.cpu() for k, v in model([to_tensor(dataset[i]['img']).to(device)])[0].items()}
         dets = torch.cat([out['boxes'], out['scores'][:, None]], 1).numpy()
         labels = out['labels'].numpy()
         results.append([dets[labels == c] for c in range(len(CLASSES))])
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     parser.add_argument('--results', default=str(HERE / 'accuracy.md'),
                         help='markdown table to append the row to')
     parser.add_argument('--no-record', action='store_true', help='do not append a row')
+    parser.add_argument('--device', default='cpu', help='train and test on this device '
+                        '(e.g. cuda); the row names the machine')
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,9 +161,9 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     train_set, test_set = build_datasets()
-    model = build_model()
-    wall, times, iters = train(model, train_set, args.max_iters, args.seed)
-    metrics, s_per_img = test(model, test_set, args.test_images)
+    model = build_model().to(args.device)
+    wall, times, iters = train(model, train_set, args.max_iters, args.seed, args.device)
+    metrics, s_per_img = test(model, test_set, args.test_images, args.device)
     ap, ap50 = metrics.get('bbox_mAP', 0.0), metrics.get('bbox_mAP_50', 0.0)
     s_iter = wall / iters
     print('\n=== accuracy (torchvision RetinaNet, BCCD-320 recipe)')
@@ -170,13 +173,13 @@ def main(argv=None) -> int:
     print(f's/test img  {s_per_img:.3f}')
     if not args.no_record:
         sys.path.insert(0, str(HERE))
-        from bench_accuracy import append_row
+        from bench_accuracy import append_row, machine
         schedule = 'as configured' if args.max_iters is None else f'{iters} iterations'
         append_row(args.results, dict(
             date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
             config='torchvision RetinaNet R18-FPN (bench_accuracy_tv.py)', schedule=schedule,
             AP=ap, AP50=ap50, train_s=wall, s_per_iter=s_iter, s_per_test_image=s_per_img,
-            threads=f'{torch.get_num_threads()} of {os.cpu_count()} CPUs'))
+            threads=machine(args.device)))
         print(f'row appended to {args.results}')
     return 0
 

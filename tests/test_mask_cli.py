@@ -44,7 +44,7 @@ def test_test_and_infer_with_masks(repo_root, shared_data, tmp_path, capsys, mon
     ann = tmp_path / 'two.json'
     ann.write_text(json.dumps(subset))
     cfg_file = tmp_path / 'narrow.py'
-    base = str(repo_root / 'configs/mask_rcnn/mask_rcnn_r18_fpn_24e_pennfudan.py')
+    base = str(repo_root / 'configs/mask_rcnn/mask_rcnn_r18_fpn_12e_pennfudan.py')
     cfg_file.write_text(NARROW.format(base=base, ann=str(ann)))
     torch.manual_seed(0)
     model = build_detector(Config.fromfile(str(cfg_file)).model)

@@ -40,9 +40,9 @@ MODEL_NAMES: dict[str, ModelName] = {m.name: m for m in (
     ModelName('gfl_r18', 'configs/gfl/gfl_r18_fpn_gn-head_ms_9e_bccd320.py',
               'GFL, ResNet-18-FPN, GroupNorm head, multi-scale; 9 epochs'),
     ModelName('rtmdet_tiny', 'configs/rtmdet/rtmdet_tiny_bccd320.py',
-              'RTMDet-tiny (CSPNeXt), AdamW, EMA; 24 epochs'),
-    ModelName('mask_rcnn_r18', 'configs/mask_rcnn/mask_rcnn_r18_fpn_24e_pennfudan.py',
-              'Mask R-CNN, ResNet-18-FPN (needs masks: COCO or LabelMe polygons); 24 epochs',
+              'RTMDet-tiny (CSPNeXt), AdamW, EMA, mosaic/mixup; 40 epochs'),
+    ModelName('mask_rcnn_r18', 'configs/mask_rcnn/mask_rcnn_r18_fpn_12e_pennfudan.py',
+              'Mask R-CNN, ResNet-18-FPN (needs masks: COCO or LabelMe polygons); 12 epochs',
               needs_masks=True),
 )}
 
@@ -74,8 +74,8 @@ def config_path_of(name: str) -> Path:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One row of ``benchmarks/accuracy.md``: COCO box AP on BCCD ``test`` after training
-    the config as configured, on the CPU the row names."""
+    """One row of ``benchmarks/accuracy.md``: COCO box AP on the config's test set after
+    training it as configured, on the machine the row names (CPU threads or a GPU)."""
     date: str
     ap: str
     ap50: str
@@ -88,7 +88,7 @@ class Measurement:
 _ROW = re.compile(r'^\|\s*(?P<date>[^|]+?)\s*\|\s*`(?P<config>[^`]+)`\s*\|\s*(?P<schedule>[^|]+?)'
                   r'\s*\|\s*(?P<ap>[^|]+?)\s*\|\s*(?P<ap50>[^|]+?)\s*\|\s*(?P<minutes>[^|]+?)'
                   r'\s*\|\s*(?P<s_iter>[^|]+?)\s*\|\s*(?P<s_img>[^|]+?)\s*\|\s*(?P<threads>[^|]+?)'
-                  r'\s*\|\s*$')
+                  r'\s*\|(?:[^|]*\|)*\s*$')  # then the mask AP columns, if any
 
 
 def recorded_measurements(path: Path | None = None) -> tuple[dict[str, Measurement], str]:

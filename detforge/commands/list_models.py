@@ -3,9 +3,9 @@
     detforge list-models
 
 Each name is a shipped config. AP, AP50 and speed are the last run of that config recorded
-in ``benchmarks/accuracy.md`` (COCO box AP on BCCD ``test`` after training on ``trainval``
-from scratch, the "BCCD-320" recipe; seconds per training iteration of 4 images and per test
-image on the CPU named there, with the date of the run). A model never run that way says
+in ``benchmarks/accuracy.md`` (COCO box AP on the config's test set after training from
+scratch; seconds per training iteration of 4 images and per test image on the machine named
+there, a CPU or a GPU, with the date of the run). A model never run that way says
 "not measured".
 """
 from __future__ import annotations
@@ -30,10 +30,11 @@ def main(args) -> int:
         else:
             rows.append([model.name, m.ap, m.ap50, m.s_per_iter, m.s_per_test_image,
                          f'{m.date} ({m.machine})', model.config])
-    print('BCCD-320: COCO box AP on BCCD test (72 images) after training on trainval from '
-          'scratch; s/iter: one training iteration of 4 images; s/img: test time per image.')
+    print('AP: COCO box AP on the config\'s test set after training from scratch (BCCD test, '
+          '72 images; Penn-Fudan test, 50 images, for mask_rcnn_r18); s/iter: one training '
+          'iteration of 4 images and s/img: test time per image, on the machine named.')
     print(format_table(rows, headers=['model', 'AP', 'AP50', 's/iter', 's/img',
-                                      'measured (CPU threads)', 'config']))
+                                      'measured (machine)', 'config']))
     print('Source: benchmarks/accuracy.md (benchmarks/bench_accuracy.py); the detforge commit '
           'of each run is not recorded there.')
     if caveat:
