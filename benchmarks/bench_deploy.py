@@ -95,7 +95,8 @@ def _torchvision_case(kind: str, folder: Path):
                                     min_size=480, max_size=640, detections_per_img=300)
         base = 'configs/retinanet/retinanet_r50_fpn_tv.py'
         extra = ("model = dict(backbone=dict(norm_cfg=dict(type='BN', eps=1e-5, requires_grad="
-                 "False)), bbox_head=dict(num_classes=3))")
+                 "False)), bbox_head=dict(num_classes=3, anchor_generator=dict("
+                 "stride_rule='fixed')))")
     else:
         from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
@@ -104,7 +105,11 @@ def _torchvision_case(kind: str, folder: Path):
                                      min_size=480, max_size=640)
         base = 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py'
         extra = ("model = dict(backbone=dict(norm_cfg=dict(type='BN', eps=1e-5, requires_grad="
-                 "False)), roi_head=dict(bbox_head=dict(num_classes=3)))")
+                 "False)), rpn_head=dict(anchor_generator=dict(stride_rule='fixed')), "
+                 "roi_head=dict(bbox_head=dict(num_classes=3)))")
+    # the exported graph steps anchors by the configured strides, so every row uses the fixed
+    # rule: at 640x480 the P6/P7 anchors are 64/128 px apart instead of torchvision's 60/120
+    # (the same computation; the detections of those levels differ from torchvision's a little)
     # spread the predictors so that scores differ (random init puts them all within 1e-6)
     with torch.no_grad():
         for name, p in tv.named_parameters():

@@ -23,7 +23,9 @@ Faster R-CNN-R50-FPN (``--model faster_rcnn``): ours from ``configs/faster_rcnn/
 (torchvision's conventions: RoIAlign sampling_ratio=2, smooth L1, proposal counts) against
 ``fasterrcnn_resnet50_fpn`` with 3 classes plus background, same sizes, batch norm trainable in
 both; training samples 512 RoIs per image from up to 2000 proposals, inference keeps 1000
-proposals and 100 detections.
+proposals and 100 detections. Faster and Mask R-CNN: ours holds torchvision's seeded random
+weights (converted), so that both propose the same RoIs and train on as many positive ones
+(with independent weights the mask branch of one saw twice the other's positive RoIs).
 
 FCOS-R50-FPN (``--model fcos``): ours from ``configs/fcos/fcos_r50_fpn_tv.py`` (torchvision's
 layout, see docs/models.md) against ``fcos_resnet50_fpn`` with 3 classes, same sizes, batch norm
@@ -175,11 +177,28 @@ def build_ours_faster_rcnn():
     cfg = Config.fromfile(str(REPO / 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv.py'))
     cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
     cfg.model.roi_head.bbox_head.num_classes = len(CLASSES)
-    return build_detector(cfg.model)
+    return with_torchvision_weights(build_detector(cfg.model), build_tv_faster_rcnn,
+                                    'torchvision_fasterrcnn')
+
+
+def with_torchvision_weights(model, build_tv, converter: str):
+    """``model`` holding the weights of the torchvision baseline that ``build_tv`` builds.
+
+    A two-stage model's work depends on its weights: the RPN's proposals decide how many RoIs
+    are positive, and the mask branch runs on the positive ones only. With independent random
+    weights the two models trained on different numbers of RoIs (e.g. 91 against 44 positive
+    RoIs for 2 images), so both start from the same weights, converted."""
+    import importlib
+    convert = importlib.import_module(f'detforge.converters.{converter}').convert_state_dict
+    missing, unexpected = model.load_state_dict(convert(build_tv().state_dict()), strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f'{converter}: missing {missing}, unexpected {unexpected}')
+    return model
 
 
 def build_tv_faster_rcnn():
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
+    torch.manual_seed(0)  # the same weights each call (ours converts them)
     # class 0 is torchvision's background: our label k is its label k + 1
     return fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES) + 1,
                                    min_size=480, max_size=640)
@@ -227,7 +246,8 @@ def build_ours_mask_rcnn():
     cfg.model.backbone.update(norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False, frozen_stages=-1)
     cfg.model.roi_head.bbox_head.num_classes = len(CLASSES)
     cfg.model.roi_head.mask_head.num_classes = len(CLASSES)
-    return build_detector(cfg.model)
+    return with_torchvision_weights(build_detector(cfg.model), build_tv_mask_rcnn,
+                                    'torchvision_maskrcnn')
 
 
 def ours_mask_train_step(model, optimizer, samples):
@@ -243,6 +263,7 @@ def ours_mask_train_step(model, optimizer, samples):
 
 def build_tv_mask_rcnn():
     from torchvision.models.detection import maskrcnn_resnet50_fpn
+    torch.manual_seed(0)  # the same weights each call (ours converts them)
     return maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES) + 1,
                                  min_size=480, max_size=640)
 
