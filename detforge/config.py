@@ -931,7 +931,7 @@ RUNTIME_KEYS = frozenset({
     'checkpoint_config', 'log_config', 'evaluation', 'custom_hooks', 'workflow', 'work_dir',
     'load_from', 'resume_from', 'auto_resume', 'seed', 'deterministic', 'device', 'gpu_ids',
     'gpus', 'dist_params', 'log_level', 'fp16', 'amp', 'channels_last', 'cudnn_benchmark',
-    'auto_scale_lr', 'custom_imports', 'find_unused_parameters', 'broadcast_buffers',
+    'compile', 'auto_scale_lr', 'custom_imports', 'find_unused_parameters', 'broadcast_buffers',
     'opencv_num_threads', 'mp_start_method', 'plot_curves', 'total_epochs', 'train_cfg',
     'test_cfg', 'dataset_type', 'data_root', 'classes', 'img_norm_cfg', 'train_pipeline',
     'test_pipeline', 'launcher', 'persistent_workers',

@@ -13,6 +13,7 @@ from conftest import REPO
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, REPO / 'benchmarks' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve their annotations through it
     spec.loader.exec_module(module)
     return module
 
@@ -181,7 +182,9 @@ def test_synthetic_coco_file_has_the_asked_counts_and_loads(tmp_path):
                                             ('check_long_run.py', '--max-growth'),
                                             ('bench_accuracy_tv.py', '--test-images'),
                                             ('run_all.py', '--quick'),
-                                            ('flops.py', '--models-json')])
+                                            ('flops.py', '--models-json'),
+                                            ('bench_deploy.py', '--no-memory'),
+                                            ('bench_train_levers.py', '--variants')])
 def test_scripts_print_their_help(script, option):
     out = subprocess.run([sys.executable, str(REPO / 'benchmarks' / script), '--help'],
                          capture_output=True, text=True, timeout=60)
@@ -222,3 +225,55 @@ def test_bench_models_channels_last_times_both_layouts_side_by_side(monkeypatch)
     assert len(trains) == 4 * 3 and sum(s[1] for s in trains) == 2 * 3  # half in NHWC
     assert all(torch.equal(s[2], trains[0][2]) for s in trains)         # same weights
     assert not any(s[1] for s in seen if s[0] == 'infer')               # eval mode
+
+
+def test_train_levers_count_a_lever_only_when_faster_with_the_same_losses():
+    """bench_train_levers' verdict: >= 10% faster AND every loss within --rtol of the
+    baseline's; the compile column is the warm-up time above the baseline's."""
+    import argparse
+    import types
+    levers = _load('bench_train_levers')
+
+    def runner(name, seconds, loss):
+        r = types.SimpleNamespace(variant=levers.VARIANTS[name], seconds=seconds, error=None,
+                                  new_graphs=[0] * len(seconds),
+                                  losses=[dict(loss_cls=loss, loss=loss)] * len(seconds))
+        return r
+    runners = {'baseline': runner('baseline', [5.0, 5.0, 4.0, 4.0, 4.0], 2.0),
+               'compile': runner('compile', [65.0, 5.0, 3.0, 3.0, 3.0], 2.0 * (1 + 5e-4)),
+               'bf16': runner('bf16', [3.0, 3.0, 2.0, 2.0, 2.0], 2.0 * (1 + 5e-3)),
+               'channels_last': runner('channels_last', [5.0, 5.0, 3.8, 3.8, 3.8], 2.0)}
+    args = argparse.Namespace(warmup=2, steps=3, rtol=1e-3, batch_size=4)
+    table = levers.report(runners, {'onednn-bf16': 'no bf16'}, args, '0.0 0.0 0.0')
+    rows = {line.split('|')[1].strip(): line for line in table.splitlines()
+            if line.startswith('| ') and not line.startswith('| variant')}
+    assert '| 3.000 | 1.33x | 60.0 |' in rows['compile'] and 'adopt' in rows['compile']
+    assert 'no: losses differ' in rows['bf16'] and '5.0e-03' in rows['bf16']
+    assert 'no: < 10% faster' in rows['channels_last'] and '| - |' in rows['channels_last']
+    assert 'skipped: no bf16' in rows['onednn-bf16']
+
+
+def test_train_levers_restore_the_onednn_settings_after_a_step():
+    import torch
+    levers = _load('bench_train_levers')
+    before = torch.backends.mkldnn.enabled
+    with levers.mkldnn_settings({'enabled': not before}):
+        assert torch.backends.mkldnn.enabled is (not before)
+    assert torch.backends.mkldnn.enabled is before
+
+
+def test_deploy_verdict_checks_the_issue_goals():
+    deploy = _load('bench_deploy')
+    tv = dict(backend='torchvision', p50_ms=100.0)
+    pytorch = dict(backend='pytorch', p50_ms=95.0, ap=0.61234)
+    assert deploy.verdict(tv, tv, pytorch) == 'baseline'
+    assert deploy.verdict(pytorch, tv, pytorch) == "misses <= 0.6x; AP = PyTorch's"
+    fast = dict(backend="compiled", p50_ms=55.0, ap=0.6108)
+    assert deploy.verdict(fast, tv, pytorch) == "meets <= 0.6x; AP differs (-0.0015)"
+    int8 = dict(backend='int8', p50_ms=39.0, ap=0.60034)
+    assert deploy.verdict(int8, tv, pytorch) == 'meets <= 0.4x; AP drop 1.2 points (> 1.0)'
+    lines = deploy.goal_lines({'R18': [tv, pytorch, fast, int8]})
+    assert lines[0] == ('- R18: best float32 path `compiled` at 0.55x torchvision '
+                        '(goal <= 0.6x): met.')
+    assert 'AP drop 1.2 points (goal <= 1.0): not met' in lines[1]
+    assert lines[2] == "- R18: float32 paths' AP equal to 3 decimals: no (0.611, 0.612)."

@@ -186,14 +186,15 @@ def test_infer_with_openvino_writes_the_same_json_as_pytorch(retinanet, tmp_path
                        and np.abs(np.subtract(da['bbox'], db['bbox'])).max() < 0.02 for db in b)
 
 
-def test_fuse_is_refused_for_exported_backends(retinanet, tmp_path, capsys):
+def test_fuse_and_compile_are_refused_for_exported_backends(retinanet, tmp_path, capsys):
     from detforge.cli import main
     cfg, ckpt, _, images = retinanet
     onnx_file = tmp_path / 'm.onnx'
     assert main(['export', str(cfg), str(ckpt), '--out', str(onnx_file)]) == 0
-    assert main(['infer', str(cfg), str(onnx_file), str(images[0]), '--backend', 'onnxruntime',
-                 '--fuse', '--out', str(tmp_path / 'o')]) == 2
-    assert '--fuse is for the pytorch backend' in capsys.readouterr().err
+    for flag in ('--fuse', '--compile'):
+        assert main(['infer', str(cfg), str(onnx_file), str(images[0]), '--backend',
+                     'onnxruntime', flag, '--out', str(tmp_path / 'o')]) == 2
+        assert f'{flag} is for the pytorch backend' in capsys.readouterr().err
 
 
 def test_int8_quantization_keeps_the_head_float_and_the_float_score_profile(retinanet, tmp_path):
@@ -246,3 +247,98 @@ def test_benchmark_prints_one_row_per_backend(retinanet, tmp_path, capsys):
         assert r['img_s'] > 0 and r['metric_name'] == 'bbox_mAP'
     # float32 paths: the same detections, so the same AP to 3 decimals
     assert len({round(r['metric'], 3) for r in rows}) == 1
+
+
+def _graphs_compiled() -> int:
+    from torch._dynamo.utils import counters
+    return int(counters['stats']['unique_graphs'])
+
+
+def test_compiled_detector_parts_give_the_same_detections(retinanet):
+    """The wiring of init_detector(compile=...): backbone, neck and head forward go through
+    TorchDynamo (backend 'eager' here: graph capture without code generation, fast enough for
+    CI; the inductor path is timed and compared by `detforge benchmark --backends compiled`), the
+    head's decoding and NMS stay eager, and the detections are the unfused model's."""
+    import torch._dynamo
+
+    from detforge.apis.inference import inference_detector, init_detector
+    cfg, ckpt, _, images = retinanet
+    images = [str(p) for p in images[:2]]
+    plain = init_detector(str(cfg), str(ckpt))
+    torch._dynamo.reset()
+    model = init_detector(str(cfg), str(ckpt), fuse=True, channels_last=True,
+                          compile=dict(backend='eager'))
+    assert model.compiled_parts == ('backbone', 'neck', 'bbox_head')
+    assert model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert 'backbone.conv1.weight' in model.state_dict()  # the keys of a checkpoint stay
+    expected = inference_detector(plain, images)
+    before = _graphs_compiled()
+    assert_same_detections(expected, inference_detector(model, images))
+    assert _graphs_compiled() - before == 3  # one graph each: no break inside any part
+    with pytest.raises(DetforgeError, match='already compiled'):
+        from detforge.models.compile_parts import compile_detector_parts
+        compile_detector_parts(model)
+
+
+@pytest.mark.parametrize('value,message', [
+    ('yes', "compile must be True, False or a dict of torch.compile options, got 'yes' "
+            r'\(in compile of x.py\)'),
+    (dict(backend='inductr'), r"backend must be a torch.compile backend \(.*inductor.*\), got "
+                              r"'inductr' \(in compile.backend of x.py\)"),
+    (dict(mdoe='max-autotune'), r"unknown key 'mdoe'; expected some of backend, mode, dynamic, "
+                                r"fullgraph, options, with_head \(in compile.mdoe of x.py\)"),
+    (dict(dynamic='auto'), r"dynamic must be None, True or False, got 'auto'"),
+])
+def test_a_bad_compile_setting_is_refused_with_its_key_path(value, message):
+    from detforge.config import Config
+    from detforge.models.compile_parts import compile_options_from_config
+    from detforge.registry import BuildError
+    cfg = Config(dict(compile=value), filename='x.py')
+    with pytest.raises(BuildError, match=message):
+        compile_options_from_config(cfg)
+
+
+def test_the_compile_setting_reads_true_as_inductor():
+    from detforge.config import Config
+    from detforge.models.compile_parts import compile_options_from_config
+    assert compile_options_from_config(Config(dict(compile=True))) == dict(backend='inductor')
+    assert compile_options_from_config(Config(dict(compile=False))) is None
+    assert compile_options_from_config(Config({})) is None
+    assert compile_options_from_config(Config(dict(compile=dict(mode='max-autotune')))) == \
+        dict(backend='inductor', mode='max-autotune')
+
+
+@pytest.mark.slow
+def test_training_with_compiled_parts_logs_the_same_losses(repo_root, bccd_subset, tmp_path):
+    """The config's compile=dict(...) reaches train_detector: 2 iterations of the tiny
+    RetinaNet with backbone, neck and head forward through AOTAutograd (backend 'aot_eager':
+    the compiled forward and backward graphs, eager kernels) log the losses of the plain run."""
+    import torch._dynamo
+
+    from detforge.cli import main
+    from conftest import data_options
+    losses = {}
+    for name, extra in (('plain', []), ('compiled', ['compile.backend=aot_eager'])):
+        torch._dynamo.reset()
+        before = _graphs_compiled()
+        work_dir = tmp_path / name
+        assert main(['train', str(repo_root / 'tests/configs/retinanet_r18_tiny_bccd.py'),
+                     '--work-dir', str(work_dir), '--seed', '0', '--deterministic',
+                     '--no-validate', '--cfg-options', *data_options(repo_root, bccd_subset(2)),
+                     'data.samples_per_gpu=1', *extra]) == 0
+        assert (_graphs_compiled() - before > 0) == (name == 'compiled')
+        records = [json.loads(line) for line in
+                   next(work_dir.glob('*.log.json')).read_text().splitlines()]
+        losses[name] = [r['loss'] for r in records if r.get('mode') == 'train']
+    assert len(losses['plain']) == 2
+    np.testing.assert_allclose(losses['compiled'], losses['plain'], rtol=1e-5)
+
+
+def test_a_two_stage_detector_compiles_its_rpn_head_not_its_roi_head(tmp_path, repo_root):
+    from detforge.models.compile_parts import compile_detector_parts
+    _, _, model, _ = make_model(tmp_path, repo_root, 'faster_rcnn')
+    compile_detector_parts(model, backend='eager')  # lazy: nothing is traced yet
+    assert model.compiled_parts == ('backbone', 'neck', 'rpn_head')
+    _, _, model, _ = make_model(tmp_path / 'b', repo_root, 'retinanet')
+    compile_detector_parts(model, backend='eager', with_head=False)
+    assert model.compiled_parts == ('backbone', 'neck')

@@ -148,15 +148,29 @@ def _classes_from_config(cfg):
 
 
 def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
-                  cfg_options: dict | None = None, fuse: bool = False):
+                  cfg_options: dict | None = None, fuse: bool = False,
+                  channels_last: bool = False, compile: bool | dict = False):
     """Build a detector from a config (path or :class:`Config`) and load its weights.
 
     The class names (``model.CLASSES``) come from the checkpoint's ``meta['CLASSES']`` when it
     has them, else from the config's test data set. The model is in eval mode on ``device``
     and keeps its config as ``model.cfg`` (used by :func:`inference_detector`).
-    ``fuse=True`` folds every batch norm into the convolution before it
-    (:func:`~detforge.models.fuse_conv_bn.fuse_detector`): the same detections, fewer
-    operations; such a model is for inference only.
+
+    Speed options (each gives the same detections as the plain model, within float32
+    rounding; see docs/deployment.md):
+
+    - ``fuse=True`` folds every batch norm into the convolution before it
+      (:func:`~detforge.models.fuse_conv_bn.fuse_detector`): fewer operations; such a model
+      is for inference only.
+    - ``channels_last=True`` (or the config's ``channels_last = True``) stores the
+      convolution weights NHWC, so oneDNN runs the convolutions in that layout.
+    - ``compile=True`` compiles the backbone, the neck and the dense head's ``forward`` (its
+      convolutions; decoding and NMS stay eager) with ``torch.compile`` (TorchInductor,
+      weights frozen as constants); a dict gives
+      :func:`~detforge.models.compile_parts.compile_detector_parts`'s arguments
+      instead (``backend``, ``mode``, ``dynamic``, ``fullgraph``, ``options``,
+      ``with_head``). Compilation
+      happens at the first image of each new padded size, so the first call is slow.
     """
     cfg = _load_config(config, cfg_options)
     model_cfg = cfg.model
@@ -188,10 +202,20 @@ def init_detector(config, checkpoint: str | None = None, device: str = 'cpu',
     model.CLASSES = tuple(classes) if classes else None
     model.cfg = cfg
     model = model_to_device(model, device, cfg)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     if fuse:
         from detforge.models.fuse_conv_bn import fuse_detector
         fuse_detector(model)
+    if compile is not False and compile is not None:
+        from detforge.models.compile_parts import (INFERENCE_COMPILE,
+                                                      compile_detector_parts,
+                                                      compile_options_from_config)
+        options = compile_options_from_config({'compile': compile})
+        if compile is True:
+            options = dict(INFERENCE_COMPILE)
+        compile_detector_parts(model, **options)
     return model
 
 

@@ -217,6 +217,11 @@ def train_detector(model, dataset, cfg, distributed: bool = False, validate: boo
         raise DetforgeError('device cuda was asked for but no CUDA GPU is available; use '
                             '--device cpu')
     model = model_to_device(model, device, cfg)
+    from detforge.models.compile_parts import (compile_detector_parts,
+                                                  compile_options_from_config)
+    compile_options = compile_options_from_config(cfg)
+    if compile_options is not None:  # the config's compile = dict(...): backbone, neck, head forward
+        compile_detector_parts(model, **compile_options)
     if distributed:
         model = wrap_distributed(model, find_unused_parameters=cfg.get(
             'find_unused_parameters', False), broadcast_buffers=cfg.get(

@@ -22,8 +22,8 @@ def add_cfg_options(parser) -> None:
 
 
 def add_backend_arguments(parser) -> None:
-    """``--backend``, ``--fuse`` and ``--threads``: how ``test``, ``infer`` and ``benchmark`` run
-    the model."""
+    """``--backend``, ``--fuse``, ``--compile`` and ``--threads``: how ``test``, ``infer`` and
+    ``benchmark`` run the model."""
     parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
                         default='pytorch',
                         help='run the PyTorch checkpoint (default), or a file exported by '
@@ -31,6 +31,10 @@ def add_backend_arguments(parser) -> None:
     parser.add_argument('--fuse', action='store_true',
                         help='PyTorch backend: fold batch norm into the convolutions before it '
                         '(same detections, faster)')
+    parser.add_argument('--compile', action='store_true',
+                        help='PyTorch backend: compile backbone, neck and dense head with torch.compile '
+                        '(TorchInductor, frozen weights; the first image of each padded size '
+                        'compiles, which takes seconds to minutes)')
     parser.add_argument('--threads', type=int, default=0,
                         help='onnxruntime/openvino: inference threads (default: the backend\'s)')
 
@@ -75,9 +79,10 @@ def build_detect_fn(model, args):
 def check_backend_arguments(args) -> None:
     """The exported backends' arguments (``args`` may come from code that predates
     ``--fuse``/``--threads``: missing ones are their defaults)."""
-    if getattr(args, 'fuse', False):
-        raise DetforgeError(f'--fuse is for the pytorch backend; {args.checkpoint} run by '
-                            f'{args.backend} is already optimised by it')
+    for flag in ('fuse', 'compile'):
+        if getattr(args, flag, False):
+            raise DetforgeError(f'--{flag} is for the pytorch backend; {args.checkpoint} run '
+                                f'by {args.backend} is already optimised by it')
     args.threads = getattr(args, 'threads', 0)
     if args.threads < 0:
         raise DetforgeError(f'--threads must be >= 0, got {args.threads}')

@@ -1,11 +1,15 @@
 """Measure inference speed (and optionally accuracy) of a detector on every CPU path, side by side.
 
-    detforge benchmark CONFIG [CHECKPOINT] [--backends pytorch fused onnxruntime openvino int8]
+    detforge benchmark CONFIG [CHECKPOINT] [--backends pytorch fused compiled onnxruntime ...]
                        [--num-images 50] [--warmup 5] [--batch-sizes 1 2 4] [--eval]
                        [--threads N] [--device cpu] [--out table.json]
 
 Each backend is built from the same weights: ``pytorch`` (the eager model), ``fused`` (batch
 norm folded into the convolutions, :func:`~detforge.models.fuse_conv_bn.fuse_detector`),
+``fused-cl`` (fused, weights channels_last), ``compiled`` (fused, then backbone, neck and
+the dense heads' forward through ``torch.compile`` with TorchInductor and frozen weights,
+:func:`~detforge.models.compile_parts.compile_detector_parts`; it compiles during the
+warm-up, once per padded input size), ``compiled-cl`` (the same, channels_last),
 ``onnxruntime`` / ``openvino`` (the graph ``detforge export`` writes, static input at the
 config's test scale), ``int8`` / ``int8-openvino`` (that graph quantized by ``detforge
 quantize``, calibrated on ``--calib`` training images). The timed images are run one at a time,
@@ -32,7 +36,15 @@ from detforge.registry import DetforgeError
 NAME = 'benchmark'
 HELP = 'latency, throughput, memory and AP of a detector on each CPU path, side by side'
 
-ALL_BACKENDS = ('pytorch', 'fused', 'onnxruntime', 'openvino', 'int8', 'int8-openvino')
+#: the PyTorch paths: ``init_detector`` options of each
+TORCH_BACKENDS = {
+    'pytorch': {},
+    'fused': dict(fuse=True),
+    'fused-cl': dict(fuse=True, channels_last=True),
+    'compiled': dict(fuse=True, compile=True),
+    'compiled-cl': dict(fuse=True, channels_last=True, compile=True),
+}
+ALL_BACKENDS = tuple(TORCH_BACKENDS) + ('onnxruntime', 'openvino', 'int8', 'int8-openvino')
 
 
 def add_arguments(parser):
@@ -54,7 +66,8 @@ def add_arguments(parser):
                         help='threads of every backend (default: torch\'s current setting)')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory column (one child process per backend)')
-    parser.add_argument('--device', default='cpu', help="'cpu' or 'cuda:0' (pytorch/fused)")
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu' or 'cuda:0' (the PyTorch paths: pytorch, fused*, compiled*)")
     parser.add_argument('--out', help='also write the table as JSON here')
     add_cfg_options(parser)
 
@@ -73,14 +86,15 @@ def build_backends(cfg, checkpoint, names, device='cpu', threads=0, calib=32,
     """
     from detforge.apis.inference import init_detector
     models = {}
-    if any(n not in ('pytorch', 'fused') for n in names) and not str(device).startswith('cpu'):
+    exported = [n for n in names if n not in TORCH_BACKENDS]
+    if exported and not str(device).startswith('cpu'):
         raise DetforgeError(f'the exported backends run on the CPU, not --device {device}')
     eager = init_detector(cfg, checkpoint, device=device)
-    if 'pytorch' in names:
-        models['pytorch'] = eager
-    if 'fused' in names:
-        models['fused'] = init_detector(cfg, checkpoint, device=device, fuse=True)
-    exported = [n for n in names if n not in ('pytorch', 'fused')]
+    for name in names:
+        if name == 'pytorch':
+            models[name] = eager
+        elif name in TORCH_BACKENDS:
+            models[name] = init_detector(cfg, checkpoint, device=device, **TORCH_BACKENDS[name])
     if not exported:
         return models
     from detforge.commands.export import default_shape, norm_cfg_from_config
@@ -125,12 +139,15 @@ def _to_device(batch, device):
     return dict(batch, img=img.to(device))
 
 
-def time_latency(models: dict, samples: list, warmup: int, device='cpu') -> dict:
+def time_latency(models: dict, samples: list, warmup: int, device='cpu',
+                 first_seconds: dict | None = None) -> dict:
     """Seconds per image of each model, alternating between the models image by image.
 
     Args:
         models: ``{name: model}``.
         samples: test-pipeline outputs, one image each; the first ``warmup`` are not timed.
+        first_seconds: if given, receives ``{name: seconds of the first image}`` (for a
+            compiled model, the compilation is in it).
 
     Returns:
         ``{name: np.ndarray}`` of the timed seconds per image.
@@ -141,6 +158,8 @@ def time_latency(models: dict, samples: list, warmup: int, device='cpu') -> dict
         batch = _to_device(_collate([sample]), device)
         for name, model in models.items():
             seconds = _forward(model, batch, device)
+            if k == 0 and first_seconds is not None:
+                first_seconds[name] = seconds
             if k >= warmup:
                 times[name].append(seconds)
     return {name: np.asarray(t) for name, t in times.items()}
@@ -248,6 +267,9 @@ def format_table(rows: list[dict]) -> str:
 def main(args):
     if args.num_images < 1 or args.warmup < 0:
         raise DetforgeError('--num-images must be >= 1 and --warmup >= 0')
+    if args.warmup < 1 and any(n.startswith('compiled') for n in args.backends):
+        raise DetforgeError('--warmup must be >= 1 with a compiled backend: it compiles at '
+                            'its first image, which must not be timed')
     if any(b < 1 for b in args.batch_sizes):
         raise DetforgeError(f'--batch-sizes must be >= 1, got {args.batch_sizes}')
     if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
@@ -266,14 +288,16 @@ def main(args):
                                 files=files)
         total = args.warmup + args.num_images
         samples = [dataset[k % len(dataset)] for k in range(total)]
-        seconds = time_latency(models, samples, args.warmup, args.device)
+        first = {}
+        seconds = time_latency(models, samples, args.warmup, args.device, first)
         best = time_throughput(models, samples[args.warmup:], args.batch_sizes, args.device)
         rows = []
         for name in names:
             t = seconds[name]
             row = dict(backend=name, p50_ms=float(np.percentile(t, 50) * 1e3),
                        p90_ms=float(np.percentile(t, 90) * 1e3), img_s=float(len(t) / t.sum()),
-                       best_img_s=float(best[name][0]), best_batch=best[name][1])
+                       best_img_s=float(best[name][0]), best_batch=best[name][1],
+                       first_image_s=float(first[name]))
             if args.eval:
                 metrics = evaluate(models[name], dataset)
                 key = 'bbox_mAP' if 'bbox_mAP' in metrics else 'mAP'

@@ -129,7 +129,8 @@ def main(args):
         raise DetforgeError(f'--batch-size must be at least 1, got {args.batch_size}')
     if args.backend == 'pytorch':
         model = init_detector(args.config, args.checkpoint, device=args.device,
-                              cfg_options=args.cfg_options, fuse=getattr(args, 'fuse', False))
+                              cfg_options=args.cfg_options, fuse=getattr(args, 'fuse', False),
+                              compile=getattr(args, 'compile', False))
     else:
         from detforge.deployment import build_backend_model
         check_backend_arguments(args)

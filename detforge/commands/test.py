@@ -144,6 +144,10 @@ def main(args) -> int:
         if getattr(args, 'fuse', False):
             from detforge.models.fuse_conv_bn import fuse_detector
             fuse_detector(model.eval())
+        if getattr(args, 'compile', False):
+            from detforge.models.compile_parts import (INFERENCE_COMPILE,
+                                                          compile_detector_parts)
+            compile_detector_parts(model.eval(), **INFERENCE_COMPILE)
     else:
         from detforge.deployment import build_backend_model
         check_backend_arguments(args)

@@ -10,6 +10,11 @@
     ``torch.backends.cudnn.benchmark``: cuDNN times its algorithms for each new input shape
     and keeps the fastest. Pays off when shapes repeat (fixed-size or few-size batches); as
     in MMDetection, off by default.
+``compile = dict(backend='inductor')``
+    Training: the backbone, the neck and the dense heads' ``forward`` go through
+    ``torch.compile`` (:mod:`detforge.models.compile_parts`; targets and losses stay eager);
+    ``True`` means inductor. Off by default:
+    measure it with ``benchmarks/bench_train_levers.py`` on your machine first.
 """
 from __future__ import annotations
 
@@ -30,9 +35,11 @@ def _flag(cfg, key: str) -> bool:
 
 
 def setup_speed_switches(cfg) -> None:
-    """Check both switches (the commands call this before anything is written) and turn on
+    """Check the switches (the commands call this before anything is written) and turn on
     ``torch.backends.cudnn.benchmark`` when the config says ``cudnn_benchmark``."""
+    from detforge.models.compile_parts import compile_options_from_config
     _flag(cfg, 'channels_last')
+    compile_options_from_config(cfg)
     if _flag(cfg, 'cudnn_benchmark'):
         torch.backends.cudnn.benchmark = True
 
