@@ -218,6 +218,38 @@ def test_coder_clips_to_the_image_and_limits_growth():
     torch.testing.assert_close(unclipped, torch.tensor([[-307.5, -307.5, 317.5, 317.5]]))
 
 
+def _mmdet_centre_size(boxes):
+    """MMDetection 2.28's ``bbox2delta``/``delta2bbox`` spelling: ``(x1 + x2) * 0.5``."""
+    return ((boxes[:, 0] + boxes[:, 2]) * 0.5, (boxes[:, 1] + boxes[:, 3]) * 0.5,
+            boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+
+def test_coder_rounds_as_mmdetection_bit_for_bit():
+    """Decoded proposals equal MMDetection's formula exactly in float32 (an ulp apart, equal-
+    score proposals swap places and the RoI head sees other boxes), and so do the deltas.
+    The boxes are chosen so ``x1 + w / 2`` (torchvision's spelling) rounds differently."""
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(4000, 2, generator=g) * 1000
+    boxes = torch.cat([xy, xy + torch.rand(4000, 2, generator=g) * 300 + 1], dim=1)
+    deltas = torch.randn(4000, 4, generator=g) * 0.5
+    stds = torch.tensor([0.1, 0.1, 0.2, 0.2])
+    coder = DeltaXYWHBBoxCoder(target_stds=stds.tolist())
+    px, py, pw, ph = _mmdet_centre_size(boxes)
+    d = deltas * stds
+    gx, gy = px + pw * d[:, 0], py + ph * d[:, 1]
+    gw, gh = pw * d[:, 2].exp(), ph * d[:, 3].exp()
+    expected = torch.stack([gx - gw * 0.5, gy - gh * 0.5, gx + gw * 0.5, gy + gh * 0.5], -1)
+    assert torch.equal(coder.decode(boxes, deltas), expected)
+    torchvision_centre = boxes[:, 0] + 0.5 * pw
+    assert (torchvision_centre != px).any()  # the inputs do tell the two spellings apart
+
+    targets = _random_boxes(4000, seed=5) * 10
+    tx, ty, tw, th = _mmdet_centre_size(targets)
+    expected = torch.stack([(tx - px) / pw, (ty - py) / ph, torch.log(tw / pw),
+                            torch.log(th / ph)], -1) / stds
+    assert torch.equal(coder.encode(boxes, targets), expected)
+
+
 # ---------------------------------------------------------------------------- batched assignment
 def _assign_image_by_image(assigner, priors, valid, gts, ignores):
     """The reference: :meth:`assign` on each image's valid priors, scattered back to ``(B, n)``."""

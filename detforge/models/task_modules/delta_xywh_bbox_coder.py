@@ -12,6 +12,17 @@ from detforge.registry import BBOX_CODERS
 __all__ = ['DeltaXYWHBBoxCoder']
 
 
+def _centre_size(boxes: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(..., 4)`` x1y1x2y2 -> centre x, centre y, width, height, each ``(...)``.
+
+    The centre is ``(x1 + x2) / 2`` as MMDetection's ``bbox2delta``/``delta2bbox`` compute it,
+    not ``x1 + w / 2`` (torchvision's): the two round differently in float32, and a proposal
+    one ulp (~4e-6 px at 500 px) off MMDetection's moves the RoI head's inputs and the order of
+    equal-score proposals (measured against MMDetection 2.28, notes of issue 25)."""
+    x1, y1, x2, y2 = boxes[..., 0], boxes[..., 1], boxes[..., 2], boxes[..., 3]
+    return (x1 + x2) * 0.5, (y1 + y2) * 0.5, x2 - x1, y2 - y1
+
+
 @BBOX_CODERS.register_module()
 class DeltaXYWHBBoxCoder:
     """``dx = (gx - px) / pw``, ``dy = (gy - py) / ph``, ``dw = log(gw / pw)``,
@@ -47,14 +58,8 @@ class DeltaXYWHBBoxCoder:
             raise ValueError(f'cannot encode boxes of shape {tuple(gt_bboxes.shape)} against '
                              f'{tuple(bboxes.shape)}')
         bboxes, gt_bboxes = bboxes[..., :4].float(), gt_bboxes[..., :4].float()
-        pw = bboxes[..., 2] - bboxes[..., 0]
-        ph = bboxes[..., 3] - bboxes[..., 1]
-        px = bboxes[..., 0] + 0.5 * pw
-        py = bboxes[..., 1] + 0.5 * ph
-        gw = gt_bboxes[..., 2] - gt_bboxes[..., 0]
-        gh = gt_bboxes[..., 3] - gt_bboxes[..., 1]
-        gx = gt_bboxes[..., 0] + 0.5 * gw
-        gy = gt_bboxes[..., 1] + 0.5 * gh
+        px, py, pw, ph = _centre_size(bboxes)
+        gx, gy, gw, gh = _centre_size(gt_bboxes)
         deltas = torch.stack([(gx - px) / pw, (gy - py) / ph,
                               torch.log(gw / pw), torch.log(gh / ph)], dim=-1)
         means = deltas.new_tensor(self.means)
@@ -69,10 +74,7 @@ class DeltaXYWHBBoxCoder:
         stds = pred_bboxes.new_tensor(self.stds)
         deltas = pred_bboxes * stds + means
         dx, dy, dw, dh = deltas.unbind(-1)
-        pw = bboxes[..., 2] - bboxes[..., 0]
-        ph = bboxes[..., 3] - bboxes[..., 1]
-        px = bboxes[..., 0] + 0.5 * pw
-        py = bboxes[..., 1] + 0.5 * ph
+        px, py, pw, ph = _centre_size(bboxes)
         max_ratio = abs(math.log(wh_ratio_clip))
         dx_pix, dy_pix = pw * dx, ph * dy
         if self.add_ctr_clamp or not self.clamp_shrink:

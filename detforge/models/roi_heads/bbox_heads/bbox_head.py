@@ -115,7 +115,9 @@ class BBoxHead(nn.Module):
 
         in_features = in_channels if with_avg_pool else in_channels * self.roi_feat_area
         if with_avg_pool:
-            self.avg_pool = nn.AdaptiveAvgPool2d(self.roi_feat_size)
+            # a (roi_feat_size)-wide window, as MMDetection: its summation order (not
+            # adaptive_avg_pool2d's) gives the same float32 logits bit for bit
+            self.avg_pool = nn.AvgPool2d(self.roi_feat_size)
         if with_cls:
             self.fc_cls = nn.Linear(in_features, num_classes + 1)
         if with_reg:
@@ -136,7 +138,8 @@ class BBoxHead(nn.Module):
     def forward(self, x: torch.Tensor):
         """x (n, C, 7, 7) -> cls_score (n, num_classes + 1), bbox_pred (n, 4 or 4 * classes)."""
         if self.with_avg_pool:
-            x = F.adaptive_avg_pool2d(x, 1)
+            # avg_pool2d refuses an empty batch; the mean is the same function
+            x = self.avg_pool(x) if x.numel() else x.mean(dim=(-1, -2))
         x = x.flatten(1)
         cls_score = self.fc_cls(x) if self.with_cls else None
         bbox_pred = self.fc_reg(x) if self.with_reg else None
