@@ -6,7 +6,8 @@ Each converter is a module in :mod:`detforge.converters` defining ``NAME`` (e.g.
 import importlib
 import pkgutil
 
-HELP = 'convert datasets (voc2coco, to-coco, to-yolo, to-labelme) and checkpoints (torchvision-retinanet, ...)'
+HELP = ('convert datasets (voc2coco, to-coco, to-yolo, to-labelme), checkpoints (torchvision-retinanet, '
+        'detectron2, ...) and Detectron2 configs (d2-config)')
 
 
 def _converters():

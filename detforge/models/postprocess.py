@@ -21,7 +21,8 @@ from detforge.registry import BuildError
 from .train_test_cfg import DenseTestConfig, NMSConfig
 
 __all__ = ['select_candidates', 'filter_min_size', 'soft_nms', 'batched_soft_nms',
-           'nms_from_cfg', 'dense_post_process', 'anchor_detections', 'scale_factor_of']
+           'nms_from_cfg', 'dense_post_process', 'anchor_detections', 'scale_factor_of',
+           'clip_and_drop_empty']
 
 
 def select_candidates(scores: Tensor, score_thr: float, nms_pre: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -165,7 +166,27 @@ def dense_post_process(boxes: Tensor, scores: Tensor, labels: Tensor, cfg: Dense
     if cfg.nms is None:
         raise BuildError("test_cfg needs nms=dict(type='nms', iou_threshold=...)", key_path=['test_cfg'])
     dets, keep = nms_from_cfg(boxes, scores, labels, cfg.nms, cfg.max_per_img)
+    if rescale and cfg.clip_rescaled:
+        return clip_and_drop_empty(dets, labels[keep], img_meta['ori_shape'])
     return dets, labels[keep]
+
+
+def clip_and_drop_empty(dets: Tensor, labels: Tensor, shape) -> tuple[Tensor, Tensor]:
+    """Detections in original-image px clipped to ``shape`` ``(h, w, ...)``, without the
+    boxes left with no width or height (Detectron2's ``detector_postprocess``: its RetinaNet
+    decodes and suppresses unclipped boxes, and clips only here).
+
+    Args:
+        dets: ``(k, 5)`` ``[x1, y1, x2, y2, score]``; labels: ``(k,)``.
+
+    Returns:
+        ``(dets (k', 5), labels (k',))`` in the same order.
+    """
+    h, w = shape[0], shape[1]
+    boxes = torch.stack([dets[:, 0].clamp(0, w), dets[:, 1].clamp(0, h),
+                         dets[:, 2].clamp(0, w), dets[:, 3].clamp(0, h)], dim=1)
+    keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+    return torch.cat([boxes, dets[:, 4:]], dim=1)[keep], labels[keep]
 
 
 def anchor_detections(cls_score_list, bbox_pred_list, mlvl_anchors, img_meta, cfg: DenseTestConfig,

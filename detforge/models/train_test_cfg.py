@@ -237,6 +237,8 @@ class DenseTestConfig(_Record):
             input) before NMS. RPNHead applies it from 0 up (0 drops degenerate boxes, as
             MMDetection 2.x's RPN); RetinaHead and other dense heads only when above 0, so
             that a default ``min_bbox_size=0`` keeps torchvision's detections unchanged.
+        clip_rescaled: after NMS and rescaling to the original image, clip the boxes to it
+            and drop those left without area (Detectron2's ``detector_postprocess``).
     """
 
     nms_pre: int = -1
@@ -244,9 +246,10 @@ class DenseTestConfig(_Record):
     nms: NMSConfig | None = None
     max_per_img: int = 100
     min_bbox_size: float = 0.0
+    clip_rescaled: bool = False
 
     KEYS: ClassVar[tuple] = ('nms_pre', 'score_thr', 'nms', 'max_per_img', 'min_bbox_size',
-                             'nms_thr', 'max_num')
+                             'clip_rescaled', 'nms_thr', 'max_num')
 
     @classmethod
     def parse(cls, cfg, path: Path = ('test_cfg',), max_per_img: int = 100):
@@ -277,7 +280,8 @@ class DenseTestConfig(_Record):
         return dict(nms_pre=int(cfg.get('nms_pre', -1)), score_thr=float(cfg.get('score_thr', 0.)),
                     nms=None if nms is None else NMSConfig.parse(nms, [*path, 'nms']),
                     max_per_img=int(cfg.get('max_per_img', max_per_img)),
-                    min_bbox_size=float(cfg.get('min_bbox_size', 0.)))
+                    min_bbox_size=float(cfg.get('min_bbox_size', 0.)),
+                    clip_rescaled=bool(cfg.get('clip_rescaled', False)))
 
 
 SCORE_FACTOR_FUSIONS = ('multiply', 'geometric_mean')
@@ -356,6 +360,8 @@ class RoITestConfig(_Record):
         max_per_img: detections kept per image (``<= 0``: all).
         min_bbox_size: drop boxes not wider and taller than this (px).
         mask_thr_binary: mask heads binarise their probabilities at this.
+        clip_rescaled: after rescaling to the original image, clip the boxes to it and drop
+            those left without area (Detectron2's ``detector_postprocess``).
     """
 
     score_thr: float = 0.05
@@ -363,9 +369,10 @@ class RoITestConfig(_Record):
     max_per_img: int = 100
     min_bbox_size: float = 0.0
     mask_thr_binary: float = 0.5
+    clip_rescaled: bool = False
 
     KEYS: ClassVar[tuple] = ('score_thr', 'nms', 'max_per_img', 'min_bbox_size',
-                             'mask_thr_binary')
+                             'mask_thr_binary', 'clip_rescaled')
 
     @classmethod
     def parse(cls, cfg, path: Path = ('test_cfg',)):
@@ -378,7 +385,8 @@ class RoITestConfig(_Record):
                    nms=None if nms is None else NMSConfig.parse(nms, [*path, 'nms']),
                    max_per_img=int(cfg.get('max_per_img', 100)),
                    min_bbox_size=float(cfg.get('min_bbox_size', 0.)),
-                   mask_thr_binary=float(cfg.get('mask_thr_binary', 0.5)))
+                   mask_thr_binary=float(cfg.get('mask_thr_binary', 0.5)),
+                   clip_rescaled=bool(cfg.get('clip_rescaled', False)))
 
 
 def parse_stage_cfgs(cfg, allowed: Sequence[str], path: Path, what: str) -> dict:

@@ -22,6 +22,9 @@ __all__ = ['Resize', 'RandomFlip', 'Normalize', 'Pad', 'RandomCrop', 'PhotoMetri
 
 _INTERP = {'nearest': cv2.INTER_NEAREST, 'bilinear': cv2.INTER_LINEAR, 'bicubic': cv2.INTER_CUBIC,
            'area': cv2.INTER_AREA, 'lanczos': cv2.INTER_LANCZOS4}
+# Pillow's filters by the same names (Image.Resampling values: NEAREST 0, BILINEAR 2, BICUBIC 3,
+# LANCZOS 1), for ResizeShortestEdge(backend='pillow')
+_PIL_INTERP = {'nearest': 0, 'bilinear': 2, 'bicubic': 3, 'lanczos': 1}
 
 
 def rescale_size(w: int, h: int, scale) -> tuple[int, int]:
@@ -168,11 +171,14 @@ class ResizeShortestEdge:
         sample_style: 'range' or 'choice'.
         interpolation: as :class:`Resize`.
         bbox_clip_border: clip boxes to the new image.
+        backend: ``'cv2'`` (OpenCV) or ``'pillow'``: Detectron2 resizes uint8 images with
+            Pillow, whose bilinear filter rounds differently from OpenCV's (pixels differ by
+            1 here and there); ``'pillow'`` gives Detectron2's pixels exactly.
     """
 
     def __init__(self, short_edge_length=None, max_size: int = sys.maxsize,
                  sample_style: str = 'range', interpolation: str = 'bilinear',
-                 bbox_clip_border: bool = True, min_size=None):
+                 bbox_clip_border: bool = True, min_size=None, backend: str = 'cv2'):
         length = short_edge_length if short_edge_length is not None else min_size
         if length is None:
             raise BuildError('ResizeShortestEdge needs short_edge_length (or min_size)')
@@ -182,6 +188,13 @@ class ResizeShortestEdge:
             raise BuildError(f"ResizeShortestEdge: sample_style must be 'range' or 'choice', got {sample_style!r}")
         if sample_style == 'range' and len(length) != 2:
             raise BuildError(f"ResizeShortestEdge: sample_style='range' needs two lengths, got {length}")
+        if backend not in ('cv2', 'pillow'):
+            raise BuildError(f"ResizeShortestEdge: backend must be 'cv2' or 'pillow', got {backend!r}")
+        if interpolation not in _INTERP or (backend == 'pillow' and interpolation not in _PIL_INTERP):
+            raise BuildError(f'ResizeShortestEdge: interpolation must be one of '
+                             f'{sorted(_PIL_INTERP if backend == "pillow" else _INTERP)}, got '
+                             f'{interpolation!r}')
+        self.backend = backend
         self.short_edge_length = tuple(length)
         self.max_size = max_size
         self.sample_style = sample_style
@@ -214,16 +227,25 @@ class ResizeShortestEdge:
         else:
             new_h, new_w = self.get_output_shape(h, w, int(size), self.max_size)
         if (new_w, new_h) != (w, h):
-            img = cv2.resize(img, (new_w, new_h), interpolation=_INTERP[self.interpolation])
+            img = self._resize(img, new_w, new_h)
         scale_factor = _set_resized_image(results, img, True)
         results['scale'] = (new_w, new_h)
         _resize_boxes(results, scale_factor, self.bbox_clip_border)
         _resize_masks(results)
         return results
 
+    def _resize(self, img: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
+        if self.backend == 'cv2':
+            return cv2.resize(img, (new_w, new_h), interpolation=_INTERP[self.interpolation])
+        from PIL import Image
+        # as Detectron2's ResizeTransform: the channels go through Pillow as they are (BGR
+        # stays BGR; the filter works on each channel alike)
+        return np.asarray(Image.fromarray(np.ascontiguousarray(img)).resize(
+            (new_w, new_h), _PIL_INTERP[self.interpolation]))
+
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(short_edge_length={self.short_edge_length}, max_size='
-                f'{self.max_size}, sample_style={self.sample_style!r})')
+                f'{self.max_size}, sample_style={self.sample_style!r}, backend={self.backend!r})')
 
 
 def bbox_flip(bboxes: np.ndarray, img_shape, direction: str) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from detforge.models.postprocess import clip_and_drop_empty
 from detforge.models.train_test_cfg import RoITrainConfig
 from detforge.registry import HEADS, ROI_EXTRACTORS, BuildError
 
@@ -179,6 +180,8 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             dets, labels = self.bbox_head[-1].get_bboxes(
                 r, s, p, img_metas[i]['img_shape'], img_metas[i].get('scale_factor', 1.0),
                 rescale=rescale, cfg=rcnn_test_cfg)
+            if rescale and rcnn_test_cfg is not None and rcnn_test_cfg.get('clip_rescaled'):
+                dets, labels = clip_and_drop_empty(dets, labels, img_metas[i]['ori_shape'])
             det_bboxes.append(dets)
             det_labels.append(labels)
         return det_bboxes, det_labels

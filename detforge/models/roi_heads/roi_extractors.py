@@ -56,8 +56,10 @@ class SingleRoIExtractor(nn.Module):
     2.x): with ``finest_scale=56`` boxes under 112 px go to stride 4, under 224 px to stride 8,
     and so on. ``level_mapping='torchvision'`` uses torchvision's ``MultiScaleRoIAlign``
     rounding ``floor(log2(s / finest_scale) + 1e-6)`` (canonical scale 224 at level 4 is
-    ``finest_scale=56`` at the stride-4 level); the two differ only for boxes within a hair
-    of a level boundary.
+    ``finest_scale=56`` at the stride-4 level); ``'detectron2'`` Detectron2's ``ROIPooler``
+    rule ``floor(2 + log2(s / (4 * finest_scale) + 1e-8))`` (canonical box 224 px at level 4,
+    the finest level being 2). The three differ only for boxes within a hair of a level
+    boundary.
 
     Args:
         roi_layer: ``dict(type='RoIAlign', output_size=7, sampling_ratio=0, aligned=True)``.
@@ -65,7 +67,7 @@ class SingleRoIExtractor(nn.Module):
         featmap_strides: stride of each input level, finest first, e.g. ``[4, 8, 16, 32]``.
         finest_scale: box scale (px) that maps to the boundary of level 0 and 1 halves.
         roi_scale_factor: enlarge every box about its centre by this factor before pooling.
-        level_mapping: ``'mmdet'`` or ``'torchvision'`` (see above).
+        level_mapping: ``'mmdet'``, ``'torchvision'`` or ``'detectron2'`` (see above).
     """
 
     def __init__(self, roi_layer: dict, out_channels: int, featmap_strides,
@@ -77,8 +79,8 @@ class SingleRoIExtractor(nn.Module):
         if layer_type not in _ROI_LAYERS:
             raise BuildError(f'roi_layer type {layer_type!r} is not supported; expected one of '
                              f'{sorted(_ROI_LAYERS)}', roi_layer, key_path=['roi_layer'])
-        if level_mapping not in ('mmdet', 'torchvision'):
-            raise BuildError(f"level_mapping must be 'mmdet' or 'torchvision', got "
+        if level_mapping not in ('mmdet', 'torchvision', 'detectron2'):
+            raise BuildError(f"level_mapping must be 'mmdet', 'torchvision' or 'detectron2', got "
                              f'{level_mapping!r}', level_mapping, key_path=['level_mapping'])
         self.featmap_strides = list(featmap_strides)
         self.roi_layers = nn.ModuleList(
@@ -98,6 +100,8 @@ class SingleRoIExtractor(nn.Module):
         scale = torch.sqrt((rois[:, 3] - rois[:, 1]) * (rois[:, 4] - rois[:, 2]))
         if self.level_mapping == 'mmdet':
             lvls = torch.floor(torch.log2(scale / self.finest_scale + 1e-6))
+        elif self.level_mapping == 'detectron2':
+            lvls = torch.floor(2 + torch.log2(scale / (4 * self.finest_scale) + 1e-8))
         else:
             lvls = torch.floor(torch.log2(scale / self.finest_scale) + 1e-6)
         return lvls.clamp(min=0, max=num_levels - 1).long()

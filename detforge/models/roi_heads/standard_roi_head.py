@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from detforge.models.postprocess import clip_and_drop_empty
 from detforge.registry import HEADS, ROI_EXTRACTORS, BuildError
 
 from .base_roi_head import BaseRoIHead
@@ -90,6 +91,8 @@ class StandardRoIHead(BBoxAugTestMixin, BaseRoIHead):
             dets, labels = self.bbox_head.get_bboxes(
                 rois[i], cls_scores[i], bbox_preds[i], meta['img_shape'],
                 meta.get('scale_factor', 1.0), rescale=rescale, cfg=rcnn_test_cfg)
+            if rescale and rcnn_test_cfg is not None and rcnn_test_cfg.get('clip_rescaled'):
+                dets, labels = clip_and_drop_empty(dets, labels, img_metas[i]['ori_shape'])
             det_bboxes.append(dets)
             det_labels.append(labels)
         return det_bboxes, det_labels

@@ -1,0 +1,318 @@
+"""Side-by-side check against Detectron2 itself (not against detforge's own code).
+
+For RetinaNet and Faster R-CNN R50-FPN, with Detectron2's own YAML configs (unchanged, from
+its ``configs/COCO-Detection`` tree):
+
+1. Detectron2 side (its interpreter, ``D2_PYTHON``; Detectron2's source on ``D2_SRC``, see
+   "Setting up" below): build the model from the YAML (``get_cfg().merge_from_file``;
+   ``MODEL.WEIGHTS`` empty, ``NORM`` left at its default ``FrozenBN``), perturb every weight
+   and frozen-BN statistic with seeded noise (so scores are not all equal), save the
+   checkpoint as its zoo does (RetinaNet as a ``.pkl`` of numpy arrays, Faster R-CNN as a
+   ``.pth`` of ``{'model': state_dict}``), and run the model on a batch of 2 BCCD images of
+   different sizes (640x480 and a 517x389 crop, stored as PNG so that both sides decode the
+   same pixels), resized by Detectron2's ``ResizeShortestEdge(800, 1333)``; the raw outputs of
+   every head (and the proposals the box head pools) and the detections are recorded.
+2. detforge side (this interpreter): ``detforge convert detectron2 SRC DST --config YAML
+   --out-config OUT.py`` (the CLI), then ``init_detector`` + ``inference_detector`` on the same
+   two files as one batch, once with the shipped config (``configs/*/*_d2.py``) and once with
+   the config translated from the YAML; compare.
+
+Setting up Detectron2 without building it (its C++ ops are not needed by these models:
+RetinaNet and Faster R-CNN R-FPN run on torchvision's ``nms`` / ``roi_align``, and
+``detectron2._C`` is imported inside a ``try``)::
+
+    python3 -m venv /tmp/d2/venv
+    /tmp/d2/venv/bin/pip install torch==2.14.1 torchvision==0.29.1 fvcore iopath omegaconf \
+        hydra-core pycocotools yacs termcolor tabulate cloudpickle matplotlib Pillow
+    # Detectron2's source tree (github.com/facebookresearch/detectron2), not installed:
+    git clone https://github.com/facebookresearch/detectron2 /tmp/d2/src
+
+Usage (from the repository root)::
+
+    PYTHONPATH=. python benchmarks/check_d2_parity.py              # both families
+    PYTHONPATH=. python benchmarks/check_d2_parity.py retinanet    # one
+
+Environment: ``D2_PYTHON`` (default ``/tmp/d2/venv/bin/python``), ``D2_SRC`` (``/tmp/d2/src``),
+``D2_OUT`` (``/tmp/d2/out``). Prints one JSON line per family and config with: missing /
+unexpected keys, the largest difference of the dense heads' raw outputs, of each RoI-head
+output row against its nearest row on the other side (relative, and the largest element), of the proposals, of detection boxes (px)
+and scores, and ``ok`` when boxes < 1e-2 px and scores < 1e-4 with the same number of
+detections per class and image, at least one detection, dense outputs within 1e-3 and each RoI
+output row within 1e-2 of its nearest row on the other side, relative to the row's norm. Exit status 1 if any fails.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import os.path as osp
+import pickle
+import subprocess
+import sys
+
+D2_PYTHON = os.environ.get('D2_PYTHON', '/tmp/d2/venv/bin/python')
+D2_SRC = os.environ.get('D2_SRC', '/tmp/d2/src')
+OUT = os.environ.get('D2_OUT', '/tmp/d2/out')
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BCCD = osp.join(REPO, 'data', 'bccd', 'JPEGImages')  # the repository's BCCD sample
+# (source image, crop (x0, y0, w, h) or None): two sizes in one batch, odd after resizing
+IMAGES = [('BloodImage_00000.jpg', None), ('BloodImage_00001.jpg', (41, 27, 517, 389))]
+
+# family -> (Detectron2 YAML under configs/, detforge config, checkpoint suffix,
+#            d2 head modules, detforge head modules (same outputs in the same order))
+FAMILIES = {
+    'retinanet': ('COCO-Detection/retinanet_R_50_FPN_1x.yaml',
+                  'configs/retinanet/retinanet_r50_fpn_d2.py', '.pkl',
+                  ['head'], ['bbox_head']),
+    'faster_rcnn': ('COCO-Detection/faster_rcnn_R_50_FPN_1x.yaml',
+                    'configs/faster_rcnn/faster_rcnn_r50_fpn_d2.py', '.pth',
+                    ['proposal_generator.rpn_head', 'roi_heads.box_predictor'],
+                    ['rpn_head', 'roi_head.bbox_head']),
+}
+# Random models give near-equal RPN scores and no box above 0.05 (after the 81-way softmax;
+# RetinaNet's classifier starts at the focal-loss prior, ~0.01): larger classifier weights
+# spread them.
+CLASSIFIERS, CLASSIFIER_GAIN = ("objectness_logits", "box_predictor.cls_score",
+                                "head.cls_score.weight"), 10.0
+BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
+
+
+def _flatten(out) -> list:
+    import torch
+    if isinstance(out, torch.Tensor):
+        return [out.detach().clone()]
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _flatten(o)]
+    return []
+
+
+def _record(model, heads):
+    """Every call's output of the named sub-modules (the instance's ``forward`` wrapped)."""
+    store = {name: [] for name in heads}
+    for name in heads:
+        module = model.get_submodule(name)
+
+        def wrapped(*args, _forward=module.forward, _name=name, **kwargs):
+            out = _forward(*args, **kwargs)
+            store[_name].append(_flatten(out))
+            return out
+        module.forward = wrapped
+    return store
+
+
+def _images() -> list[str]:
+    """The two test images as PNG files (lossless: both frameworks read the same pixels)."""
+    import cv2
+    os.makedirs(OUT, exist_ok=True)
+    paths = []
+    for name, crop in IMAGES:
+        img = cv2.imread(osp.join(BCCD, name))
+        if crop is not None:
+            x, y, w, h = crop
+            img = img[y:y + h, x:x + w]
+        path = osp.join(OUT, name.replace('.jpg', '.png'))
+        cv2.imwrite(path, img)
+        paths.append(path)
+    return paths
+
+
+# ---------------------------------------------------------------- Detectron2's side
+def _perturb(model, inputs, seed: int = 0) -> None:
+    """Seeded noise relative to each tensor's scale (weights x (1 + 0.1 noise), biases + 0.01
+    noise), then frozen-BN statistics measured on ``inputs`` (each layer's input mean and
+    variance per channel, x (1 + 0.1 noise)): with Detectron2's random initialisation and
+    identity statistics the ResNet's activations grow to ~1e2 logits, every RPN score
+    saturates and the proposals are whole-image boxes; measured statistics keep the features
+    at unit scale, as a trained model's are."""
+    import torch
+    from detectron2.layers import FrozenBatchNorm2d
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            if not t.is_floating_point() or name in ('pixel_mean', 'pixel_std') \
+                    or name.endswith(('running_var', 'running_mean')):
+                continue
+            noise = torch.randn(t.shape, generator=g)
+            if t.dim() > 1:
+                t.mul_(1.0 + 0.1 * noise)
+            else:
+                t.add_(0.01 * noise)
+            if any(part in name for part in CLASSIFIERS):
+                t.mul_(CLASSIFIER_GAIN)
+
+        def measure(module, args):  # runs before the layer: its statistics from its input
+            x = args[0]
+            module.running_mean.copy_(x.mean((0, 2, 3)) * (1 + 0.1 * torch.randn(
+                x.size(1), generator=g)))
+            module.running_var.copy_(x.var((0, 2, 3)) * (1 + 0.1 * torch.rand(
+                x.size(1), generator=g)) + 1e-3)
+        hooks = [m.register_forward_pre_hook(measure) for m in model.modules()
+                 if isinstance(m, FrozenBatchNorm2d)]
+        images = model.preprocess_image(inputs)
+        model.backbone(images.tensor)
+        for hook in hooks:
+            hook.remove()
+
+
+def d2_side(family: str, images: list[str]) -> None:
+    import numpy as np
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image
+    from detectron2.modeling import build_model
+    yaml_rel, _, suffix, heads, _ = FAMILIES[family]
+    cfg = get_cfg()
+    cfg.merge_from_file(osp.join(D2_SRC, 'configs', yaml_rel))
+    cfg.MODEL.DEVICE = 'cpu'
+    cfg.MODEL.WEIGHTS = ''
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    resize = T.ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    inputs = []
+    for path in images:
+        img = read_image(path, format=cfg.INPUT.FORMAT)
+        h, w = img.shape[:2]
+        resized = resize.get_transform(img).apply_image(img)
+        inputs.append(dict(image=torch.as_tensor(resized.astype('float32').transpose(2, 0, 1)),
+                           height=h, width=w))
+    _perturb(model, inputs)
+    ckpt = osp.join(OUT, family + suffix)
+    state = {k: v for k, v in model.state_dict().items()}
+    if suffix == '.pkl':  # the zoo's model_final_*.pkl: numpy arrays
+        with open(ckpt, 'wb') as f:
+            pickle.dump({'model': {k: v.numpy() for k, v in state.items()},
+                         '__author__': 'detforge check_d2_parity'}, f)
+    else:  # DetectionCheckpointer.save: {'model': state_dict, ...}
+        torch.save({'model': state, 'iteration': 0}, ckpt)
+    store = _record(model, heads)
+    pooled = []
+    if family == 'faster_rcnn':  # the proposals (per image boxes) the box head pools
+        pooler = model.roi_heads.box_pooler
+
+        def wrapped(x, boxes, _forward=pooler.forward):
+            pooled.append([b.tensor.detach().clone() for b in boxes])
+            return _forward(x, boxes)
+        pooler.forward = wrapped
+    with torch.no_grad():
+        outputs = model(inputs)
+    dets = []
+    for out in outputs:
+        inst = out['instances']
+        dets.append(dict(boxes=inst.pred_boxes.tensor.numpy(), scores=inst.scores.numpy(),
+                         classes=inst.pred_classes.numpy()))
+    torch.save(dict(heads=store, dets=dets, proposals=pooled,
+                    shapes=[tuple(i['image'].shape[1:]) for i in inputs]),
+               osp.join(OUT, f'{family}_d2.pt'))
+    print(f'[d2] {family}: {sum(len(d["scores"]) for d in dets)} detections; resized '
+          f'{[tuple(i["image"].shape[1:]) for i in inputs]}', flush=True)
+    del np
+
+
+# ---------------------------------------------------------------- detforge's side
+def detforge_side(family: str, images: list[str], config: str) -> dict:
+    import numpy as np
+    import torch
+    from detforge.apis import inference_detector, init_detector
+    from detforge.engine.checkpoint import load_checkpoint
+    _, _, _, _, heads = FAMILIES[family]
+    converted = osp.join(OUT, f'{family}_detforge.pth')
+    ref = torch.load(osp.join(OUT, f'{family}_d2.pt'), weights_only=False)
+    model = init_detector(config, None, device='cpu')
+    report = load_checkpoint(model, converted, log_report=False)['load_report']
+    store = _record(model, heads)
+    rois = []
+    if family == 'faster_rcnn':
+        extractor = model.roi_head.bbox_roi_extractor
+
+        def wrapped(feats, r, *args, _forward=extractor.forward, **kwargs):
+            rois.append(r.detach().clone())
+            return _forward(feats, r, *args, **kwargs)
+        extractor.forward = wrapped
+    with torch.no_grad():
+        dets = inference_detector(model, images)
+    head_diff = roi_diff = roi_abs = 0.0
+    for d2_name, name in zip(FAMILIES[family][3], heads):
+        a, b = ref['heads'][d2_name], store[name]
+        assert len(a) == len(b), f'{name}: {len(a)} calls in Detectron2, {len(b)} in detforge'
+        for xs, ys in zip(a, b):
+            assert len(xs) == len(ys), f'{name}: {len(xs)} outputs vs {len(ys)}'
+            for x, y in zip(xs, ys):
+                assert x.shape == y.shape, f'{name}: shape {tuple(x.shape)} vs {tuple(y.shape)}'
+                if not x.numel():
+                    continue
+                if name.startswith('roi_head'):  # rows: proposals of equal score may swap
+                    dist, idx = torch.cdist(x.flatten(1), y.flatten(1)).min(1)
+                    # relative to the row's size: logits x10 (CLASSIFIER_GAIN) are large
+                    scale = x.flatten(1).norm(dim=1).clamp(min=1.0)
+                    roi_diff = max(roi_diff, (dist / scale).max().item())
+                    roi_abs = max(roi_abs, (x.flatten(1) - y.flatten(1)[idx]).abs().max().item())
+                else:
+                    head_diff = max(head_diff, (x - y).abs().max().item())
+    proposal_diff = 0.0
+    if family == 'faster_rcnn':
+        ours = rois[0]
+        for i, boxes in enumerate(ref['proposals'][0]):
+            mine = ours[ours[:, 0] == i, 1:]
+            if len(boxes) != len(mine):
+                proposal_diff = float('inf')
+                continue
+            d = (boxes[:, None, :] - mine[None, :, :]).abs().amax(-1)
+            proposal_diff = max(proposal_diff, d.min(1).values.max().item(),
+                                d.min(0).values.max().item())
+    box_diff = score_diff = 0.0
+    same_counts, n = True, 0
+    for r_d2, r_ours in zip(ref['dets'], dets):
+        for c, ours in enumerate(r_ours):
+            sel = r_d2['classes'] == c
+            theirs = np.concatenate([r_d2['boxes'][sel], r_d2['scores'][sel, None]], 1)
+            if theirs.shape != ours.shape:
+                same_counts = False
+                continue
+            n += len(ours)
+            if len(ours):
+                box_diff = max(box_diff, float(np.abs(theirs[:, :4] - ours[:, :4]).max()))
+                score_diff = max(score_diff, float(np.abs(theirs[:, 4] - ours[:, 4]).max()))
+    ok = (report.ok and same_counts and n > 0 and head_diff < HEAD_TOL and roi_diff < ROI_TOL
+          and proposal_diff < BOX_TOL and box_diff < BOX_TOL and score_diff < SCORE_TOL)
+    return dict(family=family, config=osp.relpath(config, REPO) if config.startswith(REPO) else config,
+                missing=len(report.missing), unexpected=len(report.unexpected),
+                mismatched=len(report.mismatched), detections=n,
+                detections_d2=int(sum(len(d['scores']) for d in ref['dets'])),
+                same_counts=same_counts, input_shapes=ref['shapes'],
+                max_dense_head_diff=head_diff, max_roi_head_row_rel_diff=roi_diff,
+                max_roi_head_abs_diff=roi_abs,
+                max_proposal_diff_px=proposal_diff, max_box_diff_px=box_diff,
+                max_score_diff=score_diff, ok=ok)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('families', nargs='*', default=list(FAMILIES))
+    parser.add_argument('--side', choices=['both', 'd2', 'detforge'], default='both')
+    args = parser.parse_args()
+    images = _images() if args.side != 'd2' else [
+        osp.join(OUT, name.replace('.jpg', '.png')) for name, _ in IMAGES]
+    failed = False
+    for family in args.families:
+        if args.side == 'd2':
+            d2_side(family, images)
+            continue
+        yaml_rel, config, suffix, _, _ = FAMILIES[family]
+        if args.side == 'both':
+            env = dict(os.environ, PYTHONPATH=D2_SRC)
+            subprocess.run([D2_PYTHON, __file__, family, '--side', 'd2'], check=True, env=env)
+        translated = osp.join(OUT, f'{family}_translated.py')
+        subprocess.run([sys.executable, '-m', 'detforge', 'convert', 'detectron2',
+                        osp.join(OUT, family + suffix), osp.join(OUT, f'{family}_detforge.pth'),
+                        '--config', osp.join(D2_SRC, 'configs', yaml_rel),
+                        '--out-config', translated], check=True, cwd=REPO)
+        for cfg in (osp.join(REPO, config), translated):
+            result = detforge_side(family, images, cfg)
+            failed |= not result['ok']
+            print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Detectron2 checkpoints and configs: ``detforge convert detectron2`` / ``d2-config``.
+
+CI does not install Detectron2. What stands in for it here:
+
+* ``tests/data/detectron2/*.keys.txt``: the name and shape of every entry of the state_dict of
+  Detectron2's own RetinaNet / Faster R-CNN R50-FPN models, dumped from Detectron2 (commit in
+  the files' header) built from its YAML configs;
+* ``tests/data/detectron2/configs``: those YAML configs, unchanged (Apache-2.0, see LICENSE
+  there);
+* ``_d2_name`` below: detforge's parameter names -> Detectron2's, written from Detectron2's
+  module names (``bottom_up.stem``, ``res{2-5}``, ``fpn_lateral{s}``, ...), independently of
+  the converter's rules, so that a wrong rule in the converter fails these tests.
+
+The side-by-side check against Detectron2 itself is ``benchmarks/check_d2_parity.py``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from detforge.cli import main as cli
+from detforge.config import Config
+from detforge.engine.checkpoint import load_checkpoint
+from detforge.models import build_detector
+from detforge.registry import DetforgeError
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / 'tests' / 'data' / 'detectron2'
+YAML = {'retinanet': DATA / 'configs' / 'COCO-Detection' / 'retinanet_R_50_FPN_1x.yaml',
+        'faster_rcnn': DATA / 'configs' / 'COCO-Detection' / 'faster_rcnn_R_50_FPN_1x.yaml'}
+KEYS = {'retinanet': DATA / 'retinanet_R_50_FPN_1x.keys.txt',
+        'faster_rcnn': DATA / 'faster_rcnn_R_50_FPN_1x.keys.txt'}
+CONFIGS = {'retinanet': REPO / 'configs' / 'retinanet' / 'retinanet_r50_fpn_d2.py',
+           'faster_rcnn': REPO / 'configs' / 'faster_rcnn' / 'faster_rcnn_r50_fpn_d2.py'}
+
+
+def _d2_name(key: str, first_fpn_stage: int, fpn_inputs: int) -> str | None:
+    """Detectron2's name of detforge parameter ``key`` (None: not a Detectron2 parameter)."""
+    p = key.split('.')
+    if p[0] == 'backbone':
+        if p[1] == 'conv1':
+            return 'backbone.bottom_up.stem.conv1.weight'
+        if p[1] == 'bn1':
+            return f'backbone.bottom_up.stem.conv1.norm.{p[2]}'
+        stage = f'res{int(p[1][len("layer"):]) + 1}'  # layer1 is Detectron2's res2
+        block = f'backbone.bottom_up.{stage}.{p[2]}'
+        if p[3].startswith('conv'):
+            return f'{block}.{p[3]}.weight'
+        if p[3].startswith('bn'):
+            return f'{block}.conv{p[3][2:]}.norm.{p[4]}'
+        if p[3] == 'downsample':
+            return f'{block}.shortcut.weight' if p[4] == '0' else f'{block}.shortcut.norm.{p[5]}'
+    if p[0] == 'neck':
+        j = int(p[2])
+        if p[1] == 'lateral_convs':
+            return f'backbone.fpn_lateral{first_fpn_stage + j}.{p[4]}'
+        if j < fpn_inputs:
+            return f'backbone.fpn_output{first_fpn_stage + j}.{p[4]}'
+        return f'backbone.top_block.p{6 + j - fpn_inputs}.{p[4]}'
+    if p[0] == 'bbox_head':
+        if p[1] == 'loss_normalizer':
+            return None  # detforge's moving average (Detectron2 keeps it outside state_dict)
+        if p[1] in ('cls_convs', 'reg_convs'):
+            tower = 'cls_subnet' if p[1] == 'cls_convs' else 'bbox_subnet'
+            return f'head.{tower}.{2 * int(p[2])}.{p[4]}'  # Sequential(conv, ReLU, ...)
+        return {'retina_cls': 'head.cls_score', 'retina_reg': 'head.bbox_pred'}[p[1]] + '.' + p[2]
+    if p[0] == 'rpn_head':
+        part = {'rpn_conv': 'conv', 'rpn_cls': 'objectness_logits', 'rpn_reg': 'anchor_deltas'}[p[1]]
+        return f'proposal_generator.rpn_head.{part}.{p[2]}'
+    if p[:2] == ['roi_head', 'bbox_head']:
+        if p[2] == 'shared_fcs':
+            return f'roi_heads.box_head.fc{int(p[3]) + 1}.{p[4]}'
+        return {'fc_cls': 'roi_heads.box_predictor.cls_score',
+                'fc_reg': 'roi_heads.box_predictor.bbox_pred'}[p[2]] + '.' + p[3]
+    raise AssertionError(f'no Detectron2 name for {key}')
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    """The one-line error the CLI prints for ``argv`` (exit status 2, no traceback)."""
+    capsys.readouterr()
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('detforge convert: error: ') and 'Traceback' not in err, err
+    return err
+
+
+def _d2_keys(family: str) -> dict[str, tuple]:
+    out = {}
+    for line in KEYS[family].read_text().splitlines():
+        if line.startswith('#'):
+            continue
+        name, shape = line.split()
+        out[name] = () if shape == '-' else tuple(int(s) for s in shape.split('x'))
+    return out
+
+
+_MODELS: dict = {}
+
+
+def _model(family: str):
+    """The detforge model of the shipped Detectron2 config (built once per family)."""
+    if family not in _MODELS:
+        cfg = Config.fromfile(str(CONFIGS[family]))
+        cfg.model.backbone.init_cfg = None
+        _MODELS[family] = build_detector(cfg.model).eval()
+    return _MODELS[family]
+
+
+def _fpn_layout(family: str) -> tuple[int, int]:
+    return (3, 3) if family == 'retinanet' else (2, 4)
+
+
+@pytest.mark.parametrize('family', ['retinanet', 'faster_rcnn'])
+def test_the_shipped_configs_have_detectron2s_parameters(family):
+    """Every parameter of detforge's ``*_d2.py`` model has its Detectron2 counterpart of the
+    same shape, and every entry of Detectron2's state_dict has one in detforge's."""
+    d2 = _d2_keys(family)
+    ours = {}
+    for key, value in _model(family).state_dict().items():
+        name = _d2_name(key, *_fpn_layout(family))
+        if name is not None:
+            ours[name] = tuple(value.shape)
+    assert set(ours) == set(d2), (sorted(set(d2) - set(ours))[:5], sorted(set(ours) - set(d2))[:5])
+    assert {k: v for k, v in ours.items() if d2[k] != v} == {}
+
+
+def _random_d2_checkpoint(family: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random values in Detectron2's names and shapes (each tensor distinct)."""
+    rng = np.random.default_rng(seed)
+    return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in _d2_keys(family).items()}
+
+
+@pytest.mark.parametrize('family,fmt', [('retinanet', '.pkl'), ('faster_rcnn', '.pth')])
+def test_convert_detectron2_checkpoint_loads_with_equal_tensors(family, fmt, tmp_path):
+    """A zoo-format checkpoint (``.pkl`` of numpy arrays, or ``.pth`` of ``{'model': ...}``)
+    converts through the CLI and loads into the shipped config's model with 0 missing,
+    unexpected or mis-shaped keys, each tensor equal to its Detectron2 original."""
+    weights = _random_d2_checkpoint(family)
+    src = tmp_path / f'model_final{fmt}'
+    if fmt == '.pkl':
+        with open(src, 'wb') as f:  # as Detectron2's zoo files: numpy arrays under 'model'
+            pickle.dump({'model': weights, '__author__': 'Detectron2 Model Zoo'}, f)
+    else:
+        torch.save({'model': {k: torch.from_numpy(v) for k, v in weights.items()},
+                    'iteration': 89999}, src)
+    dst = tmp_path / 'converted.pth'
+    assert cli(['convert', 'detectron2', str(src), str(dst), '--config', str(YAML[family])]) == 0
+    model = _model(family)
+    report = load_checkpoint(model, str(dst), log_report=False)['load_report']
+    assert (len(report.missing), len(report.unexpected), len(report.mismatched)) == (0, 0, 0), report
+    ckpt = torch.load(dst, weights_only=True)
+    assert ckpt['meta']['config'] == str(CONFIGS[family].relative_to(REPO))
+    assert len(ckpt['meta']['CLASSES']) == 80
+    for key, value in model.state_dict().items():
+        name = _d2_name(key, *_fpn_layout(family))
+        if name is not None:
+            assert torch.equal(value, torch.from_numpy(weights[name])), key
+
+
+def test_convert_detectron2_refuses_an_unknown_parameter_and_a_wrong_class_count(tmp_path, capsys):
+    weights = _random_d2_checkpoint('faster_rcnn')
+    src = tmp_path / 'model.pkl'
+    with open(src, 'wb') as f:
+        pickle.dump({'model': dict(weights, **{'roi_heads.box_head.conv1.weight':
+                                                np.zeros((256, 256, 3, 3), np.float32)})}, f)
+    err = _cli_error(['convert', 'detectron2', str(src), str(tmp_path / 'out.pth')], capsys)
+    assert 'roi_heads.box_head.conv1.weight' in err
+    # a 3-class model against the 80-class COCO YAML: named, not loaded wrongly
+    weights['roi_heads.box_predictor.cls_score.weight'] = np.zeros((4, 1024), np.float32)
+    weights['roi_heads.box_predictor.cls_score.bias'] = np.zeros(4, np.float32)
+    with open(src, 'wb') as f:
+        pickle.dump({'model': weights}, f)
+    err = _cli_error(['convert', 'detectron2', str(src), str(tmp_path / 'out.pth'),
+                      '--config', str(YAML['faster_rcnn'])], capsys)
+    assert 'NUM_CLASSES is 80 but the checkpoint has 3' in err
+    assert not (tmp_path / 'out.pth').exists()
+
+
+class _RunsCode:
+    """Unpickling this calls os.system (a pickle may name any importable function)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f'touch {self.marker}',)
+
+
+def test_pkl_is_read_as_data_a_pickle_that_runs_code_is_refused(tmp_path):
+    from detforge.converters._detectron2_weights import (UnsafeCheckpointError,
+                                                          load_detectron2_checkpoint)
+    marker = tmp_path / 'ran'
+    src = tmp_path / 'evil.pkl'
+    with open(src, 'wb') as f:
+        pickle.dump({'model': {'head.cls_score.weight': np.zeros(3, np.float32)},
+                     '__author__': _RunsCode(marker)}, f)
+    with pytest.raises(UnsafeCheckpointError, match='posix.system|os.system|nt.system'):
+        load_detectron2_checkpoint(src)
+    assert not marker.exists()
+    # the same through torch.save: torch.load(weights_only=True) refuses it too
+    src = tmp_path / 'evil.pth'
+    torch.save({'model': {}, 'x': _RunsCode(marker)}, src)
+    with pytest.raises(UnsafeCheckpointError, match='weights_only'):
+        load_detectron2_checkpoint(src)
+    assert not marker.exists()
+
+
+def _subset_equal(small, big, path='') -> list[str]:
+    """Paths where ``small``'s values differ from ``big``'s (``big`` may have more keys)."""
+    if isinstance(small, dict):
+        return [p for k, v in small.items()
+                for p in (_subset_equal(v, big.get(k), f'{path}.{k}') if isinstance(big, dict)
+                          else [f'{path}.{k} (missing)'])]
+    if isinstance(small, (list, tuple)) and isinstance(big, (list, tuple)) and len(small) == len(big):
+        return [p for i, (a, b) in enumerate(zip(small, big)) for p in _subset_equal(a, b, f'{path}.{i}')]
+    if isinstance(small, float) or isinstance(big, float):
+        return [] if big is not None and abs(float(small) - float(big)) <= 1e-9 * max(1, abs(float(big))) \
+            else [f'{path}: {small!r} != {big!r}']
+    return [] if small == big else [f'{path}: {small!r} != {big!r}']
+
+
+@pytest.mark.parametrize('family', ['retinanet', 'faster_rcnn'])
+def test_d2_config_translates_detectron2s_yaml_into_the_shipped_config(family, tmp_path):
+    """``detforge convert d2-config`` of Detectron2's own YAML (with its ``_BASE_`` and the
+    ``!!python/object/apply:eval`` anchor sizes) gives the model the hand-written
+    ``*_d2.py`` config describes, names nothing as untranslated but what has no effect, and
+    the written file loads."""
+    out = tmp_path / 'translated.py'
+    assert cli(['convert', 'd2-config', str(YAML[family]), str(out)]) == 0
+    text = out.read_text()
+    assert 'NOT TRANSLATED' not in text
+    translated = Config.fromfile(str(out))
+    shipped = Config.fromfile(str(CONFIGS[family])).to_dict()
+    m = translated.model.to_dict()
+    parts = ['data_preprocessor', 'backbone', 'test_cfg']
+    parts += ['bbox_head.anchor_generator', 'bbox_head.bbox_coder', 'bbox_head.num_classes',
+              'bbox_head.loss_normalizer_momentum', 'neck'] if family == 'retinanet' else \
+        ['rpn_head.anchor_generator', 'rpn_head.bbox_coder', 'roi_head.bbox_roi_extractor',
+         'roi_head.bbox_head.bbox_coder', 'roi_head.bbox_head.num_classes',
+         'roi_head.bbox_head.fc_out_channels', 'neck']
+    for part in parts:
+        ours, theirs = m, shipped['model']
+        for k in part.split('.'):
+            ours, theirs = ours[k], theirs.get(k) if isinstance(theirs, dict) else None
+        if isinstance(ours, dict) and isinstance(theirs, dict):
+            # defaults the shipped config leaves to the constructors
+            for default in ('center_offset', 'start_level', 'type', 'num_stages', 'out_channels',
+                            'target_means', 'in_channels', 'num_outs'):
+                if default not in theirs:
+                    ours = {k: v for k, v in ours.items() if k != default}
+        assert _subset_equal(ours, theirs, part) == [], part
+    # Detectron2's test input: short side 800, long side at most 1333, with Pillow
+    resize = translated.test_pipeline[1]['transforms'][0]
+    assert (resize['type'], resize['short_edge_length'], resize['max_size'], resize['backend']) == \
+        ('ResizeShortestEdge', 800, 1333, 'pillow')
+    assert translated.optimizer.lr == (0.01 if family == 'retinanet' else 0.02)
+    assert translated.lr_config.step == [60000, 80000] and translated.runner.max_iters == 90000
+
+
+def test_d2_config_names_the_keys_it_cannot_translate(tmp_path, capsys):
+    """A key without a detforge equivalent, a value detforge does not have and an unknown key
+    are all named in the written file and printed, never dropped silently."""
+    base = YAML['retinanet']
+    yaml_file = tmp_path / 'custom.yaml'
+    yaml_file.write_text(
+        f'_BASE_: "{os.path.relpath(base, tmp_path)}"\n'
+        'MODEL:\n'
+        '  RESNETS:\n'
+        '    DEFORM_ON_PER_STAGE: [False, True, True, True]\n'
+        '  RETINANET:\n'
+        '    NUM_CLASSES: 3\n'
+        '  MY_EXTENSION:\n'
+        '    GAIN: 2\n'
+        'SOLVER:\n'
+        '  CLIP_GRADIENTS:\n'
+        '    ENABLED: True\n')
+    out = tmp_path / 'custom.py'
+    assert cli(['convert', 'd2-config', str(yaml_file), str(out)]) == 0
+    printed = capsys.readouterr().out
+    text = out.read_text()
+    for key in ('MODEL.RESNETS.DEFORM_ON_PER_STAGE', 'MODEL.MY_EXTENSION.GAIN',
+                'SOLVER.CLIP_GRADIENTS.ENABLED'):
+        assert re.search(rf'^#   {re.escape(key)} = ', text, re.M), key
+        assert f'warning: {key} = ' in printed, key
+    cfg = Config.fromfile(str(out))
+    assert cfg.model.bbox_head.num_classes == 3  # translated keys still are
+
+
+@pytest.mark.parametrize('tagged', [
+    '!!python/object/apply:os.system ["true"]',
+    '!!python/object/apply:eval ["__import__(\'os\').system(\'true\')"]',
+    '!!python/object/apply:eval ["[2 ** 100000000]"]',
+])
+def test_d2_yaml_is_data_no_code_runs(tagged, tmp_path, capsys):
+    yaml_file = tmp_path / 'evil.yaml'
+    yaml_file.write_text(f'MODEL:\n  ANCHOR_GENERATOR:\n    SIZES: {tagged}\n')
+    err = _cli_error(['convert', 'd2-config', str(yaml_file), str(tmp_path / 'out.py')], capsys)
+    assert 'evil.yaml' in err
+    assert not (tmp_path / 'out.py').exists()
+    with pytest.raises(DetforgeError):
+        from detforge.converters._detectron2_config import load_d2_yaml
+        load_d2_yaml(yaml_file)
+
+
+def test_resize_shortest_edge_pillow_backend_is_pillows_bilinear():
+    """Detectron2 resizes uint8 images with Pillow: ``backend='pillow'`` gives its pixels."""
+    from PIL import Image
+
+    from detforge.data.pipelines.transforms import ResizeShortestEdge
+    img = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    out = ResizeShortestEdge(80, max_size=1333, backend='pillow')(dict(img=img.copy()))
+    assert out['img'].shape == (80, 107, 3)
+    expected = np.asarray(Image.fromarray(img).resize((107, 80), Image.Resampling.BILINEAR))
+    assert np.array_equal(out['img'], expected)
+    cv2_out = ResizeShortestEdge(80, max_size=1333)(dict(img=img.copy()))['img']
+    assert not np.array_equal(cv2_out, expected)  # the two filters do round differently
+
+
+def test_clip_rescaled_clips_to_the_original_image_and_drops_empty_boxes():
+    """Detectron2's detector_postprocess: boxes clipped to the original image, those left
+    without width or height removed (order kept)."""
+    from detforge.models.postprocess import clip_and_drop_empty
+    dets = torch.tensor([[-5., 2., 30., 50., .9], [10., 10., 20., 20., .8],
+                         [101., 5., 120., 9., .7], [50., 60., 70., 90., .6]])
+    labels = torch.tensor([0, 1, 2, 3])
+    out, kept = clip_and_drop_empty(dets, labels, (80, 100, 3))
+    assert kept.tolist() == [0, 1, 3]
+    assert out[:, :4].tolist() == [[0., 2., 30., 50.], [10., 10., 20., 20.], [50., 60., 70., 80.]]
