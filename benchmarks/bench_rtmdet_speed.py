@@ -2,11 +2,16 @@
 RTMDet-tiny at least 3x faster than RetinaNet-R18 at 320 px).
 
     python benchmarks/bench_rtmdet_speed.py RTMDET_CKPT RETINA_CKPT [--images 40] [--fuse]
+    python benchmarks/bench_rtmdet_speed.py RTMDET_CKPT RETINA_CKPT --backends pytorch onnxruntime
 
 Both models are built from their BCCD-320 configs with their trained checkpoints and timed by
 ``inference_detector`` (the test pipeline included: loading, resizing, normalising, the model,
 post-processing), image by image in turn on the same BCCD ``test`` images, in one process,
 after 3 warm-up images each. Prints p50/p90 ms per image and the ratio of the medians.
+
+``--backends``: instead, time the model forward only (as ``detforge benchmark`` does) on each
+of these backends of both models, all alternating image by image in one process on the same
+test-pipeline outputs (the two configs' test pipelines are the same: short side 320).
 """
 from __future__ import annotations
 
@@ -34,7 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument('retina_checkpoint')
     parser.add_argument('--images', type=int, default=40)
     parser.add_argument('--fuse', action='store_true', help='fold batch norms (both models)')
+    parser.add_argument('--backends', nargs='+', help='forward-only timing of these '
+                        '`detforge benchmark` backends of both models')
     args = parser.parse_args(argv)
+    if args.backends:
+        return forward_only(args)
     from detforge.apis import inference_detector, init_detector
     models = {name: init_detector(str(REPO / cfg), ckpt, device='cpu', fuse=args.fuse)
               for (name, cfg), ckpt in zip(CONFIGS.items(),
@@ -64,6 +73,37 @@ def main(argv=None) -> int:
         print(f'| {name} | {1e3 * statistics.median(t):.1f} | {1e3 * np.percentile(t, 90):.1f} |')
     r = statistics.median(times['RTMDet-tiny']) / statistics.median(times['RetinaNet-R18'])
     print(f'RTMDet-tiny / RetinaNet-R18 (p50): {r:.2f} ({1 / r:.1f}x faster)')
+    return 0
+
+
+def forward_only(args) -> int:
+    import tempfile
+
+    from detforge.commands._analysis_common import build_test_dataset, load_config
+    from detforge.commands.benchmark import build_backends, time_latency
+    cfgs = {name: load_config(str(REPO / cfg)) for name, cfg in CONFIGS.items()}
+    dataset = build_test_dataset(cfgs['RTMDet-tiny'])
+    samples = [dataset[k % len(dataset)] for k in range(3 + args.images)]
+    load = os.getloadavg()
+    with tempfile.TemporaryDirectory() as work:
+        models = {}
+        for (name, cfg), ckpt in zip(cfgs.items(), (args.rtmdet_checkpoint,
+                                                    args.retina_checkpoint)):
+            built = build_backends(cfg, ckpt, args.backends, workdir=os.path.join(work, name))
+            models.update({f'{name} {backend}': m for backend, m in built.items()})
+        seconds = time_latency(models, samples, 3)
+    print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, '
+          f'torch {torch.__version__} with {torch.get_num_threads()} threads, {args.images} '
+          f'images, model forward only, load average before/after '
+          f'{" ".join(f"{x:.1f}" for x in load)} / '
+          f'{" ".join(f"{x:.1f}" for x in os.getloadavg())}')
+    print('| model, backend | ms/img p50 | ms/img p90 |\n| --- | ---: | ---: |')
+    for name, t in seconds.items():
+        print(f'| {name} | {1e3 * np.median(t):.1f} | {1e3 * np.percentile(t, 90):.1f} |')
+    for backend in args.backends:
+        r = np.median(seconds[f'RTMDet-tiny {backend}']) / np.median(
+            seconds[f'RetinaNet-R18 {backend}'])
+        print(f'{backend}: RTMDet-tiny / RetinaNet-R18 (p50) {r:.2f} ({1 / r:.1f}x faster)')
     return 0
 
 

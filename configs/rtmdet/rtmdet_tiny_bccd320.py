@@ -8,8 +8,8 @@
 # (0.5-2x of 320) -> RandomCrop 320 -> HSV -> flip.
 # Divergences from 3.x: Pad happens in collate (zeros after normalisation = the mean colour,
 # not 114) and after CachedMixUp, so MixUp blends into the unpadded crop; the test pipeline is
-# BCCD-320's (short side 320, keep ratio). Hyper-parameters untuned for BCCD (batch 4 instead of
-# 32); accuracy and speed not measured yet.
+# BCCD-320's (short side 320, keep ratio). Hyper-parameters not tuned for BCCD (batch 4 instead
+# of 32). Trained on the 2-core CPU: test AP 0.588 (benchmarks/accuracy.md, 2026-12-04).
 _base_ = [
     '../_base_/models/rtmdet_tiny.py', '../_base_/datasets/bccd.py',
     '../_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
