@@ -3,8 +3,7 @@
 # scales the short side to one of 640..800 (max 1333) and flips half the images; testing
 # scales it to 800 (max 1333). Images are resized with Pillow, as Detectron2 does for uint8
 # images (OpenCV's bilinear filter rounds differently); padded to a multiple of 32.
-dataset_type = 'CocoDataset'
-data_root = 'data/coco/'
+_base_ = './coco_detection.py'
 img_norm_cfg = dict(mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0], to_rgb=False)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -33,22 +32,6 @@ test_pipeline = [
             dict(type='Collect', keys=['img']),
         ])
 ]
-data = dict(
-    samples_per_gpu=2,
-    workers_per_gpu=2,
-    train=dict(
-        type=dataset_type,
-        ann_file=data_root + 'annotations/instances_train2017.json',
-        img_prefix=data_root + 'train2017/',
-        pipeline=train_pipeline),
-    val=dict(
-        type=dataset_type,
-        ann_file=data_root + 'annotations/instances_val2017.json',
-        img_prefix=data_root + 'val2017/',
-        pipeline=test_pipeline),
-    test=dict(
-        type=dataset_type,
-        ann_file=data_root + 'annotations/instances_val2017.json',
-        img_prefix=data_root + 'val2017/',
-        pipeline=test_pipeline))
-evaluation = dict(interval=1, metric='bbox')
+# the data sets, loaders and evaluation of coco_detection.py, with the pipelines above
+data = dict(train=dict(pipeline=train_pipeline), val=dict(pipeline=test_pipeline),
+            test=dict(pipeline=test_pipeline))
