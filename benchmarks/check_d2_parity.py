@@ -339,6 +339,25 @@ def _box_set_diff(d2_boxes, rois) -> float:
     return diff
 
 
+def _paste_same_input(ref: dict) -> int:
+    """Pixels where detforge's ``paste_masks`` (the config's paste mode), given Detectron2's
+    own mask probabilities and final boxes, differs from Detectron2's pasted masks: 0 means
+    the paste itself is the same and any other difference comes from the inputs."""
+    import numpy as np
+    import torch
+    from detforge.models.roi_heads.mask_heads.fcn_mask_head import paste_masks
+    logits, start, differing = ref['heads'][MASK_LOGITS[0]][0][0], 0, 0
+    for r_d2 in ref['dets']:
+        n = len(r_d2['scores'])
+        classes = torch.as_tensor(r_d2['classes'], dtype=torch.long)
+        probs = logits[start:start + n][torch.arange(n), classes].sigmoid()
+        h, w = r_d2['masks'].shape[1:]
+        ours = paste_masks(probs, torch.as_tensor(r_d2['boxes']), h, w, 0.5, 'mmdet')
+        differing += int(np.logical_xor(ours.numpy(), r_d2['masks']).sum())
+        start += n
+    return differing
+
+
 def _compare_masks(ref: dict, logits, rois, segms) -> dict:
     """Mask logits of the same detection (the RoI nearest to Detectron2's, same image) and
     the pasted masks of each detection (per image and class in score order, as the boxes).
@@ -375,7 +394,8 @@ def _compare_masks(ref: dict, logits, rois, segms) -> dict:
                 pixels += union
                 count += 1
     rel = logit_diff / max(scale, 1e-12)
-    return dict(masks=count, max_mask_logit_diff=logit_diff, max_abs_mask_logit=scale,
+    return dict(masks=count, paste_pixels_differing_same_input=_paste_same_input(ref),
+                max_mask_logit_diff=logit_diff, max_abs_mask_logit=scale,
                 min_mask_iou=worst_iou, max_mask_pixel_disagreement=worst_frac,
                 mask_pixels_differing=flipped, mask_pixels_union=pixels,
                 mask_ok=rel < MASK_TOL and flipped <= MASK_PIXEL_TOL * pixels and count > 0)
