@@ -76,17 +76,24 @@ FAMILIES = {
                        'configs/faster_rcnn/faster_rcnn_r50_c4_d2.py', '.pth',
                        ['proposal_generator.rpn_head', 'roi_heads.box_predictor'],
                        ['rpn_head', 'roi_head.bbox_head']),
+    'cascade_mask_rcnn': ('Misc/cascade_mask_rcnn_R_50_FPN_1x.yaml',
+                          'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_d2.py', '.pkl',
+                          ['proposal_generator.rpn_head'] + [f'roi_heads.box_predictor.{s}'
+                                                             for s in range(3)],
+                          ['rpn_head'] + [f'roi_head.bbox_head.{s}' for s in range(3)]),
 }
-# the module that makes the mask logits, and the one that pools the mask RoIs
+MASKED = ('mask_rcnn', 'cascade_mask_rcnn')
+# the module that makes the mask logits (Detectron2, detforge)
 MASK_LOGITS = ('roi_heads.mask_head.predictor', 'roi_head.mask_head.conv_logits')
-MASK_POOLERS = ('roi_heads.mask_pooler', 'roi_head.mask_roi_extractor')
+MASK_LOGITS_CASCADE = ('roi_heads.mask_head.predictor', 'roi_head.mask_head.0.conv_logits')
 # Random models give near-equal RPN scores and no box above 0.05 (after the 81-way softmax;
 # RetinaNet's classifier starts at the focal-loss prior, ~0.01): larger classifier weights
 # spread them. Detectron2 starts the mask predictor at std 0.001, so every mask probability
 # would sit at 0.5, the binarisation threshold: a gain brings its logits to a trained
 # model's scale (|logit| ~ 1-10).
 GAINS = {'objectness_logits': 10.0, 'box_predictor.cls_score': 10.0,
-         'head.cls_score.weight': 10.0, 'mask_head.predictor.weight': 50.0}
+         'head.cls_score.weight': 10.0, 'mask_head.predictor.weight': 50.0,
+         **{f'box_predictor.{stage}.cls_score': 10.0 for stage in range(3)}}  # a cascade's
 BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
 # masks: logits of the same detection within MASK_TOL relative to the largest |logit|; of all
 # pasted mask pixels (union of both sides' masks, summed over detections) at most
@@ -204,7 +211,7 @@ def d2_side(family: str, images: list[str]) -> None:
                          '__author__': 'detforge check_d2_parity'}, f)
     else:  # DetectionCheckpointer.save: {'model': state_dict, ...}
         torch.save({'model': state, 'iteration': 0}, ckpt)
-    masks = family == 'mask_rcnn'
+    masks = family in MASKED
     store = _record(model, heads + ([MASK_LOGITS[0]] if masks else []))
     pooled, mask_rois = [], []
 
@@ -247,12 +254,13 @@ def detforge_side(family: str, images: list[str], config: str) -> dict:
     from detforge.apis import inference_detector, init_detector
     from detforge.engine.checkpoint import load_checkpoint
     _, _, _, _, heads = FAMILIES[family]
-    masks = family == 'mask_rcnn'
+    masks = family in MASKED
+    logits_name = (MASK_LOGITS_CASCADE if family == 'cascade_mask_rcnn' else MASK_LOGITS)[1]
     converted = osp.join(OUT, f'{family}_detforge.pth')
     ref = torch.load(osp.join(OUT, f'{family}_d2.pt'), weights_only=False)
     model = init_detector(config, None, device='cpu')
     report = load_checkpoint(model, converted, log_report=False)['load_report']
-    store = _record(model, heads + ([MASK_LOGITS[1]] if masks else []))
+    store = _record(model, heads + ([logits_name] if masks else []))
     rois, mask_rois = [], []
 
     def record_rois(extractor, into):  # the (n, 5) RoIs an extractor is given
@@ -260,10 +268,12 @@ def detforge_side(family: str, images: list[str], config: str) -> dict:
             into.append(r.detach().clone())
             return _forward(feats, r, *args, **kwargs)
         extractor.forward = wrapped
+    def first(module):  # a cascade's stage 0 (its extractor pools the proposals)
+        return module[0] if isinstance(module, torch.nn.ModuleList) else module
     if family != 'retinanet':
-        record_rois(model.roi_head.bbox_roi_extractor, rois)
+        record_rois(first(model.roi_head.bbox_roi_extractor), rois)
     if masks:
-        record_rois(model.roi_head.mask_roi_extractor, mask_rois)
+        record_rois(first(model.roi_head.mask_roi_extractor), mask_rois)
     with torch.no_grad():
         dets = inference_detector(model, images)
     if masks:  # (bbox_result, segm_result) per image
@@ -292,7 +302,7 @@ def detforge_side(family: str, images: list[str], config: str) -> dict:
     proposal_diff = 0.0
     if family != 'retinanet':
         proposal_diff = _box_set_diff(ref['proposals'][0], rois[0])
-    mask = _compare_masks(ref, store[MASK_LOGITS[1]][0][0], mask_rois[0], segms) if masks else {}
+    mask = _compare_masks(ref, store[logits_name][0][0], mask_rois[0], segms) if masks else {}
     box_diff = score_diff = 0.0
     same_counts, n = True, 0
     for r_d2, r_ours in zip(ref['dets'], dets):

@@ -35,15 +35,18 @@ DATA = REPO / 'tests' / 'data' / 'detectron2'
 YAML = {'retinanet': DATA / 'configs' / 'COCO-Detection' / 'retinanet_R_50_FPN_1x.yaml',
         'faster_rcnn': DATA / 'configs' / 'COCO-Detection' / 'faster_rcnn_R_50_FPN_1x.yaml',
         'mask_rcnn': DATA / 'configs' / 'COCO-InstanceSegmentation' / 'mask_rcnn_R_50_FPN_1x.yaml',
-        'faster_rcnn_c4': DATA / 'configs' / 'COCO-Detection' / 'faster_rcnn_R_50_C4_1x.yaml'}
+        'faster_rcnn_c4': DATA / 'configs' / 'COCO-Detection' / 'faster_rcnn_R_50_C4_1x.yaml',
+        'cascade_mask_rcnn': DATA / 'configs' / 'Misc' / 'cascade_mask_rcnn_R_50_FPN_1x.yaml'}
 KEYS = {'retinanet': DATA / 'retinanet_R_50_FPN_1x.keys.txt',
         'faster_rcnn': DATA / 'faster_rcnn_R_50_FPN_1x.keys.txt',
         'mask_rcnn': DATA / 'mask_rcnn_R_50_FPN_1x.keys.txt',
-        'faster_rcnn_c4': DATA / 'faster_rcnn_R_50_C4_1x.keys.txt'}
+        'faster_rcnn_c4': DATA / 'faster_rcnn_R_50_C4_1x.keys.txt',
+        'cascade_mask_rcnn': DATA / 'cascade_mask_rcnn_R_50_FPN_1x.keys.txt'}
 CONFIGS = {'retinanet': REPO / 'configs' / 'retinanet' / 'retinanet_r50_fpn_d2.py',
            'faster_rcnn': REPO / 'configs' / 'faster_rcnn' / 'faster_rcnn_r50_fpn_d2.py',
            'mask_rcnn': REPO / 'configs' / 'mask_rcnn' / 'mask_rcnn_r50_fpn_d2.py',
-           'faster_rcnn_c4': REPO / 'configs' / 'faster_rcnn' / 'faster_rcnn_r50_c4_d2.py'}
+           'faster_rcnn_c4': REPO / 'configs' / 'faster_rcnn' / 'faster_rcnn_r50_c4_d2.py',
+           'cascade_mask_rcnn': REPO / 'configs' / 'cascade_rcnn' / 'cascade_mask_rcnn_r50_fpn_d2.py'}
 FAMILIES = list(CONFIGS)
 
 
@@ -87,6 +90,13 @@ def _d2_name(key: str, first_fpn_stage: int, fpn_inputs: int) -> str | None:
     if p[0] == 'rpn_head':
         part = {'rpn_conv': 'conv', 'rpn_cls': 'objectness_logits', 'rpn_reg': 'anchor_deltas'}[p[1]]
         return f'proposal_generator.rpn_head.{part}.{p[2]}'
+    if p[:2] == ['roi_head', 'bbox_head'] and p[2].isdigit():  # cascade stage p[2]
+        if p[3] == 'shared_fcs':
+            return f'roi_heads.box_head.{p[2]}.fc{int(p[4]) + 1}.{p[5]}'
+        return {'fc_cls': f'roi_heads.box_predictor.{p[2]}.cls_score',
+                'fc_reg': f'roi_heads.box_predictor.{p[2]}.bbox_pred'}[p[3]] + '.' + p[4]
+    if p[:3] == ['roi_head', 'mask_head', '0']:  # a cascade's one mask head
+        p = p[:2] + p[3:]
     if p[:2] == ['roi_head', 'bbox_head']:
         if p[2] == 'shared_fcs':
             return f'roi_heads.box_head.fc{int(p[3]) + 1}.{p[4]}'
@@ -158,7 +168,8 @@ def _random_d2_checkpoint(family: str, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize('family,fmt', [('retinanet', '.pkl'), ('faster_rcnn', '.pth'),
-                                        ('mask_rcnn', '.pkl'), ('faster_rcnn_c4', '.pth')])
+                                        ('mask_rcnn', '.pkl'), ('faster_rcnn_c4', '.pth'),
+                                        ('cascade_mask_rcnn', '.pkl')])
 def test_convert_detectron2_checkpoint_loads_with_equal_tensors(family, fmt, tmp_path):
     """A zoo-format checkpoint (``.pkl`` of numpy arrays, or ``.pth`` of ``{'model': ...}``)
     converts through the CLI and loads into the shipped config's model with 0 missing,
@@ -275,6 +286,11 @@ def test_d2_config_translates_detectron2s_yaml_into_the_shipped_config(family, t
                   'roi_head.bbox_head.fc_out_channels', 'neck']
     if family == 'mask_rcnn':
         parts += ['roi_head.mask_roi_extractor', 'roi_head.mask_head', 'train_cfg.rcnn.mask_size']
+    elif family == 'cascade_mask_rcnn':  # 3 class-agnostic stages at 1 / (10, 20, 30) ...
+        parts = [p for p in parts if not p.startswith('roi_head.bbox_head')]
+        parts += ['roi_head.mask_roi_extractor', 'roi_head.mask_head', 'roi_head.bbox_head',
+                  'roi_head.score_average', 'roi_head.mask_stages', 'roi_head.num_stages',
+                  'roi_head.stage_loss_weights', 'train_cfg.rcnn', 'train_cfg.rpn_proposal']
     else:
         assert 'mask_head' not in m.get('roi_head', {})
     for part in parts:
@@ -292,7 +308,7 @@ def test_d2_config_translates_detectron2s_yaml_into_the_shipped_config(family, t
     resize = translated.test_pipeline[1]['transforms'][0]
     assert (resize['type'], resize['short_edge_length'], resize['max_size'], resize['backend']) == \
         ('ResizeShortestEdge', 800, 1333, 'pillow')
-    masks = family == 'mask_rcnn'  # gt masks loaded for training, masks evaluated
+    masks = 'mask' in family  # gt masks loaded for training, masks evaluated
     assert translated.train_pipeline[1] == dict(type='LoadAnnotations', with_bbox=True,
                                                 **(dict(with_mask=True) if masks else {}))
     assert ('gt_masks' in translated.train_pipeline[-1]['keys']) == masks
@@ -488,3 +504,38 @@ def test_converted_mask_rcnn_runs_end_to_end(tmp_path):
         assert len(per_class_boxes) == len(per_class_masks)
         for m in per_class_masks:
             assert m.shape == (48, 64) and m.dtype == bool
+
+
+def test_cascade_averages_the_stages_probabilities_as_detectron2():
+    """``score_average='probs'`` (Detectron2's CascadeROIHeads): each detection's score is the
+    mean over the 3 stages of the softmax probability of its class, computed on the boxes each
+    stage saw; averaging the logits instead (MMDetection) gives other scores. The one mask head
+    of ``mask_stages='last'`` gives each detection a mask."""
+    from detforge.registry import HEADS
+    cfg = Config.fromfile(str(CONFIGS['cascade_mask_rcnn'])).model
+    roi_cfg = cfg.roi_head.to_dict()
+    roi_cfg['test_cfg'] = cfg.test_cfg.rcnn.to_dict()
+    torch.manual_seed(0)
+    head = HEADS.build(roi_cfg).eval()
+    assert len(head.mask_head) == 1
+    for stage in head.bbox_head:  # spread the classifier so that some scores pass 0.05
+        stage.fc_cls.weight.data.mul_(40)
+    g = torch.Generator().manual_seed(3)
+    x = [torch.randn(1, 256, 64 // 2 ** i, 64 // 2 ** i, generator=g) for i in range(5)]
+    xy = torch.rand(60, 2, generator=g) * 200
+    proposals = [torch.cat([xy, xy + 8 + torch.rand(60, 2, generator=g) * 50], 1)]
+    meta = dict(img_shape=(256, 256, 3), ori_shape=(256, 256, 3), scale_factor=1.0)
+    with torch.no_grad():
+        (dets,), (labels,) = head.simple_test_bboxes(x, [meta], proposals, head.test_cfg)
+        assert len(dets) > 0
+        probs = sum(torch.softmax(head._bbox_forward(i, x, rois)['cls_score'], -1)
+                    for i, rois in enumerate(head.last_stage_rois)) / 3
+        logits = sum(head._bbox_forward(i, x, rois)['cls_score']
+                     for i, rois in enumerate(head.last_stage_rois)) / 3
+        for score, label in zip(dets[:, 4], labels):
+            assert (probs[:, label] - score).abs().min() < 1e-6
+        by_logits = torch.softmax(logits, -1)
+        assert not all((by_logits[:, label] - score).abs().min() < 1e-6
+                       for score, label in zip(dets[:, 4], labels))
+        (bbox_res, segm_res), = head.simple_test(x, proposals, [meta])
+    assert sum(len(b) for b in bbox_res) == sum(len(m) for m in segm_res) == len(dets)

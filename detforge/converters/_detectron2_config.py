@@ -76,6 +76,9 @@ D2_DEFAULTS: dict[str, Any] = {
     'MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG': False,
     'MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES': False, 'MODEL.ROI_BOX_HEAD.USE_FED_LOSS': False,
     'MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE': False,
+    'MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS': [[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0],
+                                                    [30.0, 30.0, 15.0, 15.0]],
+    'MODEL.ROI_BOX_CASCADE_HEAD.IOUS': [0.5, 0.6, 0.7],
     'MODEL.ROI_MASK_HEAD.NAME': 'MaskRCNNConvUpsampleHead',
     'MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION': 14, 'MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO': 0,
     'MODEL.ROI_MASK_HEAD.NUM_CONV': 0, 'MODEL.ROI_MASK_HEAD.CONV_DIM': 256,
@@ -485,7 +488,40 @@ def _model(get, arch: str, path) -> dict:
         else:
             model['type'] = 'MaskRCNN'
             _add_mask_head(get, model)
+    if get('MODEL.ROI_HEADS.NAME') == 'CascadeROIHeads':
+        _make_cascade(get, model)
     return model
+
+
+def _make_cascade(get, model: dict) -> None:
+    """StandardROIHeads' translation -> Detectron2's CascadeROIHeads: one box head per
+    ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS`` entry (class-agnostic), matched at
+    ``ROI_BOX_CASCADE_HEAD.IOUS``; softmax probabilities averaged over the stages at test;
+    one mask head (on the detections)."""
+    weights = [list(w) for w in get('MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS')]
+    ious = [float(t) for t in get('MODEL.ROI_BOX_CASCADE_HEAD.IOUS')]
+    if len(weights) != len(ious):
+        raise DetforgeError(f'MODEL.ROI_BOX_CASCADE_HEAD: {len(weights)} BBOX_REG_WEIGHTS for '
+                            f'{len(ious)} IOUS (one of each per stage)')
+    # Detectron2 asserts it: a cascade stage refines one box per RoI
+    get.expect('MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG', True,
+               'CascadeROIHeads needs class-agnostic box regression')
+    roi_head, train = model['roi_head'], model['train_cfg']
+    stages, stage_train = [], []
+    for w, iou in zip(weights, ious):
+        head = dict(roi_head['bbox_head'], reg_class_agnostic=True)
+        head['bbox_coder'] = dict(head['bbox_coder'], target_stds=_stds(w))
+        stages.append(head)
+        rcnn = dict(train['rcnn'])
+        rcnn['assigner'] = dict(rcnn['assigner'], pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou)
+        stage_train.append(rcnn)
+    roi_head.update(type='CascadeRoIHead', num_stages=len(weights),
+                    # Detectron2 sums the stages' losses unweighted (and scales the gradient
+                    # into the pooled features by 1 / stages, which is not translated)
+                    stage_loss_weights=[1.0] * len(weights), bbox_head=stages,
+                    score_average='probs', mask_stages='last')
+    train['rcnn'] = stage_train
+    model['type'] = 'CascadeRCNN'
 
 
 def _c4_backbone(get, path) -> dict:
@@ -580,8 +616,8 @@ def _faster_rcnn(get, c4: bool = False) -> dict:
     get.expect('MODEL.PROPOSAL_GENERATOR.NAME', 'RPN', 'only the RPN proposal generator is translated')
     get.expect('MODEL.RPN.HEAD_NAME', 'StandardRPNHead', 'only StandardRPNHead is translated')
     get.expect('MODEL.RPN.CONV_DIMS', [[-1]], 'only the one-conv RPN head is translated')
-    get.expect('MODEL.ROI_HEADS.NAME', ['StandardROIHeads', 'Res5ROIHeads'],
-               'only StandardROIHeads (FPN) and Res5ROIHeads (C4) are translated')
+    get.expect('MODEL.ROI_HEADS.NAME', ['StandardROIHeads', 'Res5ROIHeads', 'CascadeROIHeads'],
+               'only StandardROIHeads, CascadeROIHeads (FPN) and Res5ROIHeads (C4) are translated')
     if not c4:  # Res5ROIHeads has no box head of its own (res5 is)
         get.expect('MODEL.ROI_BOX_HEAD.NAME', 'FastRCNNConvFCHead',
                    'only FastRCNNConvFCHead is translated')
@@ -710,7 +746,7 @@ def _data(get, model: dict) -> dict:
         flip = 'horizontal'
     get.expect('INPUT.CROP.ENABLED', False, 'random crops are not translated')
     get.expect('TEST.AUG.ENABLED', False, 'test-time augmentation is not translated')
-    masks = model['type'] == 'MaskRCNN'
+    masks = 'mask_head' in model.get('roi_head', {})
     train_pipeline = [
         dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True,
                                              **(dict(with_mask=True) if masks else {})),

@@ -36,6 +36,7 @@ FAMILIES = {
     'faster_rcnn': 'configs/faster_rcnn/faster_rcnn_r50_fpn_d2.py',
     'mask_rcnn': 'configs/mask_rcnn/mask_rcnn_r50_fpn_d2.py',
     'faster_rcnn_c4': 'configs/faster_rcnn/faster_rcnn_r50_c4_d2.py',
+    'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_d2.py',
 }
 
 
@@ -118,13 +119,16 @@ def load_detectron2_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
 
 def detect_family(weights: Mapping[str, object]) -> str:
     """One of :data:`FAMILIES` from the parameter names: ``'retinanet'``, ``'faster_rcnn'``
-    (R-FPN), ``'mask_rcnn'`` (R-FPN with ``roi_heads.mask_head``) or ``'faster_rcnn_c4'``
-    (``roi_heads.res5`` on a ResNet without FPN)."""
+    (R-FPN), ``'mask_rcnn'`` (R-FPN with ``roi_heads.mask_head``), ``'faster_rcnn_c4'``
+    (``roi_heads.res5`` on a ResNet without FPN) or ``'cascade_mask_rcnn'``
+    (``roi_heads.box_head.{stage}``, ``box_predictor.{stage}`` and one mask head)."""
     if 'head.cls_score.weight' in weights:
         return 'retinanet'
-    if 'roi_heads.box_predictor.0.cls_score.weight' in weights:
-        raise DetforgeError('a Detectron2 Cascade R-CNN checkpoint (roi_heads.box_predictor.0..2): '
-                            'not converted yet (docs/detectron2.md says what is missing)')
+    if 'roi_heads.box_predictor.0.cls_score.weight' in weights:  # one predictor per stage
+        if not any(k.startswith('roi_heads.mask_head.') for k in weights):
+            raise DetforgeError('a Detectron2 Cascade R-CNN checkpoint without a mask head: only '
+                                'Cascade Mask R-CNN R-FPN is converted')
+        return 'cascade_mask_rcnn'
     if 'roi_heads.box_predictor.cls_score.weight' in weights:
         masks = any(k.startswith('roi_heads.mask_head.') for k in weights)
         if any(k.startswith('roi_heads.res5.') for k in weights):
@@ -221,6 +225,19 @@ _MASK_RULES = [
 ]
 
 
+# CascadeROIHeads: box_head.{s}.fc{k} / box_predictor.{s}.* -> bbox_head.{s}.*; its one mask
+# head -> mask_head.0 (CascadeRoIHead with mask_stages='last')
+_CASCADE_RULES = [
+    (re.compile(r'^roi_heads\.box_head\.(\d+)\.fc(\d+)\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.shared_fcs.{int(m[2]) - 1}.{m[3]}'),
+    (re.compile(r'^roi_heads\.box_predictor\.(\d+)\.cls_score\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.fc_cls.{m[2]}'),
+    (re.compile(r'^roi_heads\.box_predictor\.(\d+)\.bbox_pred\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.fc_reg.{m[2]}'),
+] + [(pattern, lambda m, _rename=rename: _rename(m).replace('mask_head.', 'mask_head.0.', 1))
+     for pattern, rename in _MASK_RULES]
+
+
 def _res5_head_rules() -> list:
     """Res5ROIHeads' ``roi_heads.res5`` (ResNet's last stage run on the pooled RoIs) -> the
     ResLayer shared head's ``layer4``."""
@@ -258,9 +275,12 @@ def convert_state_dict(weights: Mapping[str, torch.Tensor]) -> tuple[dict, list[
             raise DetforgeError('no backbone.fpn_lateral* weights: only FPN models and Faster '
                                 'R-CNN C4 (roi_heads.res5) are converted')
         rules += _fpn_rules(stages[0], len(set(stages)))
-        rules += _RETINANET_RULES if family == 'retinanet' else _RCNN_RULES
-        if family == 'mask_rcnn':
-            rules += _MASK_RULES
+        if family == 'retinanet':
+            rules += _RETINANET_RULES
+        elif family == 'cascade_mask_rcnn':
+            rules += _RCNN_RULES[:3] + _CASCADE_RULES  # the RPN's, then the stages'
+        else:
+            rules += _RCNN_RULES + (_MASK_RULES if family == 'mask_rcnn' else [])
     out, skipped = {}, []
     for key, value in weights.items():
         if _NOT_WEIGHTS.match(key):

@@ -33,7 +33,8 @@ HELP = ("Detectron2's RetinaNet / Faster R-CNN / Mask R-CNN R-FPN and Faster R-C
 def _num_classes(state: dict, family: str) -> int:
     if family == 'retinanet':
         return None  # depends on the anchors per position; checked by loading
-    return state['roi_head.bbox_head.fc_cls.weight'].shape[0] - 1
+    key = 'roi_head.bbox_head.{}fc_cls.weight'.format('2.' if family == 'cascade_mask_rcnn' else '')
+    return state[key].shape[0] - 1
 
 
 def _family_of(model: dict) -> str:
@@ -42,6 +43,8 @@ def _family_of(model: dict) -> str:
         return 'retinanet'
     if model['type'] == 'MaskRCNN':
         return 'mask_rcnn'
+    if model['roi_head']['type'] == 'CascadeRoIHead':
+        return 'cascade_mask_rcnn'
     return 'faster_rcnn_c4' if model['roi_head'].get('shared_head') else 'faster_rcnn'
 
 
@@ -55,7 +58,8 @@ def _check_against_yaml(yaml_path: str, family: str, state: dict, weights: dict)
         raise DetforgeError(f'{yaml_path} describes a {want} model, but the checkpoint '
                             f'is a {family} model')
     if family != 'retinanet':
-        classes = model['roi_head']['bbox_head']['num_classes']
+        head = model['roi_head']['bbox_head']
+        classes = (head[-1] if isinstance(head, list) else head)['num_classes']
         if _num_classes(state, family) != classes:
             raise DetforgeError(f'{yaml_path}: MODEL.ROI_HEADS.NUM_CLASSES is {classes} but the '
                                 f'checkpoint has {_num_classes(state, family)} classes')
