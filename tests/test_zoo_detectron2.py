@@ -3,13 +3,16 @@
 CI does not install Detectron2. What stands in for it here:
 
 * ``tests/data/detectron2/*.keys.txt``: the name and shape of every entry of the state_dict of
-  Detectron2's own RetinaNet / Faster R-CNN R50-FPN models, dumped from Detectron2 (commit in
-  the files' header) built from its YAML configs;
+  Detectron2's own RetinaNet / Faster R-CNN / Mask R-CNN / Cascade Mask R-CNN R50-FPN and
+  Faster R-CNN R50-C4 models, dumped from Detectron2 (commit in the files' header) built from
+  its YAML configs;
 * ``tests/data/detectron2/configs``: those YAML configs, unchanged (Apache-2.0, see LICENSE
   there);
 * ``_d2_name`` below: detforge's parameter names -> Detectron2's, written from Detectron2's
   module names (``bottom_up.stem``, ``res{2-5}``, ``fpn_lateral{s}``, ...), independently of
-  the converter's rules, so that a wrong rule in the converter fails these tests.
+  the converter's rules, so that a wrong rule in the converter fails these tests;
+* the mask head and the C4 res5 head written here in plain torch from Detectron2's layer
+  names, against detforge's modules with converted weights.
 
 The side-by-side check against Detectron2 itself is ``benchmarks/check_d2_parity.py``.
 """
