@@ -53,6 +53,8 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'benchmarks'))
+import flops  # noqa: E402 - benchmarks/flops.py: FLOP counting and the CPU's float32 limit
 CLASSES = ('RBC', 'WBC', 'Platelets')
 BACKENDS = ['pytorch', 'fused', 'fused-cl', 'compiled', 'compiled-cl', 'onnxruntime', 'openvino',
             'int8', 'int8-openvino']
@@ -236,6 +238,30 @@ def peak_memory(name, kind, cfg_path, ckpt, tv_state, files, args):
     return result
 
 
+# ------------------------------------------------------------------ the float32 floor
+def float32_limit(sample) -> dict:
+    """This CPU's float32 convolution throughput now (GFLOP/s, median of 5): a 3x3 256->256
+    ``conv2d`` on the P3 map of ``sample``'s padded image (stride 8), the layer that dominates
+    every model here, or a large ``torch.mm`` if oneDNN is faster there."""
+    h, w = sample['img'][0].data.shape[-2:] if isinstance(sample['img'], list) \
+        else sample['img'].data.shape[-2:]
+    conv = flops.conv_gflops(256, (h // 8, w // 8), batch=1, repeats=5)
+    mm = flops.matmul_gflops(2048, repeats=5)
+    return conv if conv['median'] >= mm['median'] else mm
+
+
+def compute_floor(model, sample, limit: dict) -> dict:
+    """FLOPs of one image through ``model`` (convolutions and matrix products, as
+    ``FlopCounterMode`` counts them) and the time they take at ``limit``: no float32 path that
+    does the same arithmetic can be faster than that on this CPU."""
+    from detforge.apis.inference import _collate
+    batch = _collate([sample])
+    with torch.inference_mode():
+        count, _ = flops.count_flops(model, return_loss=False, rescale=True, **batch)
+    return dict(gflop=count / 1e9, limit_gflops=limit['median'],
+                floor_ms=count / 1e9 / limit['median'] * 1e3)
+
+
 # ------------------------------------------------------------------ one model
 def run_model(kind, cfg_path, ckpt, tv_state, args, evaluate_ap: bool) -> list[dict]:
     """Time (and optionally evaluate and measure) every row of one model; returns the rows."""
@@ -254,8 +280,11 @@ def run_model(kind, cfg_path, ckpt, tv_state, args, evaluate_ap: bool) -> list[d
         total = args.warmup + args.num_images
         samples = [dataset[k % len(dataset)] for k in range(total)]
         first = {}
+        limit_before = float32_limit(samples[0])
         seconds = time_latency(models, samples, args.warmup, first_seconds=first)
         best = time_throughput(models, samples[args.warmup:], [1, 2, 4])
+        floor = compute_floor(models['torchvision'], samples[0],
+                              flops.merge_matmul(limit_before, float32_limit(samples[0])))
         rows = []
         for name, t in seconds.items():
             row = dict(backend=name, p50_ms=float(np.percentile(t, 50) * 1e3),
@@ -265,6 +294,7 @@ def run_model(kind, cfg_path, ckpt, tv_state, args, evaluate_ap: bool) -> list[d
             if evaluate_ap and name != 'torchvision':
                 row['ap'] = float(evaluate(models[name], dataset)['bbox_mAP'])
             rows.append(row)
+        rows[0]['floor'] = floor
         del models
         if not args.no_memory:
             for row in rows:
@@ -324,6 +354,14 @@ def goal_lines(results: dict) -> list[str]:
             out.append(f'- {title}: best float32 path `{fast["backend"]}` at {ratio:.2f}x '
                        f'torchvision (goal <= {FLOAT_RATIO}x): '
                        f'{"met" if ratio <= FLOAT_RATIO else "not met"}.')
+        if 'floor' in ref:
+            f = ref['floor']
+            out.append(f'- {title}: {f["gflop"]:.1f} GFLOP per image; at this CPU\'s float32 '
+                       f'convolution limit measured in the same run ({f["limit_gflops"]:.0f} '
+                       f'GFLOP/s) that is {f["floor_ms"]:.1f} ms = '
+                       f'{f["floor_ms"] / ref["p50_ms"]:.2f}x torchvision: the fastest any '
+                       'float32 path doing the same arithmetic could be '
+                       f'(torchvision runs at {f["floor_ms"] / ref["p50_ms"] * 100:.0f}% of it).')
         if int8:
             fast = min(int8, key=lambda r: r['p50_ms'])
             ratio = fast['p50_ms'] / ref['p50_ms']
