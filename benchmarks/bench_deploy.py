@@ -367,7 +367,7 @@ def goal_lines(results: dict) -> list[str]:
                        f'GFLOP/s) that is {f["floor_ms"]:.1f} ms = '
                        f'{f["floor_ms"] / ref["p50_ms"]:.2f}x torchvision: the fastest any '
                        'float32 path doing the same arithmetic could be '
-                       f'(torchvision runs at {f["floor_ms"] / ref["p50_ms"] * 100:.0f}% of it).')
+                       f'(torchvision already runs at {f["floor_ms"] / ref["p50_ms"] * 100:.0f}% of that speed).')
         if int8:
             fast = min(int8, key=lambda r: r['p50_ms'])
             ratio = fast['p50_ms'] / ref['p50_ms']
