@@ -42,8 +42,6 @@ import argparse
 import datetime
 import multiprocessing as mp
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 from functools import partial
@@ -57,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / 'benchmarks'))
 import flops  # noqa: E402 - benchmarks/flops.py: FLOP counting and the CPU's float32 limit
+from machine import cpu_flags, cpu_name, git_commit, loadavg  # noqa: E402
 CLASSES = ('RBC', 'WBC', 'Platelets')
 BACKENDS = ['pytorch', 'fused', 'fused-cl', 'compiled', 'compiled-cl', 'onnxruntime', 'openvino',
             'openvino-bf16', 'int8', 'int8-openvino']
@@ -389,37 +388,9 @@ def goal_lines(results: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------ the report
-def _loadavg() -> str:
-    try:
-        return ' '.join(open('/proc/loadavg').read().split()[:3])
-    except OSError:
-        return 'unknown'
-
-
 def _machine() -> str:
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        cpu = next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
-                   if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    flags = ''
-    try:
-        have = set(next(line for line in open('/proc/cpuinfo') if line.startswith('flags'))
-                   .split(':', 1)[1].split())
-        flags = ', '.join(f for f in ('avx512_vnni', 'avx_vnni', 'avx512_bf16', 'amx_int8')
-                          if f in have) or 'no VNNI/AMX'
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu} ({flags}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads'
-
-
-def _commit() -> str:
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
-                         capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return (out or 'unknown') + (' (uncommitted changes)' if dirty else '')
+    flags = ', '.join(cpu_flags()) or 'no VNNI/AMX'
+    return f'{cpu_name()} ({flags}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads'
 
 
 def main(argv=None):
@@ -452,7 +423,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     if args.retina18_checkpoint:
         args.retina18_checkpoint = os.path.abspath(args.retina18_checkpoint)
-    load_before, commit = _loadavg(), _commit()  # the state the run starts from
+    load_before, commit = loadavg(), git_commit()  # the state the run starts from
     # the recipe's data (trainval / test at 320) has paths relative to the repository
     os.chdir(REPO)
     titles = {'retina18': 'RetinaNet-R18 BCCD-320 recipe ({})',
@@ -473,7 +444,7 @@ def main(argv=None):
     lines = ['# CPU deployment paths (benchmarks/bench_deploy.py)', '',
              f'Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit '
              f'{commit} on {_machine()}; load average before {load_before}, after '
-             f'{_loadavg()}. {args.num_images} timed images ({args.warmup} warm-up) of the BCCD '
+             f'{loadavg()}. {args.num_images} timed images ({args.warmup} warm-up) of the BCCD '
              'test set per row, rows alternating image by image in one process, model forward '
              'only (the test pipeline is excluded). Command: `python benchmarks/bench_deploy.py '
              + ' '.join(argv if argv is not None else sys.argv[1:]) + '`.', '',
