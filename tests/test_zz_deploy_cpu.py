@@ -384,3 +384,31 @@ def test_a_two_stage_detector_compiles_its_rpn_head_not_its_roi_head(tmp_path, r
     _, _, model, _ = make_model(tmp_path / 'b', repo_root, 'retinanet')
     compile_detector_parts(model, backend='eager', with_head=False)
     assert model.compiled_parts == ('backbone', 'neck')
+
+
+def test_int8_keeps_every_head_family_predictors_float(repo_root, bccd_subset, tmp_path):
+    """RTMDet-tiny (the real-time family): its predictors ``rtm_cls``/``rtm_reg`` (one per
+    level) stay float32 by default, like RetinaNet's; the rest of the network is int8."""
+    import onnx
+
+    from conftest import data_options
+    from detforge.apis.inference import init_detector
+    from detforge.cli import main
+    config = str(repo_root / 'configs/rtmdet/rtmdet_tiny_bccd320.py')
+    options = data_options(repo_root, bccd_subset(2))
+    torch.manual_seed(0)
+    model = init_detector(config, None)
+    ckpt = tmp_path / 'rtmdet.pth'
+    torch.save({'state_dict': model.state_dict(),
+                'meta': {'CLASSES': ('RBC', 'WBC', 'Platelets')}}, ckpt)
+    out = tmp_path / 'int8.onnx'
+    assert main(['quantize', config, str(ckpt), '--out', str(out), '--calib', '2',
+                 '--cfg-options', *options]) == 0
+    graph = onnx.load(str(out))
+    meta = json.loads(next(p.value for p in graph.metadata_props if p.key == 'detforge'))
+    kept = meta['kept_float']
+    assert sum('rtm_cls' in n for n in kept) == 3 and sum('rtm_reg' in n for n in kept) == 3
+    assert all('rtm_cls' in n or 'rtm_reg' in n for n in kept)
+    quantized = [n for n in graph.graph.node if n.op_type == 'Conv' and any(
+        q.output[0] == n.input[1] and q.op_type == 'DequantizeLinear' for q in graph.graph.node)]
+    assert len(quantized) > 30  # CSPNeXt backbone, PAFPN and the head towers in int8
