@@ -21,8 +21,11 @@ from detforge.registry import DetforgeError, build_context
 NAME = 'quantize'
 HELP = 'post-training INT8 quantization (ONNX, QDQ) calibrated on training images'
 
-#: the predictor convolutions of the shipped heads (their outputs are scores and offsets)
-DEFAULT_KEEP_FLOAT = ('retina_cls', 'retina_reg', 'rpn_cls', 'rpn_reg', 'conv_cls', 'conv_reg')
+#: the predictor convolutions of every head detforge has (RetinaNet, RPN, FCOS, ATSS, GFL,
+#: RTMDet), whose outputs are the scores and box offsets: kept float32 by default
+DEFAULT_KEEP_FLOAT = ('retina_cls', 'retina_reg', 'rpn_cls', 'rpn_reg', 'conv_cls', 'conv_reg',
+                      'conv_centerness', 'atss_cls', 'atss_reg', 'atss_centerness', 'gfl_cls',
+                      'gfl_reg', 'rtm_cls', 'rtm_reg')
 
 
 def add_arguments(parser) -> None:
