@@ -311,6 +311,10 @@ def test_d2_config_translates_detectron2s_yaml_into_the_shipped_config(family, t
     resize = translated.test_pipeline[1]['transforms'][0]
     assert (resize['type'], resize['short_edge_length'], resize['max_size'], resize['backend']) == \
         ('ResizeShortestEdge', 800, 1333, 'pillow')
+    # padding as the backbone's size_divisibility: FPN 32, a plain ResNet (C4) none
+    pad = dict(type='Pad', size_divisor=1 if family == 'faster_rcnn_c4' else 32)
+    assert translated.test_pipeline[1]['transforms'][3] == pad
+    assert shipped['test_pipeline'][1]['transforms'][3] == pad
     masks = 'mask' in family  # gt masks loaded for training, masks evaluated
     assert translated.train_pipeline[1] == dict(type='LoadAnnotations', with_bbox=True,
                                                 **(dict(with_mask=True) if masks else {}))

@@ -12,7 +12,10 @@
 #     RPN's 15 outputs per position follow it), offset 0;
 #   - RoIAlign aligned=True (ROIAlignV2), sampling ratio 0;
 #   - dw, dh clamped from above only; RPN 6000 best then NMS 0.7, 1000 per image at test;
-#   - boxes clipped to the original image after rescaling, empty ones dropped.
+#   - boxes clipped to the original image after rescaling, empty ones dropped;
+#   - no padding to a multiple of 32: Detectron2's plain ResNet backbone has
+#     size_divisibility 0, so a batch is padded to its largest image only (its res4 map of a
+#     1067 px wide image is 67 wide, not 68).
 _base_ = [
     '../_base_/models/faster_rcnn_r50_caffe_c4.py',
     '../_base_/datasets/coco_detection_d2.py',
@@ -47,3 +50,34 @@ model = dict(
         rcnn=dict(score_thr=0.05, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100,
                   clip_rescaled=True)))
 optimizer = dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=0.0001)
+# the pipelines of ../_base_/datasets/coco_detection_d2.py without the padding to 32
+img_norm_cfg = dict(mean=[103.530, 116.280, 123.675], std=[1.0, 1.0, 1.0], to_rgb=False)
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='ResizeShortestEdge', short_edge_length=(640, 672, 704, 736, 768, 800),
+         max_size=1333, sample_style='choice', backend='pillow'),
+    dict(type='RandomFlip', flip_ratio=0.5),
+    dict(type='Normalize', **img_norm_cfg),
+    dict(type='Pad', size_divisor=1),
+    dict(type='DefaultFormatBundle'),
+    dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels']),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='MultiScaleFlipAug',
+        img_scale=(1333, 800),
+        flip=False,
+        transforms=[
+            dict(type='ResizeShortestEdge', short_edge_length=800, max_size=1333,
+                 backend='pillow'),
+            dict(type='RandomFlip'),
+            dict(type='Normalize', **img_norm_cfg),
+            dict(type='Pad', size_divisor=1),
+            dict(type='ImageToTensor', keys=['img']),
+            dict(type='Collect', keys=['img']),
+        ])
+]
+data = dict(train=dict(pipeline=train_pipeline), val=dict(pipeline=test_pipeline),
+            test=dict(pipeline=test_pipeline))

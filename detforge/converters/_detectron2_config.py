@@ -747,13 +747,16 @@ def _data(get, model: dict) -> dict:
     get.expect('INPUT.CROP.ENABLED', False, 'random crops are not translated')
     get.expect('TEST.AUG.ENABLED', False, 'test-time augmentation is not translated')
     masks = 'mask_head' in model.get('roi_head', {})
+    # the backbone's size_divisibility: an FPN's 32; a plain ResNet (C4) 0 (the batch is
+    # padded to its largest image only)
+    divisor = 32 if 'neck' in model else 1
     train_pipeline = [
         dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True,
                                              **(dict(with_mask=True) if masks else {})),
         dict(type='ResizeShortestEdge', short_edge_length=tuple(sizes),
              max_size=int(get('INPUT.MAX_SIZE_TRAIN')), sample_style=sampling, backend='pillow'),
         dict(type='RandomFlip', **flips[flip]), dict(type='Normalize', **norm),
-        dict(type='Pad', size_divisor=32), dict(type='DefaultFormatBundle'),
+        dict(type='Pad', size_divisor=divisor), dict(type='DefaultFormatBundle'),
         dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'] + (['gt_masks'] if masks else []))]
     test_pipeline = [
         dict(type='LoadImageFromFile'),
@@ -762,7 +765,7 @@ def _data(get, model: dict) -> dict:
              transforms=[dict(type='ResizeShortestEdge', short_edge_length=int(get('INPUT.MIN_SIZE_TEST')),
                               max_size=int(get('INPUT.MAX_SIZE_TEST')), backend='pillow'),
                          dict(type='RandomFlip'), dict(type='Normalize', **norm),
-                         dict(type='Pad', size_divisor=32), dict(type='ImageToTensor', keys=['img']),
+                         dict(type='Pad', size_divisor=divisor), dict(type='ImageToTensor', keys=['img']),
                          dict(type='Collect', keys=['img'])])]
     get.expect('DATALOADER.SAMPLER_TRAIN', 'TrainingSampler', 'only the plain training sampler is translated')
     get.expect('DATALOADER.ASPECT_RATIO_GROUPING', True, "detforge's GroupSampler always groups")
