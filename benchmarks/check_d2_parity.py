@@ -97,6 +97,10 @@ GAINS = {'objectness_logits': 10.0, 'box_predictor.cls_score': 10.0,
          # a cascade's 3 classifiers: x10 saturates (logit std ~10), and the stages' averaged
          # probabilities then tie at 1/3, so that the 100 kept per image are a tie's choice
          **{f'box_predictor.{stage}.cls_score': 2.0 for stage in range(3)}}
+# C4: res4's 1024 channels and the 2048-d pooled res5 feature already give logits of std ~2
+# and ~1.8; x10 saturates sigmoids / softmaxes (ties at 1.0: see docs/detectron2.md's ranking
+# divergence)
+FAMILY_GAINS = {'faster_rcnn_c4': {'objectness_logits': 1.0, 'box_predictor.cls_score': 1.0}}
 BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
 # masks: logits of the same detection within MASK_TOL relative to the largest |logit|; of all
 # pasted mask pixels (union of both sides' masks, summed over detections) at most
@@ -145,7 +149,7 @@ def _images() -> list[str]:
 
 
 # ---------------------------------------------------------------- Detectron2's side
-def _perturb(model, inputs, seed: int = 0) -> None:
+def _perturb(model, inputs, gains: dict, seed: int = 0) -> None:
     """Seeded noise relative to each tensor's scale (weights x (1 + 0.1 noise), biases + 0.01
     noise), then frozen-BN statistics measured on ``inputs`` (each layer's input mean and
     variance per channel, x (1 + 0.1 noise)): with Detectron2's random initialisation and
@@ -165,7 +169,7 @@ def _perturb(model, inputs, seed: int = 0) -> None:
                 t.mul_(1.0 + 0.1 * noise)
             else:
                 t.add_(0.01 * noise)
-            for part, gain in GAINS.items():
+            for part, gain in gains.items():
                 if part in name:
                     t.mul_(gain)
 
@@ -205,7 +209,7 @@ def d2_side(family: str, images: list[str]) -> None:
         resized = resize.get_transform(img).apply_image(img)
         inputs.append(dict(image=torch.as_tensor(resized.astype('float32').transpose(2, 0, 1)),
                            height=h, width=w))
-    _perturb(model, inputs)
+    _perturb(model, inputs, {**GAINS, **FAMILY_GAINS.get(family, {})})
     ckpt = osp.join(OUT, family + suffix)
     state = {k: v for k, v in model.state_dict().items()}
     if suffix == '.pkl':  # the zoo's model_final_*.pkl: numpy arrays
