@@ -23,7 +23,9 @@ Mask R-CNN and Cascade Mask R-CNN (``mask_rcnn``, ``cascade_mask_rcnn``): detfor
 checkpoint through its own config (``DETFORGE_CONFIGS``), and the masks are compared too: the
 mask head's RoIs (the detections rescaled to the network input) and logits of the same
 detections in order, and the binary masks pasted into the original image (per detection:
-pixels that differ, IoU; PASS needs every IoU >= ``MASK_IOU_TOL``).
+pixels that differ, IoU; PASS needs every IoU >= ``MASK_IOU_TOL``, mask RoIs within 1e-2 px
+and the logits within 1e-3). Seen when detforge's mask RoIAlign was given ``sampling_ratio=2``
+(MMDetection: 0): logits 4.3e-3 off, 72 of 200 masks with 1-3 other pixels, min IoU 0.971.
 
 ``--roi-same-input`` (RoI-head families) also records, on the MMDetection side, the inputs of
 every call of its RoI head's ``_bbox_forward`` / ``_mask_forward`` (the FPN feature maps and
@@ -489,7 +491,7 @@ def detforge_side(family: str, same_input: bool = False) -> dict:
                             default=float('inf'))
         stats = _compare_masks(ref['masks'], masks)
         ok = (ok and stats['masks_same_counts'] and stats['min_mask_iou'] >= MASK_IOU_TOL
-              and mask_roi_diff < BOX_TOL and mask_logit_diff < ROI_TOL)
+              and mask_roi_diff < BOX_TOL and mask_logit_diff < HEAD_TOL)
         result.update(max_mask_roi_diff_px=mask_roi_diff, max_mask_logit_diff=mask_logit_diff,
                       **stats)
     if loss_diff is not None:
