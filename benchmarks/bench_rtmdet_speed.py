@@ -19,7 +19,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from machine import git_commit  # noqa: E402
 CONFIGS = {'RTMDet-tiny': 'configs/rtmdet/rtmdet_tiny_bccd320.py',
            'RetinaNet-R18': 'configs/retinanet/retinanet_r18_fpn_gn-head_giou_ms_9e_bccd320.py'}
 
@@ -61,8 +62,7 @@ def main(argv=None) -> int:
             inference_detector(models[name], img)
             if i >= 3:
                 times[name].append(time.perf_counter() - tic)
-    sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True,
-                         capture_output=True).stdout.strip()
+    sha = git_commit()
     print(f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {sha}, '
           f'torch {torch.__version__} with {torch.get_num_threads()} threads, '
           f'{args.images} images, fuse={args.fuse}, load average before/after '

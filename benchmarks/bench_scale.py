@@ -40,6 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # benchmarks/ is not a package: machine.py
 BCCD = REPO / 'data' / 'bccd'
 
 COCO_CAT_IDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23,
@@ -332,20 +333,8 @@ def run_child(kind: str, *args) -> dict:
 def machine() -> dict:
     """Date, commit, CPU and load average when the run starts (``run_all.py`` prints them)."""
     import datetime
-    import platform
-    cpu = platform.processor() or 'unknown'
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    git = lambda *a: subprocess.run(['git', *a], cwd=REPO, text=True,  # noqa: E731
-                                    capture_output=True).stdout.strip()
-    commit = git('rev-parse', '--short', 'HEAD') or 'unknown'
-    if git('status', '--porcelain', '--untracked-files=no'):
-        commit += ' (with uncommitted changes)'
+    from machine import cpu_name, git_commit
+    cpu, commit = cpu_name(), git_commit(dirty_note=' (with uncommitted changes)')
     return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
                 commit=commit, cpu=cpu, usable_cpus=len(os.sched_getaffinity(0)),
                 load_before=os.getloadavg())

@@ -51,10 +51,8 @@ import contextlib
 import copy
 import datetime
 import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import time
 import traceback
@@ -66,6 +64,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / 'benchmarks'))
+from machine import cpu_name, git_commit, loadavg  # noqa: E402
 
 CONFIG = 'configs/retinanet/retinanet_r18_fpn_gn-head_giou_ms_9e_bccd320.py'
 DEFAULT_VARIANTS = ['baseline', 'channels_last', 'compile', 'mkldnn-off', 'bf16']
@@ -220,22 +220,9 @@ def loss_difference(losses: list[dict], reference: list[dict]) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or 'unknown CPU'
-    try:
-        cpu = next(line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo')
-                   if line.startswith('model name'))
-    except (OSError, StopIteration):
-        pass
-    return f'{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, ' \
+    return f'{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, ' \
            f'torch {torch.__version__}, oneDNN bf16: {"yes" if cpu_has_bf16() else "no"}'
 
-
-def commit() -> str:
-    out = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO,
-                         capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'], cwd=REPO,
-                           capture_output=True, text=True).stdout.strip()
-    return (out or 'unknown') + (' (uncommitted changes)' if dirty else '')
 
 
 def report(runners: dict, skipped: dict, args, load_before: str,
@@ -247,7 +234,7 @@ def report(runners: dict, skipped: dict, args, load_before: str,
     lines = ['# Training-step levers on the CPU (benchmarks/bench_train_levers.py)', '',
              f'Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC at commit '
              f'{commit_id} on {machine()}. Load average before: {load_before}; after: '
-             f'{_loadavg()}.', '',
+             f'{loadavg()}.', '',
              f'RetinaNet-R18 BCCD-320 recipe, batch {args.batch_size}, real BCCD trainval images '
              f'(multi-scale 288-352), {args.warmup} warm-up + {args.steps} timed steps per '
              'variant, variants alternating step by step in one process; '
@@ -289,13 +276,6 @@ def report(runners: dict, skipped: dict, args, load_before: str,
     return '\n'.join(lines) + '\n'
 
 
-def _loadavg() -> str:
-    try:
-        return ' '.join(open('/proc/loadavg').read().split()[:3])
-    except OSError:
-        return 'unknown'
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--steps', type=int, default=5, help='timed steps per variant (5)')
@@ -326,7 +306,7 @@ def main(argv=None) -> int:
     names.insert(0, 'baseline')  # the reference of every comparison
     if args.threads:
         torch.set_num_threads(args.threads)
-    load_before, commit_id = _loadavg(), commit()  # the state the run starts from
+    load_before, commit_id = loadavg(), git_commit()  # the state the run starts from
     os.chdir(REPO)  # the recipe's data paths are relative to the repository
 
     from detforge.compat import load_config

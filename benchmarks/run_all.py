@@ -30,13 +30,11 @@ at most 1.0 means ours is no slower (issue 10's goal). The raw numbers also go t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -44,7 +42,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
-from tee import tee  # noqa: E402 -- benchmarks/ is not a package
+from machine import cpu_name, git_commit  # noqa: E402 -- benchmarks/ is not a package
+from tee import tee  # noqa: E402
 
 SECTIONS = ('data', 'models', 'eval', 'scale')
 
@@ -192,20 +191,7 @@ def bench_scale(quick: bool, tmp: Path) -> dict:
 def machine_info(threads: int) -> dict:
     import torch
     import torchvision
-    cpu = platform.processor() or 'unknown'
-    with contextlib.suppress(OSError):  # no /proc (not Linux): keep platform's name
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    try:
-        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True,
-                                capture_output=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain'], cwd=REPO, text=True,
-                               capture_output=True).stdout.strip()
-        commit = f'{commit}{" (with uncommitted changes)" if dirty else ""}'
-    except OSError:
-        commit = 'unknown'
+    cpu, commit = cpu_name(), git_commit(dirty_note=' (with uncommitted changes)')
     return dict(cpu=cpu, logical_cpus=os.cpu_count(), usable_cpus=len(os.sched_getaffinity(0)),
                 threads=threads, python=platform.python_version(), torch=torch.__version__,
                 torchvision=torchvision.__version__, platform=platform.platform(),

@@ -22,10 +22,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 from bench_accuracy import logged_iter_times, schedule_options  # noqa: E402
+from machine import cpu_name, git_commit  # noqa: E402
 from tee import tee  # noqa: E402
 
 
@@ -76,25 +75,6 @@ def time_tv(script: str, iters: int) -> list[float]:
     return [float(m.group(1))]
 
 
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
-def commit() -> str:
-    try:
-        sha = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True,
-                             capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                               cwd=REPO, text=True, capture_output=True).stdout.strip()
-        return sha + (' (with uncommitted changes)' if dirty else '')
-    except (OSError, subprocess.CalledProcessError):
-        return 'unknown'
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -124,7 +104,7 @@ def main(argv=None) -> int:
             rows.append((f'{name} (`{script}`)', time_tv(script, args.iters)[0], None))
     import torch
     print(f'\n## CPU seconds per training iteration (`benchmarks/time_recipes.py`)\n\n'
-          f'{started}, detforge commit {commit()}, {cpu_name()}, '
+          f'{started}, detforge commit {git_commit()}, {cpu_name()}, '
           f'{os.cpu_count()} CPUs, torch {torch.__version__} with {torch.get_num_threads()} '
           f'threads; load average before / after: {" ".join(f"{x:.1f}" for x in load_before)}'
           f' / {" ".join(f"{x:.1f}" for x in os.getloadavg())}. Options: --iters {args.iters}.\n')

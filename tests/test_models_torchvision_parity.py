@@ -427,18 +427,3 @@ def test_faster_rcnn_losses_at_batch2_equal_torchvision(faster_rcnn, inputs):
 def teardown_module(module):
     for name, (box, score) in MEASURED.items():
         print(f'MEASURED {name}: {box:.2e} {score:.2e}')
-
-
-def test_onnx_export_refuses_the_batch_shape_stride_rule():
-    """The exported graph steps anchors by the configured strides: refused before tracing."""
-    from detforge.deployment.onnx_export import _check_anchor_parts
-    from detforge.registry import DetforgeError
-    head = HEADS.build(dict(type='RetinaHead', num_classes=2, in_channels=8, feat_channels=8,
-                            anchor_generator=dict(type='AnchorGenerator', octave_base_scale=4,
-                                                  scales_per_octave=3, ratios=[1.0],
-                                                  strides=[8, 16, 32, 64, 128],
-                                                  stride_rule='batch_shape')))
-    with pytest.raises(DetforgeError, match="stride_rule='fixed'"):
-        _check_anchor_parts(head, 'bbox_head')
-    head.prior_generator.stride_rule = 'fixed'
-    _check_anchor_parts(head, 'bbox_head')

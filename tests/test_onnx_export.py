@@ -296,3 +296,49 @@ def test_test_and_infer_commands_run_the_onnx_file(retinanet, tmp_path, capsys):
         add_arguments(parser)  # every option at its default, as the CLI would give them
         infer_main(parser.parse_args([str(cfg), str(tmp_path / 'none.onnx'), str(images[0]),
                                       '--out', str(tmp_path), '--backend', 'onnxruntime']))
+
+
+def assert_same_per_class(expected, actual, top: int = 20, atol: float = 1e-2):
+    """Per image and class, the ``top`` best detections equal (boxes ``atol`` px, scores 1e-4):
+    where one anchor gives a box in every class, matching boxes across classes is ambiguous."""
+    for exp, act in zip(expected, actual):
+        assert sum(len(e) for e in exp) > 0
+        for e, a in zip(exp, act):
+            e, a = e[np.argsort(-e[:, 4])[:top]], a[np.argsort(-a[:, 4])[:top]]
+            assert len(e) == len(a)
+            np.testing.assert_allclose(a[:, :4], e[:, :4], atol=atol)
+            np.testing.assert_allclose(a[:, 4], e[:, 4], atol=1e-4)
+
+
+def test_static_export_steps_anchors_by_torchvision_stride_rule(tmp_path, repo_root):
+    """``stride_rule='batch_shape'`` (the ``_tv`` configs: stride = padded input // feature
+    size) is fixed into a static graph: at 320x448, P7 is 3x4, so its anchors step 106/112 px,
+    not the configured 128. P7's scores are raised (a hook, traced into the graph too) so that
+    the compared detections come from that level."""
+    from detforge.apis.inference import inference_detector, init_detector
+    from detforge.commands.export import norm_cfg_from_config
+    from detforge.deployment import build_backend_model, export_onnx
+    from detforge.registry import DetforgeError
+    cfg, ckpt, _, images = make_model(tmp_path, repo_root, 'retinanet', score_thr=0.0)
+    model = init_detector(str(cfg), str(ckpt), cfg_options={
+        'model.bbox_head.anchor_generator.stride_rule': 'batch_shape'})
+
+    def raise_p7(module, inputs, outputs):
+        cls_scores, bbox_preds = outputs
+        return [*cls_scores[:-1], cls_scores[-1] + 6.0], bbox_preds
+    model.bbox_head.register_forward_hook(raise_p7)
+    out = tmp_path / 'tv_rule.onnx'
+    export_onnx(model, str(out), input_shape=(320, 448), norm_cfg=norm_cfg_from_config(model.cfg),
+                class_names=CLASSES)
+    paths = [str(p) for p in images[:2]]
+    expected = inference_detector(model, paths)
+    generator = model.bbox_head.prior_generator
+    generator.stride_rule = 'fixed'  # the configured 128 px: other boxes, so the test can tell
+    with pytest.raises(AssertionError):
+        assert_same_per_class(expected, inference_detector(model, paths))
+    generator.stride_rule = 'batch_shape'
+    assert_same_per_class(expected, inference_detector(build_backend_model(str(cfg), str(out)),
+                                                       paths))
+    with pytest.raises(DetforgeError,
+                       match=r"model.bbox_head.anchor_generator.stride_rule='fixed'.*drop --dynamic"):
+        export_onnx(model, str(tmp_path / 'dyn.onnx'), input_shape=(320, 448), dynamic=True)

@@ -37,6 +37,9 @@ def add_backend_arguments(parser) -> None:
                         'compiles, which takes seconds to minutes)')
     parser.add_argument('--threads', type=int, default=0,
                         help='onnxruntime/openvino: inference threads (default: the backend\'s)')
+    parser.add_argument('--precision', choices=['f32', 'bf16'], default='f32',
+                        help='openvino: f32 (default) or bf16 (convolutions in bfloat16, about '
+                        '2x faster on CPUs with AVX-512 BF16/AMX; check the AP)')
 
 
 def add_slice_arguments(parser) -> None:
@@ -76,6 +79,14 @@ def build_detect_fn(model, args):
                             f'--slice-batch {args.slice_batch}: {e}') from None
 
 
+def check_precision_argument(args) -> None:
+    """``--precision bf16`` is OpenVINO's: any other backend would run float32 and ignore it."""
+    args.precision = getattr(args, 'precision', 'f32')
+    if args.precision != 'f32' and args.backend != 'openvino':
+        raise DetforgeError(f'--precision {args.precision} is for --backend openvino, not '
+                            f'--backend {args.backend}')
+
+
 def check_backend_arguments(args) -> None:
     """The exported backends' arguments (``args`` may come from code that predates
     ``--fuse``/``--threads``: missing ones are their defaults)."""
@@ -84,6 +95,7 @@ def check_backend_arguments(args) -> None:
             raise DetforgeError(f'--{flag} is for the pytorch backend; {args.checkpoint} run '
                                 f'by {args.backend} is already optimised by it')
     args.threads = getattr(args, 'threads', 0)
+    check_precision_argument(args)
     if args.threads < 0:
         raise DetforgeError(f'--threads must be >= 0, got {args.threads}')
     if not os.path.isfile(args.checkpoint):

@@ -11,7 +11,8 @@ the dense heads' forward through ``torch.compile`` with TorchInductor and frozen
 :func:`~detforge.models.compile_parts.compile_detector_parts`; it compiles during the
 warm-up, once per padded input size), ``compiled-cl`` (the same, channels_last),
 ``onnxruntime`` / ``openvino`` (the graph ``detforge export`` writes, static input at the
-config's test scale), ``int8`` / ``int8-openvino`` (that graph quantized by ``detforge
+config's test scale), ``openvino-bf16`` (that graph, OpenVINO computing in bfloat16: for CPUs
+with AVX-512 BF16 or AMX), ``int8`` / ``int8-openvino`` (that graph quantized by ``detforge
 quantize``, calibrated on ``--calib`` training images). The timed images are run one at a time,
 alternating between the backends image by image, so that every row sees the same machine
 state; the warm-up images are not timed. Per row: the model's latency per image (p50, p90;
@@ -44,7 +45,16 @@ TORCH_BACKENDS = {
     'compiled': dict(fuse=True, compile=True),
     'compiled-cl': dict(fuse=True, channels_last=True, compile=True),
 }
-ALL_BACKENDS = tuple(TORCH_BACKENDS) + ('onnxruntime', 'openvino', 'int8', 'int8-openvino')
+#: the exported paths: (runtime, precision) of each; they share one float32 ONNX export, the
+#: int8 ones its INT8 quantization
+EXPORTED_BACKENDS = {
+    'onnxruntime': ('onnxruntime', 'f32'),
+    'openvino': ('openvino', 'f32'),
+    'openvino-bf16': ('openvino', 'bf16'),
+    'int8': ('onnxruntime', 'f32'),
+    'int8-openvino': ('openvino', 'f32'),
+}
+ALL_BACKENDS = tuple(TORCH_BACKENDS) + tuple(EXPORTED_BACKENDS)
 
 
 def add_arguments(parser):
@@ -104,7 +114,7 @@ def build_backends(cfg, checkpoint, names, device='cpu', threads=0, calib=32,
     fp32 = os.path.join(workdir, 'model.onnx')
     export_onnx(eager, fp32, input_shape=shape, norm_cfg=norm_cfg_from_config(eager.cfg),
                 class_names=eager.CLASSES)
-    files_out, files = files, {'onnxruntime': fp32, 'openvino': fp32}
+    files_out, files = files, {'onnxruntime': fp32, 'openvino': fp32, 'openvino-bf16': fp32}
     if any(n.startswith('int8') for n in exported):
         from detforge.commands.quantize import DEFAULT_KEEP_FLOAT, _calibration_images
         from detforge.deployment.quantize import calibration_batches, quantize_onnx
@@ -115,9 +125,9 @@ def build_backends(cfg, checkpoint, names, device='cpu', threads=0, calib=32,
     if files_out is not None:
         files_out.update({n: files[n] for n in exported})
     for name in exported:
-        runtime = 'openvino' if name.endswith('openvino') else 'onnxruntime'
+        runtime, precision = EXPORTED_BACKENDS[name]
         models[name] = build_backend_model(eager.cfg, files[name], backend=runtime,
-                                           num_threads=threads)
+                                           num_threads=threads, precision=precision)
     return models
 
 
@@ -211,8 +221,9 @@ def _memory_child(queue, config, checkpoint, cfg_options, name, threads, model_f
             model = build_backends(cfg, checkpoint, [name], threads=threads)[name]
         else:
             from detforge.deployment import build_backend_model
-            runtime = 'openvino' if name.endswith('openvino') else 'onnxruntime'
-            model = build_backend_model(cfg, model_file, backend=runtime, num_threads=threads)
+            runtime, precision = EXPORTED_BACKENDS[name]
+            model = build_backend_model(cfg, model_file, backend=runtime, num_threads=threads,
+                                        precision=precision)
         dataset = build_test_dataset(cfg)
         from detforge.apis.inference import _collate
         for k in range(n_images):

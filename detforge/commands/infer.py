@@ -26,7 +26,8 @@ import cv2
 from detforge.commands._analysis_common import (IMAGE_EXTENSIONS, VIDEO_EXTENSIONS,
                                                 add_backend_arguments, add_cfg_options,
                                                 add_slice_arguments, build_detect_fn,
-                                                check_backend_arguments)
+                                                check_backend_arguments,
+                                                check_precision_argument)
 from detforge.registry import DetforgeError
 
 NAME = 'infer'
@@ -127,6 +128,7 @@ def main(args):
         raise DetforgeError(f'{kind} not found: {args.input}')
     if args.batch_size < 1:
         raise DetforgeError(f'--batch-size must be at least 1, got {args.batch_size}')
+    check_precision_argument(args)
     if args.backend == 'pytorch':
         model = init_detector(args.config, args.checkpoint, device=args.device,
                               cfg_options=args.cfg_options, fuse=getattr(args, 'fuse', False),
@@ -136,7 +138,7 @@ def main(args):
         check_backend_arguments(args)
         model = build_backend_model(args.config, args.checkpoint, device=args.device,
                                     cfg_options=args.cfg_options, backend=args.backend,
-                                    num_threads=args.threads)
+                                    num_threads=args.threads, precision=args.precision)
     detect = build_detect_fn(model, args)
     os.makedirs(args.out, exist_ok=True)
     failed_drawings: list[str] = []

@@ -19,7 +19,8 @@ import pickle
 import time
 
 from detforge.commands._analysis_common import (add_backend_arguments, add_slice_arguments,
-                                                build_detect_fn, check_backend_arguments)
+                                                build_detect_fn, check_backend_arguments,
+                                                check_precision_argument)
 from detforge.registry import DetforgeError, build_context
 
 NAME = 'test'
@@ -105,6 +106,7 @@ def main(args) -> int:
     setup_speed_switches(cfg)
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise DetforgeError(f'checkpoint {args.checkpoint} does not exist')
+    check_precision_argument(args)
     if args.backend != 'pytorch' and args.launcher != 'none':
         raise DetforgeError(f'--backend {args.backend} runs in one process; '
                             f'drop --launcher {args.launcher}')
@@ -152,7 +154,8 @@ def main(args) -> int:
         from detforge.deployment import build_backend_model
         check_backend_arguments(args)
         model = build_backend_model(cfg, args.checkpoint, device=args.device or 'cpu',
-                                    backend=args.backend, num_threads=args.threads)
+                                    backend=args.backend, num_threads=args.threads,
+                                    precision=args.precision)
         model.CLASSES = model.CLASSES or dataset.CLASSES
 
     start = time.time()

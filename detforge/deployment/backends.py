@@ -11,7 +11,7 @@ BACKENDS = ('pytorch', 'onnxruntime', 'openvino')
 
 def build_backend_model(config, model_file: str, device: str = 'cpu',
                         cfg_options: dict | None = None, backend: str = 'onnxruntime',
-                        num_threads: int = 0):
+                        num_threads: int = 0, precision: str = 'f32'):
     """An exported detector set up like :func:`init_detector`'s model: ``model.cfg`` (for
     :func:`inference_detector`'s test pipeline) and ``model.CLASSES`` (from the file's
     metadata, else the config's test data set).
@@ -22,6 +22,8 @@ def build_backend_model(config, model_file: str, device: str = 'cpu',
         device: only ``'cpu'``.
         backend: ``'onnxruntime'`` or ``'openvino'``.
         num_threads: intra-op threads (0: the backend's default).
+        precision: openvino only: ``'f32'`` or ``'bf16'`` (see
+            :class:`~detforge.deployment.openvino_backend.OVDetector`).
     """
     if backend not in BACKENDS[1:]:
         raise DetforgeError(f'unknown backend {backend!r}; expected one of {list(BACKENDS[1:])}')
@@ -30,11 +32,14 @@ def build_backend_model(config, model_file: str, device: str = 'cpu',
     from detforge.apis.inference import _classes_from_config, _load_config
     cfg = _load_config(config, cfg_options)
     if backend == 'onnxruntime':
+        if precision != 'f32':
+            raise DetforgeError(f'precision {precision} is for the openvino backend; '
+                                'onnxruntime runs the exported float32 graph')
         from .ort_backend import ORTDetector
         model = ORTDetector(model_file, num_threads=num_threads)
     else:
         from .openvino_backend import OVDetector
-        model = OVDetector(model_file, num_threads=num_threads)
+        model = OVDetector(model_file, num_threads=num_threads, precision=precision)
     if not model.CLASSES:
         classes = _classes_from_config(cfg)
         model.CLASSES = tuple(classes) if classes else None

@@ -144,10 +144,6 @@ def _check_anchor_parts(head, key: str) -> None:
         raise _unsupported(f'the {key}.bbox_coder', head.bbox_coder, _CODERS)
     if _name(head.prior_generator) not in _PRIOR_GENERATORS:
         raise _unsupported(f'the {key}.anchor_generator', head.prior_generator, _PRIOR_GENERATORS)
-    if getattr(head.prior_generator, 'stride_rule', 'fixed') != 'fixed':
-        # the graph steps the anchors by the configured strides
-        raise DetforgeError(f"ONNX export supports {key}.anchor_generator.stride_rule='fixed', got "
-                            f"{head.prior_generator.stride_rule!r} (torchvision's rule)")
 
 
 def _check_dense_parts(head) -> None:
@@ -156,14 +152,20 @@ def _check_dense_parts(head) -> None:
     generator = head.prior_generator
     if _name(generator) not in _DENSE_PRIOR_GENERATORS:
         raise _unsupported('the bbox_head prior generator', generator, _DENSE_PRIOR_GENERATORS)
-    if getattr(generator, 'stride_rule', 'fixed') != 'fixed':
-        raise DetforgeError(f"ONNX export supports the bbox_head prior generator's "
-                            f"stride_rule='fixed', got {generator.stride_rule!r} (torchvision's "
-                            f"rule; the graph steps the priors by the configured strides)")
     if any(n != 1 for n in generator.num_base_priors):
         raise DetforgeError(f'ONNX export of {_name(head)} needs one prior per position')
     if head.test_settings is None:
         raise DetforgeError(f'ONNX export of {_name(head)} needs a test_cfg')
+
+
+def _prior_generators(detector: nn.Module):
+    """``(config key, generator)`` of the detector's anchor / point generators."""
+    for key in ('rpn_head', 'bbox_head'):
+        head = getattr(detector, key, None)
+        generator = getattr(head, 'prior_generator', None)
+        if generator is not None:
+            yield (f'model.{key}.anchor_generator' if hasattr(generator, 'base_anchors')
+                   else f'model.{key}.prior_generator'), generator
 
 
 # ---------------------------------------------------------------------------- graph helpers
@@ -273,10 +275,10 @@ def _grid_anchors(base_anchors: Tensor, feat: Tensor, stride) -> Tensor:
     return (shifts[:, None, :] + base_anchors[None, :, :].to(feat.device)).reshape(-1, 4)
 
 
-def _grid_points(generator, level: int, feat: Tensor) -> Tensor:
+def _grid_points(generator, feat: Tensor, stride) -> Tensor:
     """:class:`MlvlPointGenerator` points ``(H * W, 2)`` of one level, row-major, from the
-    feature map's size read in-graph."""
-    stride_w, stride_h = generator.strides[level]
+    feature map's size read in-graph, ``stride = (w, h)`` apart."""
+    stride_w, stride_h = stride
     xs = (torch.arange(_dim(feat, 3), dtype=torch.float32) + generator.offset) * stride_w
     ys = (torch.arange(_dim(feat, 2), dtype=torch.float32) + generator.offset) * stride_h
     yy, xx = torch.meshgrid(ys, xs, indexing='ij')
@@ -358,6 +360,9 @@ class ExportableDetector(nn.Module):
             heads = detector.roi_head.bbox_head
             self.num_classes = (heads[-1] if isinstance(heads, nn.ModuleList) else heads).num_classes
         self.max_per_img = int(self.test_cfg.max_per_img)
+        #: the padded (H, W) of a static export: torchvision's stride rule
+        #: (``stride_rule='batch_shape'``) reads it; None for a dynamic graph
+        self.batch_input_shape: tuple[int, int] | None = None
         # configuration errors surface here, before the (slow) tracing starts
         if self.kind == 'single_stage':
             _nms_iou(self.test_cfg, 'bbox_head.test_cfg')
@@ -409,7 +414,7 @@ class ExportableDetector(nn.Module):
             num_cls = scores.shape[-1]
             deltas = bbox_pred.permute(0, 2, 3, 1).reshape(B, -1, 4)
             anchors = _grid_anchors(generator.base_anchors[level], cls_score,
-                                    generator.strides[level])
+                                    self._stride(generator, level, cls_score))
             flat = scores.reshape(B, -1)                                 # (B, HWA * classes)
             if nms_pre > 0:
                 flat, idx = _topk(flat, nms_pre, dim=1)
@@ -454,10 +459,11 @@ class ExportableDetector(nn.Module):
                 if settings.score_factor_fusion == 'geometric_mean':
                     scores, factor = torch.sqrt(scores * factor[..., None]), None
             if _name(generator) == 'MlvlPointGenerator':
-                priors = _grid_points(generator, level, cls_score)
+                priors = _grid_points(generator, cls_score,
+                                      self._stride(generator, level, cls_score))
             else:
                 priors = _grid_anchors(generator.base_anchors[level], cls_score,
-                                       generator.strides[level])
+                                       self._stride(generator, level, cls_score))
             flat = scores.reshape(B, -1)                                 # (B, HW * classes)
             if settings.nms_pre > 0:
                 flat, idx = _topk(flat, settings.nms_pre, dim=1)
@@ -481,6 +487,19 @@ class ExportableDetector(nn.Module):
                                          self.max_per_img)
         return torch.cat([boxes, scores[..., None]], -1), labels
 
+    def _stride(self, generator, level: int, feat: Tensor) -> tuple[int, int]:
+        """The ``(w, h)`` grid step of ``level``: the configured stride, or under torchvision's
+        ``stride_rule='batch_shape'`` the padded input size over this feature map's size,
+        fixed at export time (the graph is static then: :func:`export_onnx` refuses
+        ``dynamic``)."""
+        if getattr(generator, 'stride_rule', 'fixed') == 'fixed':
+            return tuple(generator.strides[level])
+        if self.batch_input_shape is None:
+            raise DetforgeError("stride_rule='batch_shape' needs the static input shape of the "
+                                'graph (export without --dynamic)')
+        size = (int(feat.shape[2]), int(feat.shape[3]))
+        return tuple(generator.level_strides([size], self.batch_input_shape)[0])
+
     # ------------------------------------------------------------------ Faster / Cascade R-CNN
     def _proposals(self, feats, img_shape: Tensor):
         """:meth:`RPNHead.get_bboxes` for a batch → proposals ``(B, P, 4)``, valid ``(B, P)``."""
@@ -499,7 +518,7 @@ class ExportableDetector(nn.Module):
             scores = head._objectness(logits)                           # (B, HWA)
             deltas = bbox_pred.permute(0, 2, 3, 1).reshape(B, -1, 4)
             anchors = _grid_anchors(generator.base_anchors[level], cls_score,
-                                    generator.strides[level])
+                                    self._stride(generator, level, cls_score))
             if nms_pre > 0:
                 scores, idx = _topk(scores, nms_pre, dim=1)
                 deltas = _gather_rows(deltas, idx)
@@ -600,6 +619,15 @@ def export_onnx(model: nn.Module, out_file: str, input_shape: Sequence[int] = (8
     wrapper = ExportableDetector(model, norm_cfg).eval()
     H, W = int(input_shape[0]), int(input_shape[1])
     B = 1 if dynamic else int(batch_size)
+    rules = {key: generator.stride_rule for key, generator in _prior_generators(model)
+             if getattr(generator, 'stride_rule', 'fixed') != 'fixed'}
+    if dynamic and rules:
+        key = next(iter(rules))
+        raise DetforgeError(f"a dynamic ONNX graph needs {key}.stride_rule='fixed'; "
+                            f"{rules[key]!r} (torchvision's rule: stride = padded input size // "
+                            'feature map size) is exported only for a static input shape '
+                            '(drop --dynamic)')
+    wrapper.batch_input_shape = None if dynamic else (H, W)
     img = torch.randint(0, 256, (B, 3, H, W), dtype=torch.uint8)
     img_shape = torch.tensor([[H, W]] * B, dtype=torch.float32)
     dynamic_axes = None

@@ -52,17 +52,30 @@ class OVDetector(ExportedDetector):
         class_names: overrides the class names of the metadata.
         num_threads: inference threads (0: OpenVINO's default, all cores).
         device: OpenVINO device name (``'CPU'``).
+        precision: ``'f32'`` (default: the exported float32 arithmetic) or ``'bf16'``
+            (OpenVINO runs convolutions and matrix products in bfloat16, about twice as fast
+            where the CPU has AVX-512 BF16 or AMX; the detections move a little: measure the
+            AP, e.g. with ``detforge benchmark --backends openvino openvino-bf16 --eval``).
+            ``'bf16'`` on a CPU without native bfloat16 is an error, not a silent float32 run.
     """
 
     backend = 'openvino'
+    PRECISIONS = ('f32', 'bf16')
 
     def __init__(self, model_file: str, class_names=None, num_threads: int = 0,
-                 device: str = 'CPU'):
+                 device: str = 'CPU', precision: str = 'f32'):
         super().__init__()
         ov = _import_openvino()
         if not os.path.isfile(model_file):
             raise DetforgeError(f'model file not found: {model_file}')
+        if precision not in self.PRECISIONS:
+            raise DetforgeError(f'OpenVINO precision must be one of {self.PRECISIONS}, got '
+                                f'{precision!r}')
         core = ov.Core()
+        if precision == 'bf16' and 'BF16' not in core.get_property(
+                device, 'OPTIMIZATION_CAPABILITIES'):
+            raise DetforgeError(f'precision bf16: this {device} has no native bfloat16 '
+                                '(OpenVINO would run float32); use precision f32')
         try:
             model = core.read_model(str(model_file))
         except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: say which
@@ -75,8 +88,9 @@ class OVDetector(ExportedDetector):
             raise DetforgeError(f'{model_file} was not written by `detforge export` (no '
                                 f'{METADATA_KEY!r} runtime info)')
         config = {'INFERENCE_NUM_THREADS': int(num_threads)} if num_threads else {}
-        # float32 everywhere: OpenVINO would otherwise pick bf16 on CPUs that have it
-        config['INFERENCE_PRECISION_HINT'] = 'f32'
+        # set explicitly: OpenVINO would otherwise pick bf16 by itself on CPUs with AMX
+        config['INFERENCE_PRECISION_HINT'] = precision
+        self.precision = precision
         self.compiled = core.compile_model(model, device, config)
         self.request = self.compiled.create_infer_request()
         self.model_file = str(model_file)
