@@ -34,11 +34,14 @@ tensors to detforge's RoI head and compares the outputs in order: no row matchin
 difference there is the RoI head's own (RoIAlign, heads), not a proposal of equal score in
 another place. PASS then also needs every such output within 1e-3.
 
+``--odd-batch``: the second image cut to 389x517 (BCCD's are all 640x480), so that the batch
+holds two sizes (1333x800 resize: 1067x800 and 1063x800) with different scale factors.
+
 Usage (from the repository root):
 
     PYTHONPATH=. python benchmarks/check_mmdet_parity.py            # every family
     PYTHONPATH=. python benchmarks/check_mmdet_parity.py retinanet  # some of them
-    PYTHONPATH=. python benchmarks/check_mmdet_parity.py mask_rcnn --roi-same-input
+    PYTHONPATH=. python benchmarks/check_mmdet_parity.py mask_rcnn --roi-same-input --odd-batch
     MMDET2_OUT=DIR ... --side detforge   # detforge side only, on a saved MMDetection run
 
 It prints, per family: missing / unexpected / mis-shaped keys, the largest difference of the
@@ -63,6 +66,10 @@ PATCHES = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared', 're
 OUT = os.environ.get('MMDET2_OUT', '/tmp/mmdet2/out/parity')
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMAGES = ['data/bccd/JPEGImages/BloodImage_00000.jpg', 'data/bccd/JPEGImages/BloodImage_00001.jpg']
+# --odd-batch: the second image cut to its top-left 389x517 (BCCD images are all 640x480), so
+# the two images of the batch differ in size and scale factor (1333x800 resize: 1067x800 and
+# 1063x800, different padding and rescale of boxes and masks)
+ODD_CROP = (389, 517)
 
 # family -> (config under MMDetection's configs/, heads whose raw outputs are compared)
 FAMILIES = {
@@ -148,6 +155,16 @@ def _record_rois(model, extractor_name='roi_head.bbox_roi_extractor'):
         return _forward(feats, rois, *args, **kwargs)
     extractor.forward = wrapped
     return store
+
+
+def _images(odd_batch: bool) -> list:
+    """The batch given to both frameworks' ``inference_detector``: the two files, or (odd
+    batch) the images as BGR arrays, as both read files, the second cut to ``ODD_CROP``."""
+    if not odd_batch:
+        return IMAGES
+    import cv2
+    first, second = (cv2.imread(path) for path in IMAGES)
+    return [first, second[:ODD_CROP[0], :ODD_CROP[1]].copy()]
 
 
 def _results(results):
@@ -332,7 +349,7 @@ def _losses(model, inputs) -> dict:
     return out
 
 
-def mmdet_side(family: str, same_input: bool = False) -> None:
+def mmdet_side(family: str, same_input: bool = False, odd_batch: bool = False) -> None:
     """Runs under MMDetection's interpreter."""
     import torch
     sys.path.insert(0, PATCHES)
@@ -376,7 +393,7 @@ def mmdet_side(family: str, same_input: bool = False) -> None:
         extra['mask_rois'] = _record_rois(model, 'roi_head.mask_roi_extractor')
         recorded = _record_roi_head_inputs(model) if same_input else None
         with torch.no_grad():
-            dets = inference_detector(model, IMAGES)
+            dets = inference_detector(model, _images(odd_batch))
         if recorded is not None:
             torch.save(recorded, osp.join(OUT, f'{family}_roi_inputs.pt'))
     if family not in DIRECT:
@@ -386,7 +403,7 @@ def mmdet_side(family: str, same_input: bool = False) -> None:
     torch.save(dict({'heads': store, 'dets': dets}, **extra), osp.join(OUT, f'{family}_mmdet.pt'))
 
 
-def detforge_side(family: str, same_input: bool = False) -> dict:
+def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False) -> dict:
     import torch
     from detforge.apis import inference_detector, init_detector
     from detforge.engine.checkpoint import load_checkpoint
@@ -422,7 +439,7 @@ def detforge_side(family: str, same_input: bool = False) -> dict:
         rois = _record_rois(model)
         mask_rois = _record_rois(model, 'roi_head.mask_roi_extractor')
         with torch.no_grad():
-            dets, masks = _results(inference_detector(model, IMAGES))
+            dets, masks = _results(inference_detector(model, _images(odd_batch)))
     # dense heads: every output element in order. RoI heads: each row (one proposal) against
     # the nearest row of the other side, since proposals of equal score may come in either
     # order (both sort with an unstable sort); rows out of place are counted.
@@ -509,17 +526,25 @@ def main() -> int:
                         help="RoI-head families: also record MMDetection's RoI-head inputs (FPN "
                              'features and RoIs of every box / mask forward) and feed them to '
                              "detforge's RoI head; outputs compared in order (no row matching)")
+    parser.add_argument('--odd-batch', action='store_true',
+                        help='RoI / RetinaNet families: the second image cut to 389x517, so the '
+                             'batch has two sizes (files under $MMDET2_OUT/odd_batch)')
     args = parser.parse_args()
+    if args.odd_batch:
+        global OUT
+        OUT = osp.join(OUT, 'odd_batch')
     failed = False
     for family in args.families:
         if args.side == 'mmdet':
-            mmdet_side(family, args.roi_same_input)
+            mmdet_side(family, args.roi_same_input, args.odd_batch)
             continue
         if args.side == 'both':
             env = dict(os.environ, PYTHONPATH=PATCHES)
             subprocess.run([MMDET_PY, __file__, family, '--side', 'mmdet']
-                           + ['--roi-same-input'] * args.roi_same_input, check=True, env=env)
-        result = detforge_side(family, args.roi_same_input)
+                           + ['--roi-same-input'] * args.roi_same_input
+                           + ['--odd-batch'] * args.odd_batch, check=True, env=env)
+        result = detforge_side(family, args.roi_same_input, args.odd_batch)
+        result['odd_batch'] = args.odd_batch
         failed |= not result['ok']
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
