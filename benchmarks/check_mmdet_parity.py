@@ -391,7 +391,9 @@ def mmdet_side(family: str, same_input: bool = False, odd_batch: bool = False) -
         store = _record(model, heads)
         extra['rois'] = _record_rois(model)
         extra['mask_rois'] = _record_rois(model, 'roi_head.mask_roi_extractor')
-        recorded = _record_roi_head_inputs(model) if same_input else None
+        # (a model without RoI head, e.g. RetinaNet, has nothing to record)
+        recorded = _record_roi_head_inputs(model) \
+            if same_input and hasattr(model, 'roi_head') else None
         with torch.no_grad():
             dets = inference_detector(model, _images(odd_batch))
         if recorded is not None:
@@ -496,7 +498,7 @@ def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False
                   max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
                   max_proposal_diff_px=roi_input_diff,
                   max_box_diff_px=box_diff, max_score_diff=score_diff)
-    if same_input and family not in DIRECT:
+    if same_input and hasattr(model, 'roi_head'):
         recorded = torch.load(osp.join(OUT, f'{family}_roi_inputs.pt'), weights_only=False)
         diffs = _roi_head_on_mmdet_inputs(model, recorded)
         ok = ok and max(diffs.values(), default=float('inf')) < HEAD_TOL
