@@ -177,6 +177,10 @@ def test_training_targets_and_losses_equal_torchvision(models, bccd_voc_root):
     assert (t['gt_inds'] >= 0).sum() > 20
     torch.testing.assert_close(t['gt_inds'], captured['matched'], rtol=0, atol=0)
 
+    rel = {name: abs(float(losses[name]) - float(ref[tv_name])) / abs(float(ref[tv_name]))
+           for name, tv_name in (('loss_cls', 'classification'), ('loss_centerness', 'bbox_ctrness'))}
+    print(f"fcos losses at batch 2: {int((t['gt_inds'] >= 0).sum())} positives, "
+          + ', '.join(f'{k} relative diff {v:.1e}' for k, v in rel.items()))
     torch.testing.assert_close(losses['loss_cls'], ref['classification'], rtol=1e-4, atol=0)
     torch.testing.assert_close(losses['loss_centerness'], ref['bbox_ctrness'], rtol=1e-4, atol=0)
     pos = t['gt_inds'] >= 0
