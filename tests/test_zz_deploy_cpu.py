@@ -388,7 +388,7 @@ def test_a_two_stage_detector_compiles_its_rpn_head_not_its_roi_head(tmp_path, r
 
 def test_int8_keeps_every_head_family_predictors_float(repo_root, bccd_subset, tmp_path):
     """RTMDet-tiny (the real-time family): its predictors ``rtm_cls``/``rtm_reg`` (one per
-    level) stay float32 by default, like RetinaNet's; the rest of the network is int8."""
+    level) and its neck's CSP blocks stay float32 by default; the rest of the network is int8."""
     import onnx
 
     from conftest import data_options
@@ -408,10 +408,13 @@ def test_int8_keeps_every_head_family_predictors_float(repo_root, bccd_subset, t
     meta = json.loads(next(p.value for p in graph.metadata_props if p.key == 'detforge'))
     kept = meta['kept_float']
     assert sum('rtm_cls' in n for n in kept) == 3 and sum('rtm_reg' in n for n in kept) == 3
-    assert all('rtm_cls' in n or 'rtm_reg' in n for n in kept)
+    blocks = [n for n in kept if '_blocks' in n]
+    assert blocks and all(n.startswith(('/neck/top_down_blocks', '/neck/bottom_up_blocks'))
+                          for n in blocks)
+    assert all('rtm_cls' in n or 'rtm_reg' in n or n in blocks for n in kept)
     quantized = [n for n in graph.graph.node if n.op_type == 'Conv' and any(
         q.output[0] == n.input[1] and q.op_type == 'DequantizeLinear' for q in graph.graph.node)]
-    assert len(quantized) > 30  # CSPNeXt backbone, PAFPN and the head towers in int8
+    assert len(quantized) > 30  # CSPNeXt backbone, the rest of the PAFPN and the head towers
 
 
 def test_quantize_writes_openvino_ir_of_the_int8_graph(retinanet, tmp_path, capsys):
