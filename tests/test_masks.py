@@ -52,6 +52,27 @@ def test_mask_targets_hand_computed():
     assert targets[0].sum() == 0 and targets[1].sum() == 8
 
 
+def test_torchvision_style_mask_targets_are_its_soft_unaligned_roi_align():
+    """``mask_target(aligned=False, binarize=False)`` gives torchvision's
+    ``project_masks_on_boxes`` values (soft, pixel corners), from bitmaps and polygons alike;
+    the default stays MMDetection's binarised ``aligned=True`` crop."""
+    from types import SimpleNamespace
+    from torchvision.models.detection.roi_heads import project_masks_on_boxes
+    from detforge.models.roi_heads.mask_heads.fcn_mask_head import mask_target
+    boxes = torch.tensor([[1., 0., 5., 4.], [0.5, 1.5, 7.25, 6.]])
+    inds = torch.tensor([0, 0])
+    res = [SimpleNamespace(pos_bboxes=boxes, pos_assigned_gt_inds=inds)]
+    expected = project_masks_on_boxes(torch.from_numpy(LEFT_HALF)[None], boxes, inds, 4)
+    assert ((expected > 0) & (expected < 1)).any()   # soft values
+    for masks in (BitmapMasks([LEFT_HALF], 8, 8), PolygonMasks([LEFT_HALF_POLY], 8, 8)):
+        ours = mask_target(res, [masks], 4, aligned=False, binarize=False)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    # aligned=False, soft: the first box reads columns 1..5 at pixel corners (1, 1, .5, 0)
+    torch.testing.assert_close(expected[0], torch.tensor([[1., 1., .5, 0.]] * 4))
+    default = mask_target(res, [BitmapMasks([LEFT_HALF], 8, 8)], 4)
+    torch.testing.assert_close(default[0], torch.tensor([[1., 1., 1., 0.]] * 4))
+
+
 def test_flip_and_resize_bitmap_and_polygon_agree():
     rng = np.random.RandomState(0)
     poly = PolygonMasks([[[1., 1., 9., 2., 5., 7.]], [[0., 0., 3., 0., 3., 5., 0., 5.]]], 8, 12)

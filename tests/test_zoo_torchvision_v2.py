@@ -341,11 +341,25 @@ def test_mobilenet_v3_backbone_loads_torchvision_imagenet_names(tmp_path):
 
 
 # ---------------------------------------------------------------------------- training losses
-def _two_stage_losses(tv, ours, inputs, stand_in):
-    """torchvision's and detforge's four losses at batch 2 on the same features, every
-    candidate sampled (the losses then do not depend on the random draw) and 200 proposals
-    per image (not 2000) for speed; batch norms in eval mode on both sides."""
+def _ellipses(boxes, shape):
+    """One filled ellipse inscribed in each box: uint8 ``(n, h, w)`` gt masks."""
+    ys, xs = torch.meshgrid(torch.arange(shape[0]) + 0.5, torch.arange(shape[1]) + 0.5,
+                            indexing='ij')
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    rx, ry = (boxes[:, 2] - boxes[:, 0]) / 2, (boxes[:, 3] - boxes[:, 1]) / 2
+    inside = ((xs - cx[:, None, None]) / rx[:, None, None]) ** 2 + \
+        ((ys - cy[:, None, None]) / ry[:, None, None]) ** 2 <= 1
+    return inside.to(torch.uint8)
+
+
+def _two_stage_losses(tv, ours, inputs, stand_in, with_masks=False):
+    """torchvision's and detforge's four losses (five with masks: ellipses in the gt boxes)
+    at batch 2 on the same features, every candidate sampled (the losses then do not depend
+    on the random draw) and 200 proposals per image (not 2000) for speed; batch norms in
+    eval mode on both sides."""
+    from detforge.structures.masks import BitmapMasks
     images, boxes, labels = inputs['train']
+    masks = [_ellipses(b, x.shape[1:]) for b, x in zip(boxes, images)] if with_masks else None
     tv.rpn.fg_bg_sampler.batch_size_per_image = 10 ** 7
     tv.roi_heads.fg_bg_sampler.batch_size_per_image = 10 ** 7
     ours.rpn_head.sampler.num = 10 ** 7
@@ -359,14 +373,22 @@ def _two_stage_losses(tv, ours, inputs, stand_in):
     ours.extract_feat = lambda img: list(fpn['out'].values())
     try:
         with (stand_in_body(tv) if stand_in else contextlib.nullcontext()), torch.no_grad():
-            ref = tv(images, [dict(boxes=b, labels=l + 1) for b, l in zip(boxes, labels)])
+            targets = [dict(boxes=b, labels=l + 1) for b, l in zip(boxes, labels)]
+            extra = {}
+            if with_masks:
+                for target, m in zip(targets, masks):
+                    target['masks'] = m
+                extra['gt_masks'] = [BitmapMasks(m.numpy(), *m.shape[1:]) for m in masks]
+            ref = tv(images, targets)
             batch, metas = batch_and_metas(images)
-            losses = ours(batch, metas, gt_bboxes=boxes, gt_labels=labels)
+            losses = ours(batch, metas, gt_bboxes=boxes, gt_labels=labels, **extra)
     finally:
         tv.eval(), ours.eval()
         del ours.extract_feat
     pairs = dict(loss_objectness='loss_rpn_cls', loss_rpn_box_reg='loss_rpn_bbox',
                  loss_classifier='loss_cls', loss_box_reg='loss_bbox')
+    if with_masks:
+        pairs['loss_mask'] = 'loss_mask'
     for tv_name, name in pairs.items():
         print(f'{name}: {losses[name].item():.7f} torchvision {ref[tv_name].item():.7f}')
         torch.testing.assert_close(losses[name], ref[tv_name], rtol=1e-4, atol=0,
@@ -375,6 +397,12 @@ def _two_stage_losses(tv, ours, inputs, stand_in):
 
 def test_faster_rcnn_v2_losses_at_batch2_equal_torchvision(faster_rcnn_v2, inputs):
     _two_stage_losses(*faster_rcnn_v2, inputs, stand_in=True)
+
+
+def test_mask_rcnn_v2_losses_at_batch2_equal_torchvision(mask_rcnn_v2, inputs):
+    """The mask loss too: torchvision's soft, ``aligned=False`` mask targets (the _tv configs'
+    ``mask_target_aligned=False, mask_target_binarize=False``)."""
+    _two_stage_losses(*mask_rcnn_v2, inputs, stand_in=True, with_masks=True)
 
 
 def test_faster_rcnn_mobilenet_v3_losses_at_batch2_equal_torchvision(faster_rcnn_mobilenet,
