@@ -221,6 +221,20 @@ def test_paste_full_mask_fills_its_box_and_chunks_agree():
     assert (tv ^ out).sum() <= 0.1 * out.sum()
 
 
+def test_paste_of_a_zero_width_or_height_box_is_a_band_as_mmdetection():
+    """MMDetection 2.x's paste maps the columns (rows) of a zero-width (height) box, +-inf, to
+    the mask's centre: such a detection (a box clipped at the image border) pastes a band over
+    the window around it, rows (columns) inside the box. Expected windows as MMDetection
+    2.28.2's ``_do_paste_mask`` gave them for these inputs (run 2026-12-04)."""
+    probs = torch.ones(2, 28, 28)
+    boxes = torch.tensor([[5., 2., 5., 10.], [3., 4., 9., 4.]])
+    out = paste_masks(probs, boxes, 16, 16)
+    band = torch.zeros(2, 16, 16, dtype=torch.bool)
+    band[0, 2:10, 4:6] = True   # window rows 1..10, columns 4..5; rows 1 and 10 outside
+    band[1, 3:5, 3:9] = True    # window rows 3..4, columns 2..9; columns 2 and 9 outside
+    assert torch.equal(out, band)
+
+
 def test_fcn_mask_head_names_shapes_and_loss():
     head = FCNMaskHead(num_classes=3, in_channels=8, conv_out_channels=8)
     names = set(head.state_dict())

@@ -61,6 +61,10 @@ def _paste_chunk_mmdet(masks: Tensor, boxes: Tensor, img_h: int, img_w: int, ski
     xs = torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5
     ys = (ys - by0) / (by1 - by0) * 2 - 1  # (k, h')
     xs = (xs - bx0) / (bx1 - bx0) * 2 - 1  # (k, w')
+    # a box of zero width (height) maps its columns (rows) to +-inf: MMDetection samples the
+    # mask's centre there instead, so such a detection pastes a band, not nothing
+    xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)
+    ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
     k = masks.size(0)
     gx = xs[:, None, :].expand(k, ys.size(1), xs.size(1))
     gy = ys[:, :, None].expand(k, ys.size(1), xs.size(1))
