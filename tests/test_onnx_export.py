@@ -47,6 +47,9 @@ model = dict(backbone=dict(depth=18, frozen_stages=-1, norm_eval=False, init_cfg
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(score_thr={score_thr})))
 ''',
 }
+# Detectron2's cascade (configs/cascade_rcnn/*_d2.py): the stages' softmax probabilities averaged
+MODELS['cascade_rcnn_probs'] = MODELS['cascade_rcnn'].replace(
+    "roi_head=dict(bbox_roi_extractor", "roi_head=dict(score_average='probs', bbox_roi_extractor")
 
 DATA = '''
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
@@ -200,10 +203,12 @@ def test_test_loop_gives_the_same_coco_ap_with_onnxruntime(faster_rcnn):
         assert round(ap_torch[key], 3) == round(ap_ort[key], 3), key
 
 
-def test_cascade_rcnn_onnxruntime_gives_the_pytorch_detections(tmp_path, repo_root):
+@pytest.mark.parametrize('kind', ['cascade_rcnn', 'cascade_rcnn_probs'])
+def test_cascade_rcnn_onnxruntime_gives_the_pytorch_detections(tmp_path, repo_root, kind):
     from detforge.apis.inference import inference_detector
     from detforge.deployment import build_backend_model, export_onnx
-    cfg, _, model, images = make_model(tmp_path, repo_root, 'cascade_rcnn', num_images=1)
+    cfg, _, model, images = make_model(tmp_path, repo_root, kind, num_images=1)
+    assert model.roi_head.score_average == ('probs' if kind.endswith('probs') else 'logits')
     export_onnx(model, str(tmp_path / 'cascade.onnx'), input_shape=(320, 448))
     ort_model = build_backend_model(str(cfg), str(tmp_path / 'cascade.onnx'))
     path = str(images[0])

@@ -13,8 +13,9 @@ in :attr:`Translation.untranslated` (written as a comment block and printed as a
 never dropped silently. Keys that change nothing for the built model (``ROI_MASK_HEAD`` when
 ``MASK_ON`` is False) are listed in :attr:`Translation.no_effect`.
 
-Supported: ``META_ARCHITECTURE`` RetinaNet and GeneralizedRCNN (Faster R-CNN) on a ResNet
-(or ResNeXt) FPN backbone.
+Supported: ``META_ARCHITECTURE`` RetinaNet, and GeneralizedRCNN (Faster R-CNN, Mask R-CNN with
+``MASK_ON``) on a ResNet (or ResNeXt) FPN backbone (``StandardROIHeads``); Faster R-CNN C4
+(``build_resnet_backbone`` to ``res4``, ``Res5ROIHeads``).
 """
 from __future__ import annotations
 
@@ -75,6 +76,14 @@ D2_DEFAULTS: dict[str, Any] = {
     'MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG': False,
     'MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES': False, 'MODEL.ROI_BOX_HEAD.USE_FED_LOSS': False,
     'MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE': False,
+    'MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS': [[10.0, 10.0, 5.0, 5.0], [20.0, 20.0, 10.0, 10.0],
+                                                    [30.0, 30.0, 15.0, 15.0]],
+    'MODEL.ROI_BOX_CASCADE_HEAD.IOUS': [0.5, 0.6, 0.7],
+    'MODEL.ROI_MASK_HEAD.NAME': 'MaskRCNNConvUpsampleHead',
+    'MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION': 14, 'MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO': 0,
+    'MODEL.ROI_MASK_HEAD.NUM_CONV': 0, 'MODEL.ROI_MASK_HEAD.CONV_DIM': 256,
+    'MODEL.ROI_MASK_HEAD.NORM': '', 'MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK': False,
+    'MODEL.ROI_MASK_HEAD.POOLER_TYPE': 'ROIAlignV2', 'INPUT.MASK_FORMAT': 'polygon',
     'MODEL.RETINANET.NUM_CLASSES': 80, 'MODEL.RETINANET.IN_FEATURES': ['p3', 'p4', 'p5', 'p6', 'p7'],
     'MODEL.RETINANET.NUM_CONVS': 4, 'MODEL.RETINANET.IOU_THRESHOLDS': [0.4, 0.5],
     'MODEL.RETINANET.IOU_LABELS': [0, -1, 1], 'MODEL.RETINANET.PRIOR_PROB': 0.01,
@@ -444,24 +453,120 @@ def _model(get, arch: str, path) -> dict:
     mean, std = list(get('MODEL.PIXEL_MEAN')), list(get('MODEL.PIXEL_STD'))
     to_rgb = get('INPUT.FORMAT') == 'RGB'
     get.expect('INPUT.FORMAT', ['BGR', 'RGB'], 'only BGR and RGB inputs are translated')
-    for key in ('MODEL.MASK_ON', 'MODEL.KEYPOINT_ON', 'MODEL.LOAD_PROPOSALS'):
-        get.expect(key, False, 'masks, keypoints and precomputed proposals are not translated')
+    for key in ('MODEL.KEYPOINT_ON', 'MODEL.LOAD_PROPOSALS'):
+        get.expect(key, False, 'keypoints and precomputed proposals are not translated')
     retinanet = arch == 'RetinaNet'
+    c4 = not retinanet and get('MODEL.ROI_HEADS.NAME') == 'Res5ROIHeads'
     backbone_name = get('MODEL.BACKBONE.NAME')
-    wanted = 'build_retinanet_resnet_fpn_backbone' if retinanet else 'build_resnet_fpn_backbone'
+    wanted = 'build_retinanet_resnet_fpn_backbone' if retinanet else \
+        'build_resnet_backbone' if c4 else 'build_resnet_fpn_backbone'
     if backbone_name != wanted:
         raise DetforgeError(f'{path}: MODEL.BACKBONE.NAME {backbone_name!r} is not translated for '
-                            f'{arch} (expected {wanted!r}: a ResNet FPN backbone)')
-    in_features = list(get('MODEL.FPN.IN_FEATURES'))
-    get('MODEL.RESNETS.OUT_FEATURES')  # Detectron2 requires OUT_FEATURES to cover IN_FEATURES
+                            f'{arch} with {get("MODEL.ROI_HEADS.NAME")} (expected {wanted!r})')
     model = dict(type='RetinaNet' if retinanet else 'FasterRCNN',
-                 data_preprocessor=dict(mean=mean, std=std, to_rgb=to_rgb),
-                 backbone=_backbone(get, in_features), neck=_fpn(get, in_features, retinanet))
-    if retinanet:
-        model.update(_retinanet(get))
+                 data_preprocessor=dict(mean=mean, std=std, to_rgb=to_rgb))
+    if c4:
+        model['backbone'] = _c4_backbone(get, path)
     else:
-        model.update(_faster_rcnn(get))
+        in_features = list(get('MODEL.FPN.IN_FEATURES'))
+        get('MODEL.RESNETS.OUT_FEATURES')  # Detectron2 requires OUT_FEATURES to cover IN_FEATURES
+        model.update(backbone=_backbone(get, in_features), neck=_fpn(get, in_features, retinanet))
+    if retinanet:
+        get.expect('MODEL.MASK_ON', False, 'RetinaNet has no mask head')
+        model.update(_retinanet(get))
+        return model
+    model.update(_faster_rcnn(get, c4))
+    if c4:  # res5 as the backbone would build it (caffe style: stride on the 1x1 conv)
+        backbone = model['backbone']
+        model['roi_head']['shared_head'] = dict(
+            type='ResLayer', depth=backbone['depth'], stage=3, stride=2, dilation=1,
+            style=backbone['style'], norm_cfg=backbone['norm_cfg'],
+            norm_eval=backbone['norm_eval'], init_cfg=backbone['init_cfg'])
+    if get('MODEL.MASK_ON'):
+        if c4:
+            get.refuse('MODEL.MASK_ON', 'the C4 mask head (on res5 features) is not translated')
+        else:
+            model['type'] = 'MaskRCNN'
+            _add_mask_head(get, model)
+    if get('MODEL.ROI_HEADS.NAME') == 'CascadeROIHeads':
+        _make_cascade(get, model)
     return model
+
+
+def _make_cascade(get, model: dict) -> None:
+    """StandardROIHeads' translation -> Detectron2's CascadeROIHeads: one box head per
+    ``ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS`` entry (class-agnostic), matched at
+    ``ROI_BOX_CASCADE_HEAD.IOUS``; softmax probabilities averaged over the stages at test;
+    one mask head (on the detections)."""
+    weights = [list(w) for w in get('MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS')]
+    ious = [float(t) for t in get('MODEL.ROI_BOX_CASCADE_HEAD.IOUS')]
+    if len(weights) != len(ious):
+        raise DetforgeError(f'MODEL.ROI_BOX_CASCADE_HEAD: {len(weights)} BBOX_REG_WEIGHTS for '
+                            f'{len(ious)} IOUS (one of each per stage)')
+    # Detectron2 asserts it: a cascade stage refines one box per RoI
+    get.expect('MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG', True,
+               'CascadeROIHeads needs class-agnostic box regression')
+    roi_head, train = model['roi_head'], model['train_cfg']
+    stages, stage_train = [], []
+    for w, iou in zip(weights, ious):
+        head = dict(roi_head['bbox_head'], reg_class_agnostic=True)
+        head['bbox_coder'] = dict(head['bbox_coder'], target_stds=_stds(w))
+        stages.append(head)
+        rcnn = dict(train['rcnn'])
+        rcnn['assigner'] = dict(rcnn['assigner'], pos_iou_thr=iou, neg_iou_thr=iou, min_pos_iou=iou)
+        stage_train.append(rcnn)
+    roi_head.update(type='CascadeRoIHead', num_stages=len(weights),
+                    # Detectron2 sums the stages' losses unweighted (and scales the gradient
+                    # into the pooled features by 1 / stages, which is not translated)
+                    stage_loss_weights=[1.0] * len(weights), bbox_head=stages,
+                    score_average='probs', mask_stages='last')
+    train['rcnn'] = stage_train
+    model['type'] = 'CascadeRCNN'
+
+
+def _c4_backbone(get, path) -> dict:
+    """ResNet stem..res4 (``RESNETS.OUT_FEATURES ['res4']``): res5 runs in the RoI head."""
+    if list(get('MODEL.RESNETS.OUT_FEATURES')) != ['res4']:
+        raise DetforgeError(f'{path}: MODEL.RESNETS.OUT_FEATURES {get("MODEL.RESNETS.OUT_FEATURES")} '
+                            f"is not translated with Res5ROIHeads (expected ['res4'])")
+    backbone = _backbone(get, ['res4'])
+    backbone.update(num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1), out_indices=(2,))
+    return backbone
+
+
+def _add_mask_head(get, model: dict) -> None:
+    """MaskRCNNConvUpsampleHead (ROI_MASK_HEAD) as FCNMaskHead, pooled as ROIPooler does."""
+    get.expect('MODEL.ROI_MASK_HEAD.NAME', 'MaskRCNNConvUpsampleHead',
+               'only MaskRCNNConvUpsampleHead is translated')
+    get.expect('MODEL.ROI_MASK_HEAD.NORM', '', 'a normalised mask head is not translated')
+    get.expect('INPUT.MASK_FORMAT', ['polygon', 'bitmask'],
+               "'polygon' or 'bitmask' (detforge rasterises COCO polygons when loading)")
+    pooler = get('MODEL.ROI_MASK_HEAD.POOLER_TYPE')
+    if pooler not in ('ROIAlignV2', 'ROIAlign'):
+        get.refuse('MODEL.ROI_MASK_HEAD.POOLER_TYPE', 'ROIAlign and ROIAlignV2 are translated')
+    resolution = int(get('MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION'))
+    roi_head = model['roi_head']
+    box_extractor = roi_head['bbox_roi_extractor']
+    roi_head['mask_roi_extractor'] = dict(
+        type='SingleRoIExtractor',
+        roi_layer=dict(type='RoIAlign', output_size=resolution,
+                       sampling_ratio=int(get('MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO')),
+                       aligned=pooler == 'ROIAlignV2'),
+        out_channels=box_extractor['out_channels'],
+        featmap_strides=box_extractor['featmap_strides'], level_mapping='detectron2')
+    roi_head['mask_head'] = dict(
+        type='FCNMaskHead', num_convs=int(get('MODEL.ROI_MASK_HEAD.NUM_CONV')),
+        roi_feat_size=resolution, in_channels=box_extractor['out_channels'],
+        conv_out_channels=int(get('MODEL.ROI_MASK_HEAD.CONV_DIM')),
+        num_classes=int(get('MODEL.ROI_HEADS.NUM_CLASSES')),
+        class_agnostic=bool(get('MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK')),
+        # Detectron2's paste_masks_in_image is MMDetection 2.x's grid_sample paste
+        paste_mode='mmdet',
+        loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))
+    # the targets are the gt masks cut at the logits' size (2x the pooled size, deconv)
+    model['train_cfg']['rcnn']['mask_size'] = 2 * resolution
+    # detector_postprocess binarises at 0.5 (its default; no config key)
+    model['test_cfg']['rcnn']['mask_thr_binary'] = 0.5
 
 
 def _matcher(get, key: str, labels_key: str, expected_labels) -> tuple[float, float]:
@@ -505,26 +610,50 @@ def _retinanet(get) -> dict:
                       max_per_img=int(get('TEST.DETECTIONS_PER_IMAGE')), clip_rescaled=True))
 
 
-def _faster_rcnn(get) -> dict:
+def _faster_rcnn(get, c4: bool = False) -> dict:
+    """RPN + StandardROIHeads (FPN: FastRCNNConvFCHead, 2 FC) or Res5ROIHeads (C4: the
+    ResNet's res5 on 14x14 RoIs, mean-pooled, then the box predictor)."""
     get.expect('MODEL.PROPOSAL_GENERATOR.NAME', 'RPN', 'only the RPN proposal generator is translated')
     get.expect('MODEL.RPN.HEAD_NAME', 'StandardRPNHead', 'only StandardRPNHead is translated')
     get.expect('MODEL.RPN.CONV_DIMS', [[-1]], 'only the one-conv RPN head is translated')
-    get.expect('MODEL.ROI_HEADS.NAME', 'StandardROIHeads', 'only StandardROIHeads (FPN) is translated')
-    get.expect('MODEL.ROI_BOX_HEAD.NAME', 'FastRCNNConvFCHead', 'only FastRCNNConvFCHead is translated')
-    get.expect('MODEL.ROI_BOX_HEAD.NUM_CONV', 0, 'box-head convolutions are not translated')
-    get.expect('MODEL.ROI_BOX_HEAD.NORM', '', 'a normalised box head is not translated')
+    get.expect('MODEL.ROI_HEADS.NAME', ['StandardROIHeads', 'Res5ROIHeads', 'CascadeROIHeads'],
+               'only StandardROIHeads, CascadeROIHeads (FPN) and Res5ROIHeads (C4) are translated')
+    if not c4:  # Res5ROIHeads has no box head of its own (res5 is)
+        get.expect('MODEL.ROI_BOX_HEAD.NAME', 'FastRCNNConvFCHead',
+                   'only FastRCNNConvFCHead is translated')
+        get.expect('MODEL.ROI_BOX_HEAD.NUM_CONV', 0, 'box-head convolutions are not translated')
+        get.expect('MODEL.ROI_BOX_HEAD.NORM', '', 'a normalised box head is not translated')
     for key in ('TRAIN_ON_PRED_BOXES', 'USE_FED_LOSS', 'USE_SIGMOID_CE'):
         get.expect(f'MODEL.ROI_BOX_HEAD.{key}', False, 'not supported by detforge')
     rpn_levels = list(get('MODEL.RPN.IN_FEATURES'))
     roi_levels = list(get('MODEL.ROI_HEADS.IN_FEATURES'))
-    channels = int(get('MODEL.FPN.OUT_CHANNELS'))
-    num_fc = int(get('MODEL.ROI_BOX_HEAD.NUM_FC'))
-    if num_fc != 2:
-        get.refuse('MODEL.ROI_BOX_HEAD.NUM_FC', 'the Shared2FCBBoxHead (2 FC layers) is translated')
+    if c4:
+        for key, levels in (('MODEL.RPN.IN_FEATURES', rpn_levels),
+                            ('MODEL.ROI_HEADS.IN_FEATURES', roi_levels)):
+            if levels != ['res4']:
+                get.refuse(key, "only ['res4'] is translated with Res5ROIHeads")
+        rpn_levels = roi_levels = ['p4']  # res4: stride 16
+        channels = int(get('MODEL.RESNETS.RES2_OUT_CHANNELS')) * 4  # res4's output
+        get.expect('MODEL.RESNETS.RES5_DILATION', 1, 'a dilated res5 head is not translated')
+    else:
+        channels = int(get('MODEL.FPN.OUT_CHANNELS'))
     pooler = get('MODEL.ROI_BOX_HEAD.POOLER_TYPE')
     if pooler not in ('ROIAlignV2', 'ROIAlign'):
         get.refuse('MODEL.ROI_BOX_HEAD.POOLER_TYPE', 'ROIAlign and ROIAlignV2 are translated')
     resolution = int(get('MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION'))
+    box_coder = dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
+                     target_stds=_stds(get('MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS')),
+                     clamp_shrink=False)
+    if c4:
+        bbox_head = dict(type='BBoxHead', with_avg_pool=True, roi_feat_size=resolution // 2,
+                         in_channels=2 * channels, bbox_coder=box_coder)
+    else:
+        num_fc = int(get('MODEL.ROI_BOX_HEAD.NUM_FC'))
+        if num_fc != 2:
+            get.refuse('MODEL.ROI_BOX_HEAD.NUM_FC', 'the Shared2FCBBoxHead (2 FC layers) is translated')
+        bbox_head = dict(type='Shared2FCBBoxHead', in_channels=channels,
+                         fc_out_channels=int(get('MODEL.ROI_BOX_HEAD.FC_DIM')),
+                         roi_feat_size=resolution, bbox_coder=box_coder)
     rpn_neg, rpn_pos = _matcher(get, 'MODEL.RPN.IOU_THRESHOLDS', 'MODEL.RPN.IOU_LABELS', [0, -1, 1])
     (roi_iou,) = (float(t) for t in get('MODEL.ROI_HEADS.IOU_THRESHOLDS'))
     get.expect('MODEL.ROI_HEADS.IOU_LABELS', [[0, 1]], 'IOU_LABELS [0, 1] is translated')
@@ -540,12 +669,8 @@ def _faster_rcnn(get) -> dict:
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=True, loss_weight=rpn_loss_weight),
         loss_bbox=_box_loss(get, 'MODEL.RPN.BBOX_REG_LOSS_TYPE', 'MODEL.RPN.SMOOTH_L1_BETA',
                             rpn_loss_weight * float(get('MODEL.RPN.BBOX_REG_LOSS_WEIGHT'))))
-    bbox_head = dict(
-        type='Shared2FCBBoxHead', in_channels=channels, fc_out_channels=int(get('MODEL.ROI_BOX_HEAD.FC_DIM')),
-        roi_feat_size=resolution, num_classes=int(get('MODEL.ROI_HEADS.NUM_CLASSES')),
-        bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4,
-                        target_stds=_stds(get('MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS')),
-                        clamp_shrink=False),
+    bbox_head.update(
+        num_classes=int(get('MODEL.ROI_HEADS.NUM_CLASSES')),
         reg_class_agnostic=bool(get('MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG')),
         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
         loss_bbox=_box_loss(get, 'MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE',
@@ -621,13 +746,18 @@ def _data(get, model: dict) -> dict:
         flip = 'horizontal'
     get.expect('INPUT.CROP.ENABLED', False, 'random crops are not translated')
     get.expect('TEST.AUG.ENABLED', False, 'test-time augmentation is not translated')
+    masks = 'mask_head' in model.get('roi_head', {})
+    # the backbone's size_divisibility: an FPN's 32; a plain ResNet (C4) 0 (the batch is
+    # padded to its largest image only)
+    divisor = 32 if 'neck' in model else 1
     train_pipeline = [
-        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True),
+        dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True,
+                                             **(dict(with_mask=True) if masks else {})),
         dict(type='ResizeShortestEdge', short_edge_length=tuple(sizes),
              max_size=int(get('INPUT.MAX_SIZE_TRAIN')), sample_style=sampling, backend='pillow'),
         dict(type='RandomFlip', **flips[flip]), dict(type='Normalize', **norm),
-        dict(type='Pad', size_divisor=32), dict(type='DefaultFormatBundle'),
-        dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'])]
+        dict(type='Pad', size_divisor=divisor), dict(type='DefaultFormatBundle'),
+        dict(type='Collect', keys=['img', 'gt_bboxes', 'gt_labels'] + (['gt_masks'] if masks else []))]
     test_pipeline = [
         dict(type='LoadImageFromFile'),
         dict(type='MultiScaleFlipAug', img_scale=(int(get('INPUT.MAX_SIZE_TEST')),
@@ -635,7 +765,7 @@ def _data(get, model: dict) -> dict:
              transforms=[dict(type='ResizeShortestEdge', short_edge_length=int(get('INPUT.MIN_SIZE_TEST')),
                               max_size=int(get('INPUT.MAX_SIZE_TEST')), backend='pillow'),
                          dict(type='RandomFlip'), dict(type='Normalize', **norm),
-                         dict(type='Pad', size_divisor=32), dict(type='ImageToTensor', keys=['img']),
+                         dict(type='Pad', size_divisor=divisor), dict(type='ImageToTensor', keys=['img']),
                          dict(type='Collect', keys=['img'])])]
     get.expect('DATALOADER.SAMPLER_TRAIN', 'TrainingSampler', 'only the plain training sampler is translated')
     get.expect('DATALOADER.ASPECT_RATIO_GROUPING', True, "detforge's GroupSampler always groups")
@@ -652,7 +782,8 @@ def _data(get, model: dict) -> dict:
             ds['pipeline'] = train_pipeline if pipe == 'train' else test_pipeline
             data[split] = ds
     return dict(img_norm_cfg=norm, train_pipeline=train_pipeline, test_pipeline=test_pipeline,
-                data=data, evaluation=dict(interval=1, metric='bbox'), _total_batch=ims)
+                data=data, evaluation=dict(interval=1, metric=['bbox', 'segm'] if masks else 'bbox'),
+                _total_batch=ims)
 
 
 def _schedule(get) -> dict:

@@ -10,8 +10,8 @@ Detectron2's model zoo stores a model two ways:
   with ``torch.load(weights_only=True)``.
 
 :func:`convert_state_dict` renames the parameters (ResNet, FPN, RetinaNet head, RPN, the FPN
-box head and the C4 ``res5`` head) and refuses names it does not know, so that nothing is
-dropped silently. Tensor values are not changed: detforge's Detectron2 configs
+box head, the C4 ``res5`` head and the Mask R-CNN mask head) and refuses names it does not
+know, so that nothing is dropped silently. Tensor values are not changed: detforge's Detectron2 configs
 (``configs/*/*_d2.py``) order the anchors as Detectron2 does (``scale_major=False``).
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ __all__ = ['load_detectron2_checkpoint', 'convert_state_dict', 'detect_family', 
 FAMILIES = {
     'retinanet': 'configs/retinanet/retinanet_r50_fpn_d2.py',
     'faster_rcnn': 'configs/faster_rcnn/faster_rcnn_r50_fpn_d2.py',
+    'mask_rcnn': 'configs/mask_rcnn/mask_rcnn_r50_fpn_d2.py',
+    'faster_rcnn_c4': 'configs/faster_rcnn/faster_rcnn_r50_c4_d2.py',
+    'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_d2.py',
 }
 
 
@@ -115,16 +118,27 @@ def load_detectron2_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
 
 
 def detect_family(weights: Mapping[str, object]) -> str:
-    """``'retinanet'`` or ``'faster_rcnn'`` (FPN) from the parameter names."""
+    """One of :data:`FAMILIES` from the parameter names: ``'retinanet'``, ``'faster_rcnn'``
+    (R-FPN), ``'mask_rcnn'`` (R-FPN with ``roi_heads.mask_head``), ``'faster_rcnn_c4'``
+    (``roi_heads.res5`` on a ResNet without FPN) or ``'cascade_mask_rcnn'``
+    (``roi_heads.box_head.{stage}``, ``box_predictor.{stage}`` and one mask head)."""
     if 'head.cls_score.weight' in weights:
         return 'retinanet'
+    if 'roi_heads.box_predictor.0.cls_score.weight' in weights:  # one predictor per stage
+        if not any(k.startswith('roi_heads.mask_head.') for k in weights):
+            raise DetforgeError('a Detectron2 Cascade R-CNN checkpoint without a mask head: only '
+                                'Cascade Mask R-CNN R-FPN is converted')
+        return 'cascade_mask_rcnn'
     if 'roi_heads.box_predictor.cls_score.weight' in weights:
+        masks = any(k.startswith('roi_heads.mask_head.') for k in weights)
         if any(k.startswith('roi_heads.res5.') for k in weights):
-            raise DetforgeError('a Detectron2 C4 model (roi_heads.res5): only the FPN models '
-                                '(RetinaNet, Faster R-CNN R50-FPN) are converted so far')
-        return 'faster_rcnn'
-    raise DetforgeError('not a Detectron2 RetinaNet or Faster R-CNN checkpoint: it has neither '
-                        'head.cls_score.weight nor roi_heads.box_predictor.cls_score.weight')
+            if masks:
+                raise DetforgeError('a Detectron2 Mask R-CNN C4 checkpoint (roi_heads.res5 and '
+                                    'roi_heads.mask_head): only Faster R-CNN C4 is converted')
+            return 'faster_rcnn_c4'
+        return 'mask_rcnn' if masks else 'faster_rcnn'
+    raise DetforgeError('not a Detectron2 RetinaNet, Faster or Mask R-CNN checkpoint: it has '
+                        'neither head.cls_score.weight nor roi_heads.box_predictor.cls_score.weight')
 
 
 # ---------------------------------------------------------------- the name mapping
@@ -138,16 +152,22 @@ def _resnet_rules() -> list[tuple[re.Pattern, Callable[[re.Match], str]]]:
         (re.compile(_RESNET + r'stem\.conv1\.weight$'), lambda m: 'backbone.conv1.weight'),
         (re.compile(_RESNET + r'stem\.conv1\.norm\.' + _NORM_PARAMS + '$'),
          lambda m: f'backbone.bn1.{m[1]}'),
-        # res{s}.{b}.conv{n} -> layer{s-1}.{b}.conv{n}; its norm -> bn{n}
-        (re.compile(_RESNET + r'res([2-5])\.(\d+)\.conv([123])\.weight$'),
-         lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight'),
-        (re.compile(_RESNET + r'res([2-5])\.(\d+)\.conv([123])\.norm\.' + _NORM_PARAMS + '$'),
-         lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}'),
-        # the projection shortcut -> downsample (conv, norm)
-        (re.compile(_RESNET + r'res([2-5])\.(\d+)\.shortcut\.weight$'),
-         lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.0.weight'),
-        (re.compile(_RESNET + r'res([2-5])\.(\d+)\.shortcut\.norm\.' + _NORM_PARAMS + '$'),
-         lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}'),
+    ] + _block_rules(_RESNET + r'res([2-5])', 'backbone.layer')
+
+
+def _block_rules(stage: str, layer: str) -> list[tuple[re.Pattern, Callable[[re.Match], str]]]:
+    """Bottleneck blocks: ``{stage}.{b}.conv{n}`` (``stage`` a regex capturing the stage
+    number s) -> ``{layer}{s-1}.{b}.conv{n}``, its norm -> ``bn{n}``, the projection
+    ``shortcut`` (conv, norm) -> ``downsample.0`` / ``downsample.1``."""
+    return [
+        (re.compile(stage + r'\.(\d+)\.conv([123])\.weight$'),
+         lambda m: f'{layer}{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight'),
+        (re.compile(stage + r'\.(\d+)\.conv([123])\.norm\.' + _NORM_PARAMS + '$'),
+         lambda m: f'{layer}{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}'),
+        (re.compile(stage + r'\.(\d+)\.shortcut\.weight$'),
+         lambda m: f'{layer}{int(m[1]) - 1}.{m[2]}.downsample.0.weight'),
+        (re.compile(stage + r'\.(\d+)\.shortcut\.norm\.' + _NORM_PARAMS + '$'),
+         lambda m: f'{layer}{int(m[1]) - 1}.{m[2]}.downsample.1.{m[3]}'),
     ]
 
 
@@ -193,6 +213,37 @@ _RCNN_RULES = [
      lambda m: f'roi_head.bbox_head.fc_reg.{m[1]}'),
 ]
 
+# MaskRCNNConvUpsampleHead: mask_fcn1..N (3x3 conv + ReLU), deconv (2x2, stride 2) + ReLU,
+# predictor (1x1) -> FCNMaskHead's convs.0..N-1.conv, upsample, conv_logits
+_MASK_RULES = [
+    (re.compile(r'^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$'),
+     lambda m: f'roi_head.mask_head.convs.{int(m[1]) - 1}.conv.{m[2]}'),
+    (re.compile(r'^roi_heads\.mask_head\.deconv\.(weight|bias)$'),
+     lambda m: f'roi_head.mask_head.upsample.{m[1]}'),
+    (re.compile(r'^roi_heads\.mask_head\.predictor\.(weight|bias)$'),
+     lambda m: f'roi_head.mask_head.conv_logits.{m[1]}'),
+]
+
+
+# CascadeROIHeads: box_head.{s}.fc{k} / box_predictor.{s}.* -> bbox_head.{s}.*; its one mask
+# head -> mask_head.0 (CascadeRoIHead with mask_stages='last')
+_CASCADE_RULES = [
+    (re.compile(r'^roi_heads\.box_head\.(\d+)\.fc(\d+)\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.shared_fcs.{int(m[2]) - 1}.{m[3]}'),
+    (re.compile(r'^roi_heads\.box_predictor\.(\d+)\.cls_score\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.fc_cls.{m[2]}'),
+    (re.compile(r'^roi_heads\.box_predictor\.(\d+)\.bbox_pred\.(weight|bias)$'),
+     lambda m: f'roi_head.bbox_head.{m[1]}.fc_reg.{m[2]}'),
+] + [(pattern, lambda m, _rename=rename: _rename(m).replace('mask_head.', 'mask_head.0.', 1))
+     for pattern, rename in _MASK_RULES]
+
+
+def _res5_head_rules() -> list:
+    """Res5ROIHeads' ``roi_heads.res5`` (ResNet's last stage run on the pooled RoIs) -> the
+    ResLayer shared head's ``layer4``."""
+    return _block_rules(r'^roi_heads\.res(5)', 'roi_head.shared_head.layer')
+
+
 # entries that are not parameters of the model (recomputed from the config)
 _NOT_WEIGHTS = re.compile(r'^(pixel_mean|pixel_std|.*anchor_generator\.cell_anchors\.\d+)$')
 
@@ -214,11 +265,22 @@ def convert_state_dict(weights: Mapping[str, torch.Tensor]) -> tuple[dict, list[
         :class:`DetforgeError` naming it.
     """
     family = detect_family(weights)
-    stages = sorted(int(m[1]) for k in weights if (m := re.match(r'^backbone\.fpn_lateral(\d)\.', k)))
-    if not stages:
-        raise DetforgeError('no backbone.fpn_lateral* weights: only FPN models are converted')
-    rules = _resnet_rules() + _fpn_rules(stages[0], len(set(stages)))
-    rules += _RETINANET_RULES if family == 'retinanet' else _RCNN_RULES
+    rules = _resnet_rules()
+    if family == 'faster_rcnn_c4':
+        rules += _res5_head_rules() + _RCNN_RULES
+    else:
+        stages = sorted(int(m[1]) for k in weights
+                        if (m := re.match(r'^backbone\.fpn_lateral(\d)\.', k)))
+        if not stages:
+            raise DetforgeError('no backbone.fpn_lateral* weights: only FPN models and Faster '
+                                'R-CNN C4 (roi_heads.res5) are converted')
+        rules += _fpn_rules(stages[0], len(set(stages)))
+        if family == 'retinanet':
+            rules += _RETINANET_RULES
+        elif family == 'cascade_mask_rcnn':
+            rules += _RCNN_RULES[:3] + _CASCADE_RULES  # the RPN's, then the stages'
+        else:
+            rules += _RCNN_RULES + (_MASK_RULES if family == 'mask_rcnn' else [])
     out, skipped = {}, []
     for key, value in weights.items():
         if _NOT_WEIGHTS.match(key):
@@ -230,5 +292,5 @@ def convert_state_dict(weights: Mapping[str, torch.Tensor]) -> tuple[dict, list[
                 break
         else:
             raise DetforgeError(f'unexpected parameter {key!r} in the Detectron2 {family} '
-                                f'checkpoint (not part of the R-FPN model detforge converts)')
+                                f'checkpoint (not part of the model detforge converts)')
     return out, skipped

@@ -1,4 +1,4 @@
-"""Convert a Detectron2 checkpoint (RetinaNet or Faster R-CNN, ResNet-FPN) to detforge.
+"""Convert a Detectron2 checkpoint (RetinaNet, Faster / Mask R-CNN R-FPN, Faster R-CNN C4).
 
     detforge convert detectron2 model_final.pkl retinanet_d2.pth --config retinanet_R_50_FPN_1x.yaml
     detforge test configs/retinanet/retinanet_r50_fpn_d2.py retinanet_d2.pth ...
@@ -6,8 +6,9 @@
 SRC is a zoo ``.pkl`` (a pickle of numpy arrays, read with an unpickler that rebuilds arrays
 only) or a ``.pth`` saved by Detectron2's checkpointer (read with
 ``torch.load(weights_only=True)``). DST gets ``{'meta', 'state_dict'}`` in MMDetection 2.x's
-layout for ``configs/retinanet/retinanet_r50_fpn_d2.py`` or
-``configs/faster_rcnn/faster_rcnn_r50_fpn_d2.py``, which reproduce Detectron2's COCO models
+layout for ``configs/retinanet/retinanet_r50_fpn_d2.py``,
+``configs/faster_rcnn/faster_rcnn_r50_fpn_d2.py``, ``configs/mask_rcnn/mask_rcnn_r50_fpn_d2.py``
+or ``configs/faster_rcnn/faster_rcnn_r50_c4_d2.py``, which reproduce Detectron2's COCO models
 (docs/detectron2.md). With ``--config`` (the model's Detectron2 YAML file), the class count
 and the pixel statistics are checked against the checkpoint, and ``--out-config`` writes the
 YAML translated into a detforge config (``detforge convert d2-config``) for a model that is
@@ -25,14 +26,26 @@ from ._detectron2_weights import (FAMILIES, convert_state_dict, detect_family,
                                   load_detectron2_checkpoint)
 
 NAME = 'detectron2'
-HELP = ("Detectron2's RetinaNet / Faster R-CNN R-FPN checkpoints (.pkl or .pth) → "
-        'configs/*/*_d2.py')
+HELP = ("Detectron2's RetinaNet / Faster R-CNN / Mask R-CNN R-FPN and Faster R-CNN C4 "
+        'checkpoints (.pkl or .pth) → configs/*/*_d2.py')
 
 
 def _num_classes(state: dict, family: str) -> int:
     if family == 'retinanet':
         return None  # depends on the anchors per position; checked by loading
-    return state['roi_head.bbox_head.fc_cls.weight'].shape[0] - 1
+    key = 'roi_head.bbox_head.{}fc_cls.weight'.format('2.' if family == 'cascade_mask_rcnn' else '')
+    return state[key].shape[0] - 1
+
+
+def _family_of(model: dict) -> str:
+    """The :data:`FAMILIES` key of a translated detforge model config."""
+    if model['type'] == 'RetinaNet':
+        return 'retinanet'
+    if model['type'] == 'MaskRCNN':
+        return 'mask_rcnn'
+    if model['roi_head']['type'] == 'CascadeRoIHead':
+        return 'cascade_mask_rcnn'
+    return 'faster_rcnn_c4' if model['roi_head'].get('shared_head') else 'faster_rcnn'
 
 
 def _check_against_yaml(yaml_path: str, family: str, state: dict, weights: dict):
@@ -40,12 +53,13 @@ def _check_against_yaml(yaml_path: str, family: str, state: dict, weights: dict)
     from ._detectron2_config import translate
     tr = translate(yaml_path)
     model = tr.config['model']
-    want = 'retinanet' if model['type'] == 'RetinaNet' else 'faster_rcnn'
+    want = _family_of(model)
     if want != family:
-        raise DetforgeError(f'{yaml_path} describes a {model["type"]} model, but the checkpoint '
+        raise DetforgeError(f'{yaml_path} describes a {want} model, but the checkpoint '
                             f'is a {family} model')
-    if family == 'faster_rcnn':
-        classes = model['roi_head']['bbox_head']['num_classes']
+    if family != 'retinanet':
+        head = model['roi_head']['bbox_head']
+        classes = (head[-1] if isinstance(head, list) else head)['num_classes']
         if _num_classes(state, family) != classes:
             raise DetforgeError(f'{yaml_path}: MODEL.ROI_HEADS.NUM_CLASSES is {classes} but the '
                                 f'checkpoint has {_num_classes(state, family)} classes')
@@ -93,7 +107,7 @@ def main(args) -> int:
             for key, value, why in tr.untranslated:
                 print(f'warning: {key} = {value!r} not translated: {why}')
     meta = dict(converted_from=str(args.src), config=config, detectron2=dict(info))
-    if family == 'faster_rcnn' and _num_classes(state, family) == 80 or \
+    if family != 'retinanet' and _num_classes(state, family) == 80 or \
             family == 'retinanet' and state['bbox_head.retina_cls.weight'].shape[0] == 720:
         from detforge.data.coco import CocoDataset
         meta['CLASSES'] = list(CocoDataset.CLASSES)  # Detectron2's COCO order is the same

@@ -560,9 +560,12 @@ class ExportableDetector(nn.Module):
                 labels = cls_score[:, :-1].argmax(1)
                 rois = bbox_head.regress_by_class(rois, labels, bbox_pred,
                                                   {'img_shape': roi_shapes})
-        cls_score = stage_scores[0] if len(heads) == 1 else sum(stage_scores) / float(len(heads))
+        if getattr(roi_head, 'score_average', 'logits') == 'probs':     # Detectron2's cascade
+            scores = (sum(s.softmax(-1) for s in stage_scores) / float(len(heads)))[:, :-1]
+        else:
+            cls_score = stage_scores[0] if len(heads) == 1 else sum(stage_scores) / float(len(heads))
+            scores = cls_score.softmax(-1)[:, :-1]                       # (B * P, classes)
         head = heads[-1]
-        scores = cls_score.softmax(-1)[:, :-1]                           # (B * P, classes)
         C = scores.shape[1]
         boxes = head.decode_per_class(rois[:, 1:], bbox_pred).reshape(B, P, -1, 4)
         boxes = _clip(boxes.reshape(B, -1, 4), img_shape)

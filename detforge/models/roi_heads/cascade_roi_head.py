@@ -36,16 +36,25 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
     averaged, then pasted (MMDetection 2.x). ``mask_roi_extractor=None`` shares each stage's
     box extractor.
 
+    Detectron2's ``CascadeROIHeads`` differs in two places, chosen by two switches:
+    ``score_average='probs'`` averages the stages' softmax probabilities (not their logits),
+    and ``mask_stages='last'`` has one mask head (parameters ``mask_head.0.*``), trained on the
+    first stage's positives (loss ``loss_mask``, unweighted) and run once on the detections.
+
     Args:
         num_stages: number of heads.
         stage_loss_weights: loss weight per stage, e.g. ``[1, 0.5, 0.25]``.
         bbox_roi_extractor: one config (shared by the stages) or a list.
         bbox_head: a list of ``num_stages`` box head configs (or one, copied).
+        score_average: ``'logits'`` (MMDetection 2.x) or ``'probs'`` (Detectron2).
+        mask_stages: ``'all'`` (a mask head per stage, MMDetection 2.x) or ``'last'``
+            (Detectron2: one).
     """
 
     def __init__(self, num_stages, stage_loss_weights, bbox_roi_extractor=None, bbox_head=None,
                  mask_roi_extractor=None, mask_head=None, shared_head=None, train_cfg=None,
-                 test_cfg=None, pretrained=None, init_cfg=None):
+                 test_cfg=None, pretrained=None, init_cfg=None, score_average: str = 'logits',
+                 mask_stages: str = 'all'):
         if len(stage_loss_weights) != num_stages:
             raise BuildError(f'stage_loss_weights has {len(stage_loss_weights)} entries but '
                              f'num_stages is {num_stages}', stage_loss_weights,
@@ -54,8 +63,15 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
                                       or len(train_cfg) != num_stages):
             raise BuildError(f'the rcnn train config of a CascadeRoIHead must be a list of '
                              f'{num_stages} stage configs', train_cfg)
+        for key, value, allowed in (('score_average', score_average, ('logits', 'probs')),
+                                    ('mask_stages', mask_stages, ('all', 'last'))):
+            if value not in allowed:
+                raise BuildError(f'CascadeRoIHead: {key} must be one of {allowed}, got {value!r}',
+                                 key_path=[key])
         self.num_stages = num_stages
         self.stage_loss_weights = list(stage_loss_weights)
+        self.score_average = score_average
+        self.mask_stages = mask_stages
         super().__init__(bbox_roi_extractor=bbox_roi_extractor, bbox_head=bbox_head,
                          mask_roi_extractor=mask_roi_extractor, mask_head=mask_head,
                          shared_head=shared_head, train_cfg=train_cfg, test_cfg=test_cfg,
@@ -134,9 +150,12 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             targets = head.get_targets(sampling_results, gt_bboxes, gt_labels,
                                        self.train_cfg[i])
             stage_losses = head.loss(out['cls_score'], out['bbox_pred'], rois, *targets)
-            if self.with_mask:
+            if self.with_mask and self.mask_stages == 'all':
                 stage_losses.update(self._mask_forward_train(i, x, sampling_results,
                                                              kwargs.get('gt_masks')))
+            elif self.with_mask and i == 0:  # Detectron2: one head, the first stage's samples
+                losses.update(self._mask_forward_train(0, x, sampling_results,
+                                                       kwargs.get('gt_masks')))
             for name, value in stage_losses.items():
                 losses[f's{i}.{name}'] = value * weight if 'loss' in name else value
 
@@ -172,19 +191,27 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
                     rois, labels, bbox_pred, _stack_img_shapes(img_metas, rois, counts))
                 rois = boxes
         self.last_stage_rois = stage_rois
-        cls_score = sum(stage_scores) / float(self.num_stages)
+        cls_score = self._average_scores(stage_scores)
 
         det_bboxes, det_labels = [], []
         for i, (r, s, p) in enumerate(zip(rois.split(counts), cls_score.split(counts),
                                           bbox_pred.split(counts))):
             dets, labels = self.bbox_head[-1].get_bboxes(
                 r, s, p, img_metas[i]['img_shape'], img_metas[i].get('scale_factor', 1.0),
-                rescale=rescale, cfg=rcnn_test_cfg)
+                rescale=rescale, cfg=rcnn_test_cfg,
+                score_is_prob=self.score_average == 'probs')
             if rescale and rcnn_test_cfg is not None and rcnn_test_cfg.get('clip_rescaled'):
                 dets, labels = clip_and_drop_empty(dets, labels, img_metas[i]['ori_shape'])
             det_bboxes.append(dets)
             det_labels.append(labels)
         return det_bboxes, det_labels
+
+    def _average_scores(self, stage_scores):
+        """The stages' ``(n, C + 1)`` class logits averaged (``score_average='logits'``), or
+        their softmax probabilities averaged (``'probs'``, Detectron2)."""
+        if self.score_average == 'probs':
+            stage_scores = [torch.softmax(s, dim=-1) for s in stage_scores]
+        return sum(stage_scores) / float(self.num_stages)
 
     def simple_test(self, x, proposal_list, img_metas, proposals=None, rescale=False):
         from detforge.structures.bbox import bbox2result
@@ -198,12 +225,17 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
         return list(zip(bbox_results, segm_results))
 
     # ------------------------------------------------------------------ mask branch
+    @property
+    def _mask_heads(self) -> int:
+        return self.num_stages if self.mask_stages == 'all' else 1
+
     def init_mask_head(self, mask_roi_extractor, mask_head):
-        heads = mask_head if isinstance(mask_head, (list, tuple)) else [mask_head] * self.num_stages
-        if len(heads) != self.num_stages:
-            raise BuildError(f'a CascadeRoIHead with num_stages={self.num_stages} needs as many '
-                             f'mask_head configs, got {len(heads)}', mask_head,
-                             key_path=['mask_head'])
+        n = self._mask_heads
+        heads = mask_head if isinstance(mask_head, (list, tuple)) else [mask_head] * n
+        if len(heads) != n:
+            raise BuildError(f'a CascadeRoIHead with num_stages={self.num_stages} and '
+                             f"mask_stages={self.mask_stages!r} needs {n} mask_head "
+                             f'config(s), got {len(heads)}', mask_head, key_path=['mask_head'])
         self.mask_head = nn.ModuleList()
         for i, head in enumerate(heads):
             try:
@@ -213,7 +245,7 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
         self.share_roi_extractor = mask_roi_extractor is None
         if not self.share_roi_extractor:
             exts = mask_roi_extractor if isinstance(mask_roi_extractor, (list, tuple)) \
-                else [mask_roi_extractor] * self.num_stages
+                else [mask_roi_extractor] * n
             self.mask_roi_extractor = nn.ModuleList()
             for i, ext in enumerate(exts):
                 try:
@@ -243,7 +275,8 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
         return head.loss(mask_pred, targets, labels)
 
     def simple_test_mask(self, x, img_metas, det_bboxes, det_labels, rescale=False):
-        """Per image, per class bool masks: the stages' mask probabilities averaged."""
+        """Per image, per class bool masks: the stages' mask probabilities averaged (one
+        head with ``mask_stages='last'``)."""
         from detforge.structures.bbox import bbox2roi
         last = self.mask_head[-1]
         if all(len(b) == 0 for b in det_bboxes):
@@ -254,8 +287,9 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
             boxes.append(dets[:, :4] * sf if rescale else dets[:, :4])
         rois = bbox2roi(boxes)
         labels = torch.cat(list(det_labels))
+        n = self._mask_heads
         probs = sum(self.mask_head[i].mask_probs(self._mask_forward(i, x, rois), labels)
-                    for i in range(self.num_stages)) / self.num_stages
+                    for i in range(n)) / n
         counts = [len(b) for b in boxes]
         return [last.paste_seg_masks(p, b, lab, self.test_cfg, meta['ori_shape'],
                                      meta.get('scale_factor', 1.0), rescale)
@@ -280,11 +314,11 @@ class CascadeRoIHead(BBoxAugTestMixin, BaseRoIHead):
                 labels = out['cls_score'][:, :-1].argmax(1)
                 rois = self.bbox_head[i].regress_by_class(rois, labels, out['bbox_pred'],
                                                           img_meta)
-        cls_score = sum(stage_scores) / float(self.num_stages)
+        cls_score = self._average_scores(stage_scores)
         return self.bbox_head[-1].get_bboxes(rois, cls_score, out['bbox_pred'],
                                              img_meta['img_shape'],
                                              img_meta.get('scale_factor', 1.0), rescale=False,
-                                             cfg=None)
+                                             cfg=None, score_is_prob=self.score_average == 'probs')
 
 
 def _stack_img_shapes(img_metas, rois, counts):

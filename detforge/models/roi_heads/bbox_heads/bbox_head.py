@@ -218,7 +218,7 @@ class BBoxHead(nn.Module):
         return self.bbox_coder.decode(boxes[:, None, :], bbox_pred.view(n, -1, 4)).view(n, -1)
 
     def get_bboxes(self, rois, cls_score, bbox_pred, img_shape, scale_factor, rescale=False,
-                   cfg=None):
+                   cfg=None, score_is_prob: bool = False):
         """Detections of one image.
 
         Args:
@@ -229,11 +229,13 @@ class BBoxHead(nn.Module):
             rescale: return boxes in original-image px.
             cfg: ``score_thr``, ``nms``, ``max_per_img`` (and optional ``min_bbox_size``);
                 None returns every box and score without NMS.
+            score_is_prob: ``cls_score`` already holds probabilities (a cascade's averaged
+                softmax, Detectron2); no softmax is applied.
 
         Returns:
             dets (k, 5), labels (k,) (or boxes (n, 4*C), scores (n, C+1) when cfg is None).
         """
-        scores = F.softmax(cls_score, dim=-1) if cls_score is not None else None
+        scores = cls_score if score_is_prob or cls_score is None else F.softmax(cls_score, dim=-1)
         n = rois.size(0)
         if bbox_pred is not None:
             bboxes = self.decode_per_class(rois[:, 1:], bbox_pred)
