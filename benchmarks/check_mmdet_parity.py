@@ -499,7 +499,11 @@ def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False
                   max_proposal_diff_px=roi_input_diff,
                   max_box_diff_px=box_diff, max_score_diff=score_diff)
     if same_input and hasattr(model, 'roi_head'):
-        recorded = torch.load(osp.join(OUT, f'{family}_roi_inputs.pt'), weights_only=False)
+        path = osp.join(OUT, f'{family}_roi_inputs.pt')
+        if not osp.isfile(path):
+            raise SystemExit(f'{path}: not there; run the MMDetection side with '
+                             '--roi-same-input first (--side both or --side mmdet)')
+        recorded = torch.load(path, weights_only=False)
         diffs = _roi_head_on_mmdet_inputs(model, recorded)
         ok = ok and max(diffs.values(), default=float('inf')) < HEAD_TOL
         result.update(same_input_calls=len(recorded['calls']), same_input_max_diff=diffs)
