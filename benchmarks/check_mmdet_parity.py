@@ -19,10 +19,30 @@ and saves it with the images' ground-truth boxes; both sides run ``simple_test(r
 on it (raw head outputs recorded, detections compared) and ``forward_train`` on it (the
 training losses, summed over levels where MMDetection returns a list, compared relatively).
 
+Mask R-CNN and Cascade Mask R-CNN (``mask_rcnn``, ``cascade_mask_rcnn``): detforge loads the
+checkpoint through its own config (``DETFORGE_CONFIGS``), and the masks are compared too: the
+mask head's RoIs (the detections rescaled to the network input) and logits of the same
+detections in order, and the binary masks pasted into the original image (per detection:
+pixels that differ, IoU; PASS needs every IoU >= ``MASK_IOU_TOL``, mask RoIs within 1e-2 px
+and the logits within 1e-3). Seen when detforge's mask RoIAlign was given ``sampling_ratio=2``
+(MMDetection: 0): logits 4.3e-3 off, 72 of 200 masks with 1-3 other pixels, min IoU 0.971.
+
+``--roi-same-input`` (RoI-head families) also records, on the MMDetection side, the inputs of
+every call of its RoI head's ``_bbox_forward`` / ``_mask_forward`` (the FPN feature maps and
+the RoIs, ``{family}_roi_inputs.pt``, ~200 MB at 1333x800) and their outputs, feeds those very
+tensors to detforge's RoI head and compares the outputs in order: no row matching, so a
+difference there is the RoI head's own (RoIAlign, heads), not a proposal of equal score in
+another place. PASS then also needs every such output within 1e-3.
+
+``--odd-batch``: the second image cut to 389x517 (BCCD's are all 640x480), so that the batch
+holds two sizes (1333x800 resize: 1067x800 and 1063x800) with different scale factors.
+
 Usage (from the repository root):
 
     PYTHONPATH=. python benchmarks/check_mmdet_parity.py            # every family
     PYTHONPATH=. python benchmarks/check_mmdet_parity.py retinanet  # some of them
+    PYTHONPATH=. python benchmarks/check_mmdet_parity.py mask_rcnn --roi-same-input --odd-batch
+    MMDET2_OUT=DIR ... --side detforge   # detforge side only, on a saved MMDetection run
 
 It prints, per family: missing / unexpected / mis-shaped keys, the largest difference of the
 raw head outputs, of detection boxes (px) and scores, and PASS when boxes < 1e-2 px and
@@ -44,7 +64,12 @@ MMDET_PY = os.environ.get('MMDET2_PYTHON', '/tmp/mmdet2/venv/bin/python')
 MMDET_CONFIGS = os.environ.get('MMDET2_CONFIGS', '/tmp/mmdet2/configs')
 PATCHES = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'shared', 'reference', 'mmdet2')
 OUT = os.environ.get('MMDET2_OUT', '/tmp/mmdet2/out/parity')
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 IMAGES = ['data/bccd/JPEGImages/BloodImage_00000.jpg', 'data/bccd/JPEGImages/BloodImage_00001.jpg']
+# --odd-batch: the second image cut to its top-left 389x517 (BCCD images are all 640x480), so
+# the two images of the batch differ in size and scale factor (1333x800 resize: 1067x800 and
+# 1063x800, different padding and rescale of boxes and masks)
+ODD_CROP = (389, 517)
 
 # family -> (config under MMDetection's configs/, heads whose raw outputs are compared)
 FAMILIES = {
@@ -68,6 +93,18 @@ FAMILIES = {
     # OHEM changes training only: its inference must be Faster R-CNN's
     'faster_rcnn_ohem': ('faster_rcnn/faster_rcnn_r50_fpn_ohem_1x_coco.py',
                          ['rpn_head', 'roi_head.bbox_head']),
+    # masks: the mask head's logits (one row per detection) and the pasted binary masks
+    'mask_rcnn': ('mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
+                  ['rpn_head', 'roi_head.bbox_head', 'roi_head.mask_head']),
+    'cascade_mask_rcnn': ('cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
+                          ['rpn_head'] + [f'roi_head.{head}.{i}' for head in
+                                          ('bbox_head', 'mask_head') for i in range(3)]),
+}
+# detforge loads these families through its own config file (the same model, written with
+# detforge's configs/_base_); the others through MMDetection's file
+DETFORGE_CONFIGS = {
+    'mask_rcnn': 'configs/mask_rcnn/mask_rcnn_r50_fpn_1x_coco.py',
+    'cascade_mask_rcnn': 'configs/cascade_rcnn/cascade_mask_rcnn_r50_fpn_1x_coco.py',
 }
 # families run on one saved input tensor (odd image sizes), with training losses compared
 DIRECT = ('fcos', 'fcos_giou', 'atss', 'gfl')
@@ -78,6 +115,8 @@ LOSS_TOL = 1e-4  # relative
 DENSE_CLASSIFIERS, DENSE_CLASSIFIER_GAIN = ('conv_cls.weight', 'atss_cls.weight',
                                             'gfl_cls.weight'), 10.0
 BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
+# pasted masks: the smallest IoU of one detection's binary mask with the other side's
+MASK_IOU_TOL = 0.99
 # Two-stage models with random weights give near-equal RPN scores (ties whose order is
 # arbitrary) and no box above the 0.05 score threshold after the 81-way softmax: larger
 # classifier weights spread them. (RetinaNet's focal-loss prior needs no help; a gain there
@@ -99,12 +138,13 @@ def _flatten(out) -> list:
     return []
 
 
-def _record_rois(model):
-    """The RoIs (n, 5) each call of the RoI head's box extractor gets (the proposals, with
-    their image index), when the model has one."""
+def _record_rois(model, extractor_name='roi_head.bbox_roi_extractor'):
+    """The RoIs (n, 5) each call of a RoI extractor gets (the box extractor: the proposals,
+    with their image index; the mask extractor: the detections), when the model has one
+    (the first stage's, in a cascade)."""
     store = []
     try:
-        extractor = model.get_submodule('roi_head.bbox_roi_extractor')
+        extractor = model.get_submodule(extractor_name)
     except AttributeError:
         return store
     if isinstance(extractor, __import__('torch').nn.ModuleList):
@@ -115,6 +155,52 @@ def _record_rois(model):
         return _forward(feats, rois, *args, **kwargs)
     extractor.forward = wrapped
     return store
+
+
+def _images(odd_batch: bool) -> list:
+    """The batch given to both frameworks' ``inference_detector``: the two files, or (odd
+    batch) the images as BGR arrays, as both read files, the second cut to ``ODD_CROP``."""
+    if not odd_batch:
+        return IMAGES
+    import cv2
+    first, second = (cv2.imread(path) for path in IMAGES)
+    return [first, second[:ODD_CROP[0], :ODD_CROP[1]].copy()]
+
+
+def _results(results):
+    """``inference_detector``'s results -> ``(boxes, masks)``: per image, per class, a float
+    ``(k, 5)`` tensor and (mask models; else ``masks`` is None) a bool ``(k, H, W)`` tensor
+    (None for a class without detections), in the detections' order."""
+    import numpy as np
+    import torch
+    boxes, masks = [], []
+    for result in results:
+        if isinstance(result, tuple):  # (bbox_result, segm_result)
+            result, segms = result
+            masks.append([torch.from_numpy(np.stack(m)) if len(m) else None for m in segms])
+        boxes.append([torch.from_numpy(a) for a in result])
+    return boxes, (masks or None)
+
+
+def _compare_masks(ref_masks, masks) -> dict:
+    """Pasted binary masks of the same detections (same class, same place in the class's
+    list): per detection the pixels that differ and the IoU (1 when both are empty)."""
+    import torch
+    differing, ious, same_counts = [], [], True
+    for per_ref, per_ours in zip(ref_masks, masks):
+        for a, b in zip(per_ref, per_ours):
+            if a is None or b is None or a.shape != b.shape:
+                same_counts &= a is None and b is None
+                continue
+            a, b = a.flatten(1), b.flatten(1)
+            union = (a | b).sum(1)
+            iou = torch.where(union > 0, (a & b).sum(1) / union.clamp(min=1), 1.0)
+            differing += (a ^ b).sum(1).tolist()
+            ious += iou.tolist()
+    return dict(mask_detections=len(ious), masks_same_counts=same_counts,
+                masks_with_differing_pixels=sum(d > 0 for d in differing),
+                max_mask_pixels_differing=max(differing, default=0),
+                total_mask_pixels_differing=sum(differing), min_mask_iou=min(ious, default=0.0))
 
 
 def _record(model, heads):
@@ -131,6 +217,58 @@ def _record(model, heads):
             return out
         module.forward = wrapped
     return store
+
+
+def _record_roi_head_inputs(model):
+    """``--roi-same-input``: every call of the RoI head's ``_bbox_forward`` / ``_mask_forward``
+    (``(x, rois)``, or ``(stage, x, rois)`` in a cascade) with its outputs. The feature maps
+    ``x`` are kept once: every call of one test gets the same ones (checked)."""
+    import torch
+    store = dict(x=None, calls=[])
+    roi_head = model.roi_head
+
+    def record(fn, args, out):
+        *stage, x, rois = args
+        if store['x'] is None:
+            store['x'] = [t.detach().clone() for t in x]
+        elif not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(store['x'], x)):
+            raise AssertionError(f'{fn}: the RoI head was called with other feature maps')
+        store['calls'].append(dict(fn=fn, stage=stage, rois=rois.detach().clone(),
+                                   out=_roi_head_outputs(out)))
+
+    for fn in ('_bbox_forward', '_mask_forward'):
+        if hasattr(roi_head, fn):
+            def wrapped(*args, _forward=getattr(roi_head, fn), _fn=fn):
+                out = _forward(*args)
+                record(_fn, args, out)
+                return out
+            setattr(roi_head, fn, wrapped)
+    return store
+
+
+def _roi_head_outputs(out) -> dict:
+    """A RoI head forward's result (MMDetection: a dict; detforge's mask forward: the logits
+    tensor) -> ``{'cls_score' | 'bbox_pred' | 'mask_pred': tensor}``."""
+    if not isinstance(out, dict):
+        out = dict(mask_pred=out)
+    return {key: value.detach().clone() for key, value in out.items()
+            if key in ('cls_score', 'bbox_pred', 'mask_pred')}
+
+
+def _roi_head_on_mmdet_inputs(model, recorded) -> dict:
+    """Feeds detforge's RoI head MMDetection's recorded feature maps and RoIs, call by call;
+    -> the largest difference of each output, in order (no row matching: same RoIs)."""
+    import torch
+    diffs = {}
+    with torch.no_grad():
+        for call in recorded['calls']:
+            out = _roi_head_outputs(getattr(model.roi_head, call['fn'])(
+                *call['stage'], recorded['x'], call['rois']))
+            for key, ref in call['out'].items():
+                name = f"{call['fn'].strip('_')}{''.join(f'.{s}' for s in call['stage'])}.{key}"
+                diff = (out[key] - ref).abs().max().item() if ref.numel() else 0.0
+                diffs[name] = max(diffs.get(name, 0.0), diff)
+    return diffs
 
 
 def _perturb(model, seed: int = 0, gains: dict | None = None) -> None:
@@ -211,7 +349,7 @@ def _losses(model, inputs) -> dict:
     return out
 
 
-def mmdet_side(family: str) -> None:
+def mmdet_side(family: str, same_input: bool = False, odd_batch: bool = False) -> None:
     """Runs under MMDetection's interpreter."""
     import torch
     sys.path.insert(0, PATCHES)
@@ -252,13 +390,22 @@ def mmdet_side(family: str) -> None:
     else:
         store = _record(model, heads)
         extra['rois'] = _record_rois(model)
+        extra['mask_rois'] = _record_rois(model, 'roi_head.mask_roi_extractor')
+        # (a model without RoI head, e.g. RetinaNet, has nothing to record)
+        recorded = _record_roi_head_inputs(model) \
+            if same_input and hasattr(model, 'roi_head') else None
         with torch.no_grad():
-            dets = inference_detector(model, IMAGES)
-    torch.save(dict({'heads': store, 'dets': [[torch.from_numpy(a) for a in r] for r in dets]},
-                    **extra), osp.join(OUT, f'{family}_mmdet.pt'))
+            dets = inference_detector(model, _images(odd_batch))
+        if recorded is not None:
+            torch.save(recorded, osp.join(OUT, f'{family}_roi_inputs.pt'))
+    if family not in DIRECT:
+        dets, extra['masks'] = _results(dets)
+    else:
+        dets = [[torch.from_numpy(a) for a in r] for r in dets]
+    torch.save(dict({'heads': store, 'dets': dets}, **extra), osp.join(OUT, f'{family}_mmdet.pt'))
 
 
-def detforge_side(family: str) -> dict:
+def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False) -> dict:
     import torch
     from detforge.apis import inference_detector, init_detector
     from detforge.engine.checkpoint import load_checkpoint
@@ -286,16 +433,19 @@ def detforge_side(family: str) -> dict:
         loss_diff = {k: abs(losses[k] - v) / max(abs(v), 1e-12) for k, v in ref['losses'].items()}
         loss_values = {k: (v, losses[k]) for k, v in ref['losses'].items()}
     else:
-        model = init_detector(osp.join(MMDET_CONFIGS, config), None, device='cpu')
+        own = DETFORGE_CONFIGS.get(family)
+        model = init_detector(osp.join(REPO, own) if own else osp.join(MMDET_CONFIGS, config),
+                              None, device='cpu')
         report = load_checkpoint(model, ckpt, log_report=False)['load_report']
         store = _record(model, heads)
         rois = _record_rois(model)
+        mask_rois = _record_rois(model, 'roi_head.mask_roi_extractor')
         with torch.no_grad():
-            dets = inference_detector(model, IMAGES)
+            dets, masks = _results(inference_detector(model, _images(odd_batch)))
     # dense heads: every output element in order. RoI heads: each row (one proposal) against
     # the nearest row of the other side, since proposals of equal score may come in either
     # order (both sort with an unstable sort); rows out of place are counted.
-    head_diff = roi_diff = 0.0
+    head_diff = roi_diff = mask_logit_diff = 0.0
     out_of_order = 0
     for name in heads:
         a, b = ref['heads'][name], store[name]
@@ -306,6 +456,9 @@ def detforge_side(family: str) -> dict:
                 assert x.shape == y.shape, f'{name}: shape {tuple(x.shape)} vs {tuple(y.shape)}'
                 if not x.numel():
                     continue
+                if 'mask_head' in name:
+                    # one row per detection, in the detections' order (compared below)
+                    mask_logit_diff = max(mask_logit_diff, (x - y).abs().max().item())
                 if name.startswith('roi_head'):
                     # max-abs distance, computed directly: the default (p=2) cdist of rows
                     # this size takes the ||x||^2 + ||y||^2 - 2xy shortcut, whose float32
@@ -328,7 +481,8 @@ def detforge_side(family: str) -> dict:
     count_ok, n = True, 0
     for r_ref, r_ours in zip(ref['dets'], dets):
         for a, b in zip(r_ref, r_ours):
-            b = torch.from_numpy(b)
+            if isinstance(b, __import__('numpy').ndarray):
+                b = torch.from_numpy(b)
             if a.shape != b.shape:
                 count_ok = False
                 continue
@@ -344,6 +498,25 @@ def detforge_side(family: str) -> dict:
                   max_roi_head_row_diff=roi_diff, roi_rows_out_of_order=out_of_order,
                   max_proposal_diff_px=roi_input_diff,
                   max_box_diff_px=box_diff, max_score_diff=score_diff)
+    if same_input and hasattr(model, 'roi_head'):
+        path = osp.join(OUT, f'{family}_roi_inputs.pt')
+        if not osp.isfile(path):
+            raise SystemExit(f'{path}: not there; run the MMDetection side with '
+                             '--roi-same-input first (--side both or --side mmdet)')
+        recorded = torch.load(path, weights_only=False)
+        diffs = _roi_head_on_mmdet_inputs(model, recorded)
+        ok = ok and max(diffs.values(), default=float('inf')) < HEAD_TOL
+        result.update(same_input_calls=len(recorded['calls']), same_input_max_diff=diffs)
+    if ref.get('masks') is not None:
+        # the mask head's RoIs are the detections (rescaled to the network input): in order
+        mask_roi_diff = max(((a - b).abs().max().item() for a, b in
+                             zip(ref['mask_rois'], mask_rois) if a.shape == b.shape and len(a)),
+                            default=float('inf'))
+        stats = _compare_masks(ref['masks'], masks)
+        ok = (ok and stats['masks_same_counts'] and stats['min_mask_iou'] >= MASK_IOU_TOL
+              and mask_roi_diff < BOX_TOL and mask_logit_diff < HEAD_TOL)
+        result.update(max_mask_roi_diff_px=mask_roi_diff, max_mask_logit_diff=mask_logit_diff,
+                      **stats)
     if loss_diff is not None:
         ok = ok and max(loss_diff.values()) < LOSS_TOL
         result.update(losses_mmdet_detforge=loss_values, max_loss_rel_diff=max(loss_diff.values()))
@@ -355,16 +528,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('families', nargs='*', default=list(FAMILIES))
     parser.add_argument('--side', choices=['both', 'mmdet', 'detforge'], default='both')
+    parser.add_argument('--roi-same-input', action='store_true',
+                        help="RoI-head families: also record MMDetection's RoI-head inputs (FPN "
+                             'features and RoIs of every box / mask forward) and feed them to '
+                             "detforge's RoI head; outputs compared in order (no row matching)")
+    parser.add_argument('--odd-batch', action='store_true',
+                        help='RoI / RetinaNet families: the second image cut to 389x517, so the '
+                             'batch has two sizes (files under $MMDET2_OUT/odd_batch)')
     args = parser.parse_args()
+    if args.odd_batch:
+        global OUT
+        OUT = osp.join(OUT, 'odd_batch')
     failed = False
     for family in args.families:
         if args.side == 'mmdet':
-            mmdet_side(family)
+            mmdet_side(family, args.roi_same_input, args.odd_batch)
             continue
         if args.side == 'both':
             env = dict(os.environ, PYTHONPATH=PATCHES)
-            subprocess.run([MMDET_PY, __file__, family, '--side', 'mmdet'], check=True, env=env)
-        result = detforge_side(family)
+            subprocess.run([MMDET_PY, __file__, family, '--side', 'mmdet']
+                           + ['--roi-same-input'] * args.roi_same_input
+                           + ['--odd-batch'] * args.odd_batch, check=True, env=env)
+        result = detforge_side(family, args.roi_same_input, args.odd_batch)
+        result['odd_batch'] = args.odd_batch
         failed |= not result['ok']
         print(json.dumps(result), flush=True)
     return 1 if failed else 0

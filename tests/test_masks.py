@@ -52,6 +52,27 @@ def test_mask_targets_hand_computed():
     assert targets[0].sum() == 0 and targets[1].sum() == 8
 
 
+def test_torchvision_style_mask_targets_are_its_soft_unaligned_roi_align():
+    """``mask_target(aligned=False, binarize=False)`` gives torchvision's
+    ``project_masks_on_boxes`` values (soft, pixel corners), from bitmaps and polygons alike;
+    the default stays MMDetection's binarised ``aligned=True`` crop."""
+    from types import SimpleNamespace
+    from torchvision.models.detection.roi_heads import project_masks_on_boxes
+    from detforge.models.roi_heads.mask_heads.fcn_mask_head import mask_target
+    boxes = torch.tensor([[1., 0., 5., 4.], [0.5, 1.5, 7.25, 6.]])
+    inds = torch.tensor([0, 0])
+    res = [SimpleNamespace(pos_bboxes=boxes, pos_assigned_gt_inds=inds)]
+    expected = project_masks_on_boxes(torch.from_numpy(LEFT_HALF)[None], boxes, inds, 4)
+    assert ((expected > 0) & (expected < 1)).any()   # soft values
+    for masks in (BitmapMasks([LEFT_HALF], 8, 8), PolygonMasks([LEFT_HALF_POLY], 8, 8)):
+        ours = mask_target(res, [masks], 4, aligned=False, binarize=False)
+        torch.testing.assert_close(ours, expected, rtol=0, atol=1e-6)
+    # aligned=False, soft: the first box reads columns 1..5 at pixel corners (1, 1, .5, 0)
+    torch.testing.assert_close(expected[0], torch.tensor([[1., 1., .5, 0.]] * 4))
+    default = mask_target(res, [BitmapMasks([LEFT_HALF], 8, 8)], 4)
+    torch.testing.assert_close(default[0], torch.tensor([[1., 1., 1., 0.]] * 4))
+
+
 def test_flip_and_resize_bitmap_and_polygon_agree():
     rng = np.random.RandomState(0)
     poly = PolygonMasks([[[1., 1., 9., 2., 5., 7.]], [[0., 0., 3., 0., 3., 5., 0., 5.]]], 8, 12)
@@ -219,6 +240,20 @@ def test_paste_full_mask_fills_its_box_and_chunks_agree():
         torch.testing.assert_close(window, full[i], atol=1e-6, rtol=0)
     tv = paste_masks(probs, boxes, 60, 70, mode='torchvision')
     assert (tv ^ out).sum() <= 0.1 * out.sum()
+
+
+def test_paste_of_a_zero_width_or_height_box_is_a_band_as_mmdetection():
+    """MMDetection 2.x's paste maps the columns (rows) of a zero-width (height) box, +-inf, to
+    the mask's centre: such a detection (a box clipped at the image border) pastes a band over
+    the window around it, rows (columns) inside the box. Expected windows as MMDetection
+    2.28.2's ``_do_paste_mask`` gave them for these inputs (run 2026-12-04)."""
+    probs = torch.ones(2, 28, 28)
+    boxes = torch.tensor([[5., 2., 5., 10.], [3., 4., 9., 4.]])
+    out = paste_masks(probs, boxes, 16, 16)
+    band = torch.zeros(2, 16, 16, dtype=torch.bool)
+    band[0, 2:10, 4:6] = True   # window rows 1..10, columns 4..5; rows 1 and 10 outside
+    band[1, 3:5, 3:9] = True    # window rows 3..4, columns 2..9; columns 2 and 9 outside
+    assert torch.equal(out, band)
 
 
 def test_fcn_mask_head_names_shapes_and_loss():

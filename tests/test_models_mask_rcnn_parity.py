@@ -108,6 +108,10 @@ def test_same_boxes_scores_and_masks(models, sample):
     # mask probabilities of each detection's class, before pasting
     logits = ours.roi_head._mask_forward(x, bbox2roi([dets[:, :4]]))
     probs = ours.roi_head.mask_head.mask_probs(logits, labels)
+    print(f'mask_rcnn {tuple(images.image_sizes[0])}: {n} detections, max box diff '
+          f"{(dets[:, :4] - tv_dets['boxes']).abs().max().item():.2e} px, max score diff "
+          f"{(dets[:, 4] - tv_dets['scores']).abs().max().item():.2e}, mask probabilities "
+          f"{(probs - tv_dets['masks'][:, 0]).abs().max().item():.2e}")
     torch.testing.assert_close(probs, tv_dets['masks'][:, 0], rtol=0, atol=1e-4)
 
     # pasted into the image and thresholded at 0.5, through the detector's own test path
@@ -123,4 +127,6 @@ def test_same_boxes_scores_and_masks(models, sample):
         for i, mask in zip(idx, masks):
             assert mask.shape == (ori_h, ori_w) and mask.dtype == bool
             ious.append(_mask_iou(mask, tv_masks[i]))
+    print(f'mask_rcnn pasted masks ({ori_h}x{ori_w}): min IoU {min(ious):.6f}, '
+          f'{sum(iou < 1 for iou in ious)} of {n} not identical')
     assert len(ious) == n and min(ious) >= 0.999, sorted(ious)[:5]

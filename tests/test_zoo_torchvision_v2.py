@@ -1,9 +1,11 @@
-"""torchvision's v2 detectors (``retinanet_resnet50_fpn_v2``, ``fasterrcnn_resnet50_fpn_v2``),
+"""torchvision's v2 detectors (``retinanet_resnet50_fpn_v2``, ``fasterrcnn_resnet50_fpn_v2``,
+``maskrcnn_resnet50_fpn_v2``),
 converted by ``detforge convert``'s key mapping into the ``_tv_v2`` configs, give
 torchvision's FPN features, proposals and detections on a batch of two BCCD images resized
 by torchvision to 416x554 and 300x400 (odd sizes, padded to 416x576; seeded random models).
-Faster R-CNN keeps 100 proposals per image on both sides (not 1000): its conv box head on
-1000 RoIs is what would make the test slow.
+Faster and Mask R-CNN keep 100 proposals per image on both sides (not 1000): the conv box head
+on 1000 RoIs is what would make the test slow. Mask R-CNN v2 also compares each detection's
+28x28 mask probabilities and the masks pasted into the image by detforge's own test path.
 
 As in test_models_torchvision_parity.py (whose helpers this reuses), the ResNet-50 body is
 replaced on both sides' input by torchvision's output of a cheap stand-in body; what v2 adds
@@ -20,14 +22,17 @@ from torch import nn
 
 from detforge.config import Config
 from detforge.converters.torchvision_fasterrcnn import convert_state_dict as convert_fasterrcnn
+from detforge.converters.torchvision_maskrcnn import convert_state_dict as convert_maskrcnn
 from detforge.converters.torchvision_retinanet import convert_state_dict as convert_retinanet
 from detforge.models.builder import build_detector
+from detforge.structures.bbox import bbox2roi
 
 from test_models_torchvision_parity import (BOX_ATOL, batch_and_metas, capture, compare,
                                             inputs, no_resize, stand_in_body)  # noqa: F401
 
 torchvision_detection = pytest.importorskip('torchvision.models.detection')
 FEAT_ATOL = 1e-4
+MASK_PROB_ATOL, MASK_IOU_MIN = 1e-4, 0.999
 
 
 def _random_norms(model, seed=0):
@@ -165,6 +170,84 @@ def test_faster_rcnn_v2_features_proposals_and_detections_equal_torchvision(fast
         compare(f'faster_rcnn_v2 {size} image {i}', d[:, :4], d[:, 4], l + 1, r)
 
 
+# ---------------------------------------------------------------------------- Mask R-CNN v2
+@pytest.fixture(scope='module')
+def mask_rcnn_v2(repo_root):
+    torch.manual_seed(0)
+    tv = torchvision_detection.maskrcnn_resnet50_fpn_v2(
+        weights=None, weights_backbone=None, image_mean=[0., 0., 0.], image_std=[1., 1., 1.],
+        box_score_thresh=0.0)
+    _random_norms(tv.backbone.fpn, 1)
+    _random_norms(tv.roi_heads, 2)   # the box head's and the mask head's batch norms
+    cfg = Config.fromfile(str(repo_root / 'configs/mask_rcnn/mask_rcnn_r50_fpn_tv_v2.py'))
+    cfg.model.test_cfg.rcnn.score_thr = 0.0   # random weights score ~1/91: keep everything
+    tv.rpn._post_nms_top_n['testing'] = cfg.model.test_cfg.rpn.max_per_img = 100
+    ours = build_detector(cfg.model)
+    ours.load_state_dict(convert_maskrcnn(tv.state_dict()), strict=True)
+    return no_resize(tv).eval(), ours.eval()
+
+
+def _capture_roi_heads(tv):
+    """torchvision's per-image detections before its transform pastes the masks (which it
+    writes into the same dicts): copies, with the 28x28 mask probabilities."""
+    store = {}
+    tv.roi_heads.register_forward_hook(lambda m, i, o: store.__setitem__(
+        'out', [{k: v.clone() for k, v in d.items()} for d in o[0]]))
+    return store
+
+
+def _in_detection_order(segm_result, labels):
+    """detforge's per-class mask lists -> bool ``(n, H, W)`` in the detections' order."""
+    masks = [None] * len(labels)
+    for c, class_masks in enumerate(segm_result):
+        idx = torch.nonzero(labels == c).flatten().tolist()
+        assert len(idx) == len(class_masks)
+        for i, mask in zip(idx, class_masks):
+            masks[i] = torch.from_numpy(mask)
+    return torch.stack(masks)
+
+
+@torch.no_grad()
+def test_mask_rcnn_v2_detections_and_masks_equal_torchvision(mask_rcnn_v2, inputs):
+    size = 'batch2'
+    tv, ours = mask_rcnn_v2
+    images = inputs[size]
+    rpn, heads = capture(tv.rpn), _capture_roi_heads(tv)
+    ref, body, fpn = _body_and_fpn(tv, images)
+    x = list(ours.neck(body))
+    _assert_same_features(x, fpn, f'mask_rcnn_v2 {size}')
+    _, metas = batch_and_metas(images)
+    props = ours.rpn_head.simple_test_rpn(x, metas)
+    for i, (p, tv_p) in enumerate(zip(props, rpn['out'][0])):
+        dist = (p[:, None, :4] - tv_p[None]).abs().amax(-1)
+        assert p.shape == (len(tv_p), 5)
+        assert max(dist.min(1).values.max().item(), dist.min(0).values.max().item()) <= BOX_ATOL
+    dets, labels = ours.roi_head.simple_test_bboxes(x, metas, props, ours.roi_head.test_cfg)
+    # the masks through the detector's own test path: RoIs, class channel, paste, threshold
+    results = ours.roi_head.simple_test(x, props, metas, rescale=True)
+    logits = ours.roi_head._mask_forward(x, bbox2roi([d[:, :4] for d in dets]))
+    probs = ours.roi_head.mask_head.mask_probs(logits, torch.cat(labels)).split(
+        [len(d) for d in dets])
+    for i, (d, l, r) in enumerate(zip(dets, labels, ref)):
+        name = f'mask_rcnn_v2 {size} image {i}'
+        compare(name, d[:, :4], d[:, 4], l + 1, r)
+        order = torch.argsort(-d[:, 4], stable=True)
+        ref_order = torch.argsort(-r['scores'], stable=True)
+        prob_diff = (probs[i][order] - heads['out'][i]['masks'][ref_order, 0]).abs().max().item()
+        pasted = _in_detection_order(results[i][1], l)[order]
+        tv_pasted = r['masks'][ref_order, 0] >= 0.5
+        assert pasted.shape == tv_pasted.shape == (len(d), *images[i].shape[1:])
+        union = (pasted | tv_pasted).flatten(1).sum(1)
+        iou = torch.where(union > 0, (pasted & tv_pasted).flatten(1).sum(1) / union.clamp(min=1),
+                          1.0)
+        differing = (pasted ^ tv_pasted).flatten(1).sum(1)
+        print(f'{name}: mask probabilities max diff {prob_diff:.2e}; pasted masks: min IoU '
+              f'{iou.min().item():.6f}, {int((differing > 0).sum())} of {len(d)} differ, by at '
+              f'most {int(differing.max())} px')
+        assert prob_diff <= MASK_PROB_ATOL, name
+        assert iou.min().item() >= MASK_IOU_MIN, name
+
+
 # ---------------------------------------------------------------------------- MobileNetV3 FPN
 @pytest.fixture(scope='module')
 def faster_rcnn_mobilenet(repo_root):
@@ -258,11 +341,25 @@ def test_mobilenet_v3_backbone_loads_torchvision_imagenet_names(tmp_path):
 
 
 # ---------------------------------------------------------------------------- training losses
-def _two_stage_losses(tv, ours, inputs, stand_in):
-    """torchvision's and detforge's four losses at batch 2 on the same features, every
-    candidate sampled (the losses then do not depend on the random draw) and 200 proposals
-    per image (not 2000) for speed; batch norms in eval mode on both sides."""
+def _ellipses(boxes, shape):
+    """One filled ellipse inscribed in each box: uint8 ``(n, h, w)`` gt masks."""
+    ys, xs = torch.meshgrid(torch.arange(shape[0]) + 0.5, torch.arange(shape[1]) + 0.5,
+                            indexing='ij')
+    cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+    rx, ry = (boxes[:, 2] - boxes[:, 0]) / 2, (boxes[:, 3] - boxes[:, 1]) / 2
+    inside = ((xs - cx[:, None, None]) / rx[:, None, None]) ** 2 + \
+        ((ys - cy[:, None, None]) / ry[:, None, None]) ** 2 <= 1
+    return inside.to(torch.uint8)
+
+
+def _two_stage_losses(tv, ours, inputs, stand_in, with_masks=False):
+    """torchvision's and detforge's four losses (five with masks: ellipses in the gt boxes)
+    at batch 2 on the same features, every candidate sampled (the losses then do not depend
+    on the random draw) and 200 proposals per image (not 2000) for speed; batch norms in
+    eval mode on both sides."""
+    from detforge.structures.masks import BitmapMasks
     images, boxes, labels = inputs['train']
+    masks = [_ellipses(b, x.shape[1:]) for b, x in zip(boxes, images)] if with_masks else None
     tv.rpn.fg_bg_sampler.batch_size_per_image = 10 ** 7
     tv.roi_heads.fg_bg_sampler.batch_size_per_image = 10 ** 7
     ours.rpn_head.sampler.num = 10 ** 7
@@ -276,14 +373,22 @@ def _two_stage_losses(tv, ours, inputs, stand_in):
     ours.extract_feat = lambda img: list(fpn['out'].values())
     try:
         with (stand_in_body(tv) if stand_in else contextlib.nullcontext()), torch.no_grad():
-            ref = tv(images, [dict(boxes=b, labels=l + 1) for b, l in zip(boxes, labels)])
+            targets = [dict(boxes=b, labels=l + 1) for b, l in zip(boxes, labels)]
+            extra = {}
+            if with_masks:
+                for target, m in zip(targets, masks):
+                    target['masks'] = m
+                extra['gt_masks'] = [BitmapMasks(m.numpy(), *m.shape[1:]) for m in masks]
+            ref = tv(images, targets)
             batch, metas = batch_and_metas(images)
-            losses = ours(batch, metas, gt_bboxes=boxes, gt_labels=labels)
+            losses = ours(batch, metas, gt_bboxes=boxes, gt_labels=labels, **extra)
     finally:
         tv.eval(), ours.eval()
         del ours.extract_feat
     pairs = dict(loss_objectness='loss_rpn_cls', loss_rpn_box_reg='loss_rpn_bbox',
                  loss_classifier='loss_cls', loss_box_reg='loss_bbox')
+    if with_masks:
+        pairs['loss_mask'] = 'loss_mask'
     for tv_name, name in pairs.items():
         print(f'{name}: {losses[name].item():.7f} torchvision {ref[tv_name].item():.7f}')
         torch.testing.assert_close(losses[name], ref[tv_name], rtol=1e-4, atol=0,
@@ -294,6 +399,12 @@ def test_faster_rcnn_v2_losses_at_batch2_equal_torchvision(faster_rcnn_v2, input
     _two_stage_losses(*faster_rcnn_v2, inputs, stand_in=True)
 
 
+def test_mask_rcnn_v2_losses_at_batch2_equal_torchvision(mask_rcnn_v2, inputs):
+    """The mask loss too: torchvision's soft, ``aligned=False`` mask targets (the _tv configs'
+    ``mask_target_aligned=False, mask_target_binarize=False``)."""
+    _two_stage_losses(*mask_rcnn_v2, inputs, stand_in=True, with_masks=True)
+
+
 def test_faster_rcnn_mobilenet_v3_losses_at_batch2_equal_torchvision(faster_rcnn_mobilenet,
                                                                      inputs):
     _two_stage_losses(*faster_rcnn_mobilenet, inputs, stand_in=False)
@@ -302,14 +413,16 @@ def test_faster_rcnn_mobilenet_v3_losses_at_batch2_equal_torchvision(faster_rcnn
 @pytest.mark.parametrize('builder, config', [
     ('fasterrcnn_mobilenet_v3_large_fpn', 'configs/faster_rcnn/faster_rcnn_mobilenet_v3_large_fpn_tv.py'),
     ('fasterrcnn_resnet50_fpn_v2', 'configs/faster_rcnn/faster_rcnn_r50_fpn_tv_v2.py'),
-    ('retinanet_resnet50_fpn_v2', 'configs/retinanet/retinanet_r50_fpn_tv_v2.py')])
+    ('retinanet_resnet50_fpn_v2', 'configs/retinanet/retinanet_r50_fpn_tv_v2.py'),
+    ('maskrcnn_resnet50_fpn', 'configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py'),
+    ('maskrcnn_resnet50_fpn_v2', 'configs/mask_rcnn/mask_rcnn_r50_fpn_tv_v2.py')])
 def test_convert_cli_names_the_config_that_loads_the_result(repo_root, tmp_path, builder, config):
     from detforge.cli import main
     from detforge.engine.checkpoint import load_checkpoint
     tv = getattr(torchvision_detection, builder)(weights=None, weights_backbone=None)
     src, dst = tmp_path / 'tv.pth', tmp_path / 'converted.pth'
     torch.save(tv.state_dict(), src)
-    command = 'torchvision-retinanet' if 'retinanet' in builder else 'torchvision-fasterrcnn'
+    command = 'torchvision-' + builder.split('_')[0]
     assert main(['convert', command, str(src), str(dst)]) == 0
     ckpt = torch.load(dst, weights_only=True)
     assert ckpt['meta']['config'] == config

@@ -28,5 +28,7 @@ model = dict(
             num_classes=90,
             paste_mode='torchvision',
             loss_mask=dict(type='CrossEntropyLoss', use_mask=True, loss_weight=1.0))),
-    train_cfg=dict(rcnn=dict(mask_size=28)),
+    # torchvision's mask targets: soft RoIAlign values (no 0.5 threshold), aligned=False
+    train_cfg=dict(rcnn=dict(mask_size=28, mask_target_aligned=False,
+                             mask_target_binarize=False)),
     test_cfg=dict(rcnn=dict(mask_thr_binary=0.5)))

@@ -1,6 +1,9 @@
-"""Convert a torchvision ``maskrcnn_resnet50_fpn`` checkpoint to detforge's layout.
+"""Convert a torchvision ``maskrcnn_resnet50_fpn`` (v1) or ``maskrcnn_resnet50_fpn_v2``
+checkpoint to detforge's layout.
 
-Use it with ``configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py``. Backbone, FPN, RPN and box head
+Use it with ``configs/mask_rcnn/mask_rcnn_r50_fpn_tv.py`` (v1) or
+``configs/mask_rcnn/mask_rcnn_r50_fpn_tv_v2.py`` (v2: the v2 Faster R-CNN's changes, and a
+BatchNorm after each mask-head conv). Backbone, FPN, RPN and box head
 are mapped as by ``torchvision-fasterrcnn`` (background moved from torchvision's class 0 to
 our last class); the mask branch maps ``mask_head.{i}`` (or the older ``mask_fcn{i+1}``) to
 ``roi_head.mask_head.convs.{i}.conv``, ``mask_predictor.conv5_mask`` to ``upsample`` and
@@ -25,11 +28,13 @@ from detforge.registry import DetforgeError
 from . import torchvision_fasterrcnn as box_converter
 
 NAME = 'torchvision-maskrcnn'
-HELP = "torchvision's maskrcnn_resnet50_fpn checkpoint -> detforge checkpoint"
+HELP = "torchvision's maskrcnn_resnet50_fpn (v1 or _v2) checkpoint -> detforge checkpoint"
 
 _MASK_RULES = [
     (r'^roi_heads\.mask_head\.(\d+)\.(?:0\.)?(weight|bias)$',
      lambda m: f'roi_head.mask_head.convs.{m.group(1)}.conv.{m.group(2)}'),
+    # v2 (maskrcnn_resnet50_fpn_v2): each conv is Conv2dNormActivation(conv, BatchNorm2d)
+    (r'^roi_heads\.mask_head\.(\d+)\.1\.', lambda m: f'roi_head.mask_head.convs.{m.group(1)}.bn.'),
     (r'^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$',
      lambda m: f'roi_head.mask_head.convs.{int(m.group(1)) - 1}.conv.{m.group(2)}'),
     (r'^roi_heads\.mask_predictor\.conv5_mask\.', lambda m: 'roi_head.mask_head.upsample.'),
@@ -85,11 +90,15 @@ def main(args):
                             "as 'roi_heads.mask_predictor.mask_fcn_logits.weight')")
     converted = convert_state_dict(state)
     num_classes = converted['roi_head.bbox_head.fc_cls.weight'].size(0) - 1
+    config = 'configs/mask_rcnn/mask_rcnn_r50_fpn_tv{}.py'.format(
+        '_v2' if box_converter.is_v2(state) else '')
     dst = Path(args.dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(dst.suffix + '.tmp')
-    torch.save({'meta': dict(source=str(src), converter=NAME, num_classes=num_classes),
+    torch.save({'meta': dict(source=str(src), converter=NAME, num_classes=num_classes,
+                             config=config),
                 'state_dict': converted}, tmp)
     tmp.replace(dst)
-    print(f'wrote {dst}: {len(converted)} tensors, {num_classes} foreground classes')
+    print(f'wrote {dst}: {len(converted)} tensors, {num_classes} foreground classes; '
+          f'use it with {config}')
     return 0

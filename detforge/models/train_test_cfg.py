@@ -343,11 +343,18 @@ class QualityTestConfig(DenseTestConfig):
 @dataclass
 class RoITrainConfig(DenseTrainConfig):
     """A second stage's ``train_cfg.rcnn`` (one stage of a cascade): ``assigner``,
-    ``sampler``, ``pos_weight``, ``mask_size`` (mask targets, px), ``debug``."""
+    ``sampler``, ``pos_weight``, ``mask_size`` (mask targets, px), ``debug``.
+
+    How mask targets are cut from the gt masks (detforge keys; MMDetection's way is the
+    default): ``mask_target_aligned`` (RoIAlign ``aligned=True``; torchvision: False) and
+    ``mask_target_binarize`` (targets ``>= 0.5``; torchvision keeps the soft values)."""
 
     mask_size: int = 28
+    mask_target_aligned: bool = True
+    mask_target_binarize: bool = True
 
-    KEYS: ClassVar[tuple] = ('assigner', 'sampler', 'pos_weight', 'mask_size', 'debug')
+    KEYS: ClassVar[tuple] = ('assigner', 'sampler', 'pos_weight', 'mask_size',
+                             'mask_target_aligned', 'mask_target_binarize', 'debug')
 
 
 @dataclass

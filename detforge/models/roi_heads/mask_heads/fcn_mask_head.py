@@ -24,11 +24,15 @@ PASTE_MEM_LIMIT = 1024 ** 3
 _PASTE_MODES = ('mmdet', 'torchvision')
 
 
-def mask_target(sampling_results, gt_masks, mask_size) -> Tensor:
-    """Training targets of the positive RoIs of a batch: float ``(P, h, w)`` 0/1.
+def mask_target(sampling_results, gt_masks, mask_size, aligned: bool = True,
+                binarize: bool = True) -> Tensor:
+    """Training targets of the positive RoIs of a batch: float ``(P, h, w)``.
 
     Each positive RoI ``pos_bboxes[i]`` takes the part of its matched gt mask
-    (``pos_assigned_gt_inds[i]``) that lies inside it, resampled to ``mask_size``.
+    (``pos_assigned_gt_inds[i]``) that lies inside it, resampled to ``mask_size``: by default
+    as MMDetection 2.x (``crop_and_resize``: RoIAlign ``aligned=True`` of bitmaps, then
+    ``>= 0.5``; polygons rasterised in the box); ``aligned=False, binarize=False`` as
+    torchvision's ``project_masks_on_boxes`` (soft RoIAlign values of the bitmap).
     """
     size = (mask_size, mask_size) if isinstance(mask_size, int) else tuple(mask_size)
     targets = []
@@ -36,12 +40,31 @@ def mask_target(sampling_results, gt_masks, mask_size) -> Tensor:
         boxes = res.pos_bboxes
         if len(boxes) == 0:
             continue
-        t = masks.crop_and_resize(boxes, size, res.pos_assigned_gt_inds, device=boxes.device)
-        targets.append(torch.as_tensor(t.to_ndarray(), device=boxes.device, dtype=torch.float32))
+        if aligned and binarize:
+            t = masks.crop_and_resize(boxes, size, res.pos_assigned_gt_inds, device=boxes.device)
+            t = torch.as_tensor(t.to_ndarray(), device=boxes.device, dtype=torch.float32)
+        else:
+            t = _roi_align_targets(masks, boxes, size, res.pos_assigned_gt_inds, aligned,
+                                   binarize)
+        targets.append(t)
     if not targets:
         device = sampling_results[0].pos_bboxes.device if sampling_results else 'cpu'
         return torch.zeros((0,) + size, device=device)
     return torch.cat(targets)
+
+
+def _roi_align_targets(masks, boxes: Tensor, size, inds: Tensor, aligned: bool,
+                       binarize: bool) -> Tensor:
+    """RoIAlign of the gt bitmaps (polygons rasterised first) inside ``boxes`` ``(k, 4)``
+    -> float ``(k, h, w)`` (``>= 0.5`` when ``binarize``)."""
+    from torchvision.ops import roi_align
+    bitmaps = masks.to_bitmap() if hasattr(masks, 'to_bitmap') else masks
+    gt = torch.as_tensor(bitmaps.to_ndarray(), device=boxes.device, dtype=torch.float32)
+    gt = gt.index_select(0, inds.to(boxes.device).long())
+    rois = torch.cat([torch.arange(len(boxes), device=boxes.device, dtype=boxes.dtype)[:, None],
+                      boxes], dim=1)
+    out = roi_align(gt[:, None], rois, size, 1.0, 0, aligned)[:, 0]
+    return (out >= 0.5).float() if binarize else out
 
 
 def _paste_chunk_mmdet(masks: Tensor, boxes: Tensor, img_h: int, img_w: int, skip_empty: bool):
@@ -61,6 +84,10 @@ def _paste_chunk_mmdet(masks: Tensor, boxes: Tensor, img_h: int, img_w: int, ski
     xs = torch.arange(x0, x1, device=masks.device, dtype=torch.float32) + 0.5
     ys = (ys - by0) / (by1 - by0) * 2 - 1  # (k, h')
     xs = (xs - bx0) / (bx1 - bx0) * 2 - 1  # (k, w')
+    # a box of zero width (height) maps its columns (rows) to +-inf: MMDetection samples the
+    # mask's centre there instead, so such a detection pastes a band, not nothing
+    xs = torch.where(torch.isinf(xs), torch.zeros_like(xs), xs)
+    ys = torch.where(torch.isinf(ys), torch.zeros_like(ys), ys)
     k = masks.size(0)
     gx = xs[:, None, :].expand(k, ys.size(1), xs.size(1))
     gy = ys[:, :, None].expand(k, ys.size(1), xs.size(1))
@@ -194,8 +221,10 @@ class FCNMaskHead(nn.Module):
     def get_targets(self, sampling_results, gt_masks, rcnn_train_cfg) -> Tensor:
         # the RoI head passes its RoITrainConfig; a dict (direct use) is checked the same way
         cfg = RoITrainConfig.parse(rcnn_train_cfg) if rcnn_train_cfg is not None else None
-        mask_size = cfg.mask_size if cfg is not None else RoITrainConfig.mask_size
-        return mask_target(sampling_results, gt_masks, mask_size)
+        if cfg is None:
+            return mask_target(sampling_results, gt_masks, RoITrainConfig.mask_size)
+        return mask_target(sampling_results, gt_masks, cfg.mask_size, cfg.mask_target_aligned,
+                           cfg.mask_target_binarize)
 
     def loss(self, mask_pred: Tensor, mask_targets: Tensor, labels: Tensor) -> dict:
         """BCE of each positive RoI's own-class logits against its target (mean per pixel)."""
