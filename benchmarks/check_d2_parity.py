@@ -61,6 +61,9 @@ BCCD = osp.join(REPO, 'data', 'bccd', 'JPEGImages')  # the repository's BCCD sam
 # (source image, crop (x0, y0, w, h) or None): two sizes in one batch, odd after resizing
 IMAGES = [('BloodImage_00000.jpg', None), ('BloodImage_00001.jpg', (41, 27, 517, 389))]
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from forward_recorder import record_forwards  # noqa: E402 - benchmarks/ is not a package
+
 # family -> (Detectron2 YAML under configs/, detforge config, checkpoint suffix,
 #            d2 head modules, detforge head modules (same outputs in the same order))
 FAMILIES = {
@@ -109,29 +112,6 @@ BOX_TOL, SCORE_TOL, HEAD_TOL, ROI_TOL = 1e-2, 1e-4, 1e-3, 1e-2
 # MASK_PIXEL_TOL may differ: the RoIs differ by the box tolerance, so a pixel whose
 # probability is that close to 0.5 may flip (the worst detection's share is reported too)
 MASK_TOL, MASK_PIXEL_TOL = 1e-3, 1e-3
-
-
-def _flatten(out) -> list:
-    import torch
-    if isinstance(out, torch.Tensor):
-        return [out.detach().clone()]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
-    return []
-
-
-def _record(model, heads):
-    """Every call's output of the named sub-modules (the instance's ``forward`` wrapped)."""
-    store = {name: [] for name in heads}
-    for name in heads:
-        module = model.get_submodule(name)
-
-        def wrapped(*args, _forward=module.forward, _name=name, **kwargs):
-            out = _forward(*args, **kwargs)
-            store[_name].append(_flatten(out))
-            return out
-        module.forward = wrapped
-    return store
 
 
 def _images() -> list[str]:
@@ -221,7 +201,7 @@ def d2_side(family: str, images: list[str]) -> None:
     else:  # DetectionCheckpointer.save: {'model': state_dict, ...}
         torch.save({'model': state, 'iteration': 0}, ckpt)
     masks = family in MASKED
-    store = _record(model, heads + ([MASK_LOGITS[0]] if masks else []))
+    store = record_forwards(model, heads + ([MASK_LOGITS[0]] if masks else []))
     pooled, mask_rois = [], []
 
     def record_boxes(pooler, into):  # the per image boxes a pooler is given
@@ -269,7 +249,7 @@ def detforge_side(family: str, images: list[str], config: str) -> dict:
     ref = torch.load(osp.join(OUT, f'{family}_d2.pt'), weights_only=False)
     model = init_detector(config, None, device='cpu')
     report = load_checkpoint(model, converted, log_report=False)['load_report']
-    store = _record(model, heads + ([logits_name] if masks else []))
+    store = record_forwards(model, heads + ([logits_name] if masks else []))
     rois, mask_rois = [], []
 
     def record_rois(extractor, into):  # the (n, 5) RoIs an extractor is given

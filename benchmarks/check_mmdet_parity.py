@@ -71,6 +71,9 @@ IMAGES = ['data/bccd/JPEGImages/BloodImage_00000.jpg', 'data/bccd/JPEGImages/Blo
 # 1063x800, different padding and rescale of boxes and masks)
 ODD_CROP = (389, 517)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from forward_recorder import record_forwards  # noqa: E402 - benchmarks/ is not a package
+
 # family -> (config under MMDetection's configs/, heads whose raw outputs are compared)
 FAMILIES = {
     'retinanet': ('retinanet/retinanet_r50_fpn_1x_coco.py', ['bbox_head']),
@@ -126,16 +129,6 @@ CLASSIFIERS, CLASSIFIER_GAIN = ('rpn_cls', 'fc_cls'), 10.0
 # 10 gave top-1000 proposal scores of only ~100 distinct float32 values (0.99998...), so which
 # of the tied proposals survive differs between the frameworks (measured 2026-12-04)
 GAIN_OVERRIDES = {'faster_rcnn_c4': {'rpn_cls': 1.0}}
-
-
-def _flatten(out) -> list:
-    """A head's forward output (tensors in nested tuples/lists) -> flat list of tensors."""
-    import torch
-    if isinstance(out, torch.Tensor):
-        return [out.detach().clone()]
-    if isinstance(out, (list, tuple)):
-        return [t for o in out for t in _flatten(o)]
-    return []
 
 
 def _record_rois(model, extractor_name='roi_head.bbox_roi_extractor'):
@@ -201,22 +194,6 @@ def _compare_masks(ref_masks, masks) -> dict:
                 masks_with_differing_pixels=sum(d > 0 for d in differing),
                 max_mask_pixels_differing=max(differing, default=0),
                 total_mask_pixels_differing=sum(differing), min_mask_iou=min(ious, default=0.0))
-
-
-def _record(model, heads):
-    """Keep every call's output of the named sub-modules. The instance's ``forward`` is
-    wrapped (not a forward hook): MMDetection's dense heads call ``self.forward(feats)``
-    directly, which hooks do not see."""
-    store = {name: [] for name in heads}
-    for name in heads:
-        module = model.get_submodule(name)
-
-        def wrapped(*args, _forward=module.forward, _name=name, **kwargs):
-            out = _forward(*args, **kwargs)
-            store[_name].append(_flatten(out))
-            return out
-        module.forward = wrapped
-    return store
 
 
 def _record_roi_head_inputs(model):
@@ -382,13 +359,13 @@ def mmdet_side(family: str, same_input: bool = False, odd_batch: bool = False) -
     if family in DIRECT:
         inputs = _direct_inputs(cfg)
         torch.save(inputs, osp.join(OUT, f'{family}_inputs.pt'))
-        store = _record(model, heads)
+        store = record_forwards(model, heads)
         with torch.no_grad():
             dets = model.simple_test(inputs['img'], [dict(m) for m in inputs['metas']],
                                      rescale=False)
         extra['losses'] = _losses(model, inputs)
     else:
-        store = _record(model, heads)
+        store = record_forwards(model, heads)
         extra['rois'] = _record_rois(model)
         extra['mask_rois'] = _record_rois(model, 'roi_head.mask_roi_extractor')
         # (a model without RoI head, e.g. RetinaNet, has nothing to record)
@@ -423,7 +400,7 @@ def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False
         model = build_detector(cfg.model).eval()
         report = load_checkpoint(model, ckpt, log_report=False)['load_report']
         inputs = torch.load(osp.join(OUT, f'{family}_inputs.pt'), weights_only=False)
-        store = _record(model, heads)
+        store = record_forwards(model, heads)
         with torch.no_grad():
             dets = model.simple_test(inputs['img'], [dict(m) for m in inputs['metas']],
                                      rescale=False)
@@ -437,7 +414,7 @@ def detforge_side(family: str, same_input: bool = False, odd_batch: bool = False
         model = init_detector(osp.join(REPO, own) if own else osp.join(MMDET_CONFIGS, config),
                               None, device='cpu')
         report = load_checkpoint(model, ckpt, log_report=False)['load_report']
-        store = _record(model, heads)
+        store = record_forwards(model, heads)
         rois = _record_rois(model)
         mask_rois = _record_rois(model, 'roi_head.mask_roi_extractor')
         with torch.no_grad():
