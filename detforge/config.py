@@ -40,7 +40,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
-from detforge.registry import DetforgeError
+from detforge.registry import DetforgeError, type_accepts
 
 __all__ = ['Config', 'ConfigDict', 'ConfigError', 'ConfigKeyError', 'DictAction', 'CfgOptions',
            'RUNTIME_KEYS',
@@ -664,7 +664,7 @@ class Config:
                 if last:
                     if key not in node:
                         hint = _suggest(key, node.keys())
-                        if hint:
+                        if hint and not type_accepts(node.get('type'), key):
                             warnings.warn(f'override {full_key!r} adds a new key {key!r} to '
                                           f'{walked or "the config"}{hint}', UserWarning,
                                           stacklevel=4)

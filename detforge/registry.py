@@ -505,3 +505,19 @@ LR_SCHEDULERS = Registry('lr_schedulers', locations=('detforge.engine',))
 RUNNERS = Registry('runners', locations=('detforge.engine',))
 
 METRICS = Registry('metrics', locations=('detforge.evaluation',))
+
+PROJECT_REGISTRIES = (DETECTORS, BACKBONES, NECKS, HEADS, ROI_EXTRACTORS, SHARED_HEADS, LOSSES,
+                      NORM_LAYERS, PRIOR_GENERATORS, BBOX_ASSIGNERS, BBOX_SAMPLERS, BBOX_CODERS,
+                      IOU_CALCULATORS, DATASETS, PIPELINES, SAMPLERS, HOOKS, OPTIMIZERS,
+                      OPTIMIZER_BUILDERS, LR_SCHEDULERS, RUNNERS, METRICS)
+
+
+def type_accepts(type_name: Any, key: str) -> bool:
+    """Whether a class registered as ``type_name`` (in any of the project's registries) takes
+    ``key`` as a keyword argument: an override that adds such a key to a config dict sets a
+    real argument, however close its name is to one of the keys already there."""
+    for registry in PROJECT_REGISTRIES:
+        cls = registry.get(type_name)
+        if cls is not None and key in _accepted_params_mro(cls):
+            return True
+    return False

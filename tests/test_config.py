@@ -5,6 +5,7 @@ import json
 import pickle
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -285,6 +286,18 @@ def test_merge_from_dict_warns_when_a_new_key_looks_like_a_typo():
     cfg = load('inherit/child.py')
     with pytest.warns(UserWarning, match="adds a new key 'num_clases'.*did you mean 'num_classes'"):
         cfg.merge_from_dict({'model.bbox_head.num_clases': 3})
+
+
+def test_merge_from_dict_does_not_call_a_real_argument_a_typo():
+    # stride_rule is an AnchorGenerator argument, close to the 'strides' key already there
+    cfg = Config(dict(model=dict(anchor_generator=dict(type='AnchorGenerator',
+                                                       strides=[8, 16], ratios=[1.0]))))
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        cfg.merge_from_dict({'model.anchor_generator.stride_rule': 'batch_shape'})
+    assert cfg.model.anchor_generator.stride_rule == 'batch_shape'
+    with pytest.warns(UserWarning, match="adds a new key 'stride'.*did you mean 'strides'"):
+        cfg.merge_from_dict({'model.anchor_generator.stride': [4]})
 
 
 @pytest.mark.parametrize('key, expected', [
