@@ -169,7 +169,37 @@ def _perturb(model, inputs, gains: dict, seed: int = 0) -> None:
             hook.remove()
 
 
-def d2_side(family: str, images: list[str]) -> None:
+def _d2_boxes_in_float64() -> None:
+    """Lift Detectron2's three casts of boxes to float32 (for ``--float64``), each a dtype
+    change only: ``Boxes`` keeps a float64 tensor, ``Box2BoxTransform.apply_deltas`` is its
+    own source without the ``deltas.float()`` line, and the RPN's and box head's
+    ``batched_nms`` is torchvision's, which Detectron2's wraps only to cast the boxes."""
+    import inspect
+    import textwrap
+    import torch
+    from torchvision.ops import boxes as box_ops
+    from detectron2.modeling import box_regression
+    from detectron2.modeling.proposal_generator import proposal_utils
+    from detectron2.modeling.roi_heads import fast_rcnn
+    from detectron2.structures import Boxes
+    boxes_init = Boxes.__init__
+
+    def init(self, tensor):
+        boxes_init(self, tensor)
+        if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.float64:
+            self.tensor = tensor.reshape(-1, 4)
+    Boxes.__init__ = init
+    cls = box_regression.Box2BoxTransform
+    source = textwrap.dedent(inspect.getsource(cls.apply_deltas))
+    cast = 'deltas = deltas.float()  # ensure fp32 for decoding precision'
+    assert cast in source, 'Detectron2 changed apply_deltas: update --float64'
+    namespace = dict(vars(box_regression))
+    exec(source.replace(cast, 'pass'), namespace)  # noqa: S102 - Detectron2's own source
+    cls.apply_deltas = namespace['apply_deltas']
+    proposal_utils.batched_nms = fast_rcnn.batched_nms = box_ops.batched_nms
+
+
+def d2_side(family: str, images: list[str], float64: bool = False) -> None:
     import numpy as np
     import torch
     from detectron2.config import get_cfg
@@ -200,6 +230,9 @@ def d2_side(family: str, images: list[str]) -> None:
                          '__author__': 'detforge check_d2_parity'}, f)
     else:  # DetectionCheckpointer.save: {'model': state_dict, ...}
         torch.save({'model': state, 'iteration': 0}, ckpt)
+    if float64:  # the saved float32 weights, run in float64
+        model.double()
+        _d2_boxes_in_float64()
     masks = family in MASKED
     store = record_forwards(model, heads + ([MASK_LOGITS[0]] if masks else []))
     pooled, mask_rois = [], []
@@ -230,14 +263,36 @@ def d2_side(family: str, images: list[str]) -> None:
               flush=True)
     torch.save(dict(heads=store, dets=dets, proposals=pooled, mask_rois=mask_rois,
                     shapes=[tuple(i['image'].shape[1:]) for i in inputs]),
-               osp.join(OUT, f'{family}_d2.pt'))
+               osp.join(OUT, f'{family}_d2{"_f64" if float64 else ""}.pt'))
     print(f'[d2] {family}: {sum(len(d["scores"]) for d in dets)} detections; resized '
           f'{[tuple(i["image"].shape[1:]) for i in inputs]}', flush=True)
     del np
 
 
 # ---------------------------------------------------------------- detforge's side
-def detforge_side(family: str, images: list[str], config: str) -> dict:
+def _preprocess_float64(model) -> None:
+    """Make ``model.preprocess`` normalise in float64 as Detectron2 does once ``.double()``:
+    ``x - mean`` with the mean rounded to float32 (its buffer's value), then zero padding."""
+    import torch
+    original = model.preprocess
+
+    def preprocess(img, img_metas):
+        norm = (img_metas[0].get('img_norm_cfg') if img_metas else None) or model.data_preprocessor
+        x = img.double()
+        if norm.get('to_rgb', False):
+            x = x.flip(1)
+        mean, std = (torch.tensor(norm[k], dtype=torch.float32).double().view(1, -1, 1, 1)
+                     for k in ('mean', 'std'))
+        x = (x - mean) / std
+        for i, meta in enumerate(img_metas):  # the padding (outside img_shape) is 0
+            h, w = meta['img_shape'][:2]
+            x[i, :, h:] = 0
+            x[i, :, :, w:] = 0
+        return original(x, img_metas)  # a floating input is taken as normalised
+    model.preprocess = preprocess
+
+
+def detforge_side(family: str, images: list[str], config: str, float64: bool = False) -> dict:
     import numpy as np
     import torch
     from detforge.apis import inference_detector, init_detector
@@ -246,8 +301,12 @@ def detforge_side(family: str, images: list[str], config: str) -> dict:
     masks = family in MASKED
     logits_name = (MASK_LOGITS_CASCADE if family == 'cascade_mask_rcnn' else MASK_LOGITS)[1]
     converted = osp.join(OUT, f'{family}_detforge.pth')
-    ref = torch.load(osp.join(OUT, f'{family}_d2.pt'), weights_only=False)
+    ref = torch.load(osp.join(OUT, f'{family}_d2{"_f64" if float64 else ""}.pt'),
+                     weights_only=False)
     model = init_detector(config, None, device='cpu')
+    if float64:
+        model.double()
+        _preprocess_float64(model)
     report = load_checkpoint(model, converted, log_report=False)['load_report']
     store = record_forwards(model, heads + ([logits_name] if masks else []))
     rois, mask_rois = [], []
@@ -445,27 +504,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('families', nargs='*', default=list(FAMILIES))
     parser.add_argument('--side', choices=['both', 'd2', 'detforge'], default='both')
+    parser.add_argument('--float64', action='store_true',
+                        help='run both models in float64 (the same float32 weights): what is '
+                             'left of a difference is not float32 rounding')
     args = parser.parse_args()
+    f64 = ['--float64'] if args.float64 else []
     images = _images() if args.side != 'd2' else [
         osp.join(OUT, name.replace('.jpg', '.png')) for name, _ in IMAGES]
     failed = False
     for family in args.families:
         if args.side == 'd2':
-            d2_side(family, images)
+            d2_side(family, images, args.float64)
             continue
         yaml_rel, config, suffix, _, _ = FAMILIES[family]
         if args.side == 'both':
             env = dict(os.environ, PYTHONPATH=D2_SRC)
-            subprocess.run([D2_PYTHON, __file__, family, '--side', 'd2'], check=True, env=env)
+            subprocess.run([D2_PYTHON, __file__, family, '--side', 'd2', *f64], check=True,
+                           env=env)
         translated = osp.join(OUT, f'{family}_translated.py')
         subprocess.run([sys.executable, '-m', 'detforge', 'convert', 'detectron2',
                         osp.join(OUT, family + suffix), osp.join(OUT, f'{family}_detforge.pth'),
                         '--config', osp.join(D2_SRC, 'configs', yaml_rel),
                         '--out-config', translated], check=True, cwd=REPO)
         for cfg in (osp.join(REPO, config), translated):
-            result = detforge_side(family, images, cfg)
+            result = detforge_side(family, images, cfg, args.float64)
             failed |= not result['ok']
-            print(json.dumps(result), flush=True)
+            print(json.dumps(dict(result, float64=args.float64)), flush=True)
     return 1 if failed else 0
 
 

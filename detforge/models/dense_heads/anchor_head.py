@@ -250,5 +250,6 @@ class AnchorHead(DenseTestMixin, nn.Module):
 
 
 def _float32(tensors: Sequence[Tensor]) -> list[Tensor]:
-    """The head's outputs in float32 (they are bf16/fp16 under autocast)."""
-    return [t.float() for t in tensors]
+    """The head's outputs in at least float32: bf16/fp16 ones (autocast) are cast up, a float64
+    model's stay float64."""
+    return [t if t.dtype == torch.float64 else t.float() for t in tensors]

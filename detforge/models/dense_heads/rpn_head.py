@@ -199,8 +199,11 @@ class RPNHead(nn.Module):
 
         featmap_sizes = [s.shape[-2:] for s in cls_scores]
         device = cls_scores[0].device
+        # anchors in float32 (bf16/fp16 outputs under autocast too); a float64 model's in float64
+        dtype = torch.float64 if cls_scores[0].dtype == torch.float64 else torch.float32
         level_anchors = self.prior_generator.grid_priors(
-            featmap_sizes, device=device, batch_input_shape=padded_batch_shape(img_metas))
+            featmap_sizes, dtype=dtype, device=device,
+            batch_input_shape=padded_batch_shape(img_metas))
         B = cls_scores[0].size(0)
         scores, deltas, anchors, levels = [], [], [], []
         for lvl, (s, d, a) in enumerate(zip(cls_scores, bbox_preds, level_anchors)):
