@@ -65,6 +65,20 @@ def _loss(head, seed):
     return losses['loss_cls'] + losses['loss_bbox']
 
 
+def test_a_float64_heads_detections_are_float64_and_match_its_float32_ones():
+    head = _head().eval()
+    cfg = dict(nms_pre=1000, score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)
+    torch.manual_seed(1)
+    feats = [torch.randn(1, 8, s, s) for s in (16, 8, 4, 2, 1)]
+    metas = [dict(img_shape=(128, 128, 3), pad_shape=(128, 128, 3), scale_factor=1.0)]
+    with torch.no_grad():
+        (dets32, _), = head.get_bboxes(*head(feats), img_metas=metas, cfg=cfg)
+        head.double()
+        (dets64, _), = head.get_bboxes(*head([f.double() for f in feats]), img_metas=metas, cfg=cfg)
+    assert dets32.dtype == torch.float32 and dets64.dtype == torch.float64  # not cast down
+    torch.testing.assert_close(dets64.float(), dets32, rtol=1e-5, atol=1e-4)
+
+
 def test_loss_normaliser_is_in_the_state_dict_and_resumes_exactly():
     head = _head(momentum=0.9).train()
     for seed in (1, 2):

@@ -140,6 +140,27 @@ def test_rpn_nms_does_not_suppress_across_levels():
     assert len(torch.unique(props[:, :4], dim=0)) == 3
 
 
+def test_rpn_proposals_of_a_float64_model_are_float64_and_autocast_ones_float32():
+    head = _rpn_head(nms=dict(type='nms', iou_threshold=1.0))  # nothing suppressed
+    # one level, 70 positions along x: anchor corners near x = 1100 are not float32 numbers
+    head.prior_generator = type(head.prior_generator)(strides=[16], ratios=[0.5, 1.0, 2.0],
+                                                      sizes=[[37]])
+    meta = dict(img_shape=(4000, 4000, 3))
+    cls, _ = _level_outputs(head, [(1, 70)], batch=1)
+    reg = [torch.zeros(1, 12, 1, 70, dtype=torch.float64)]  # zero deltas: proposals = anchors
+    props = head.get_bboxes([cls[0].double()], reg, [meta])[0]
+    assert props.dtype == torch.float64 and len(props) == 70 * 3
+    base = head.prior_generator.base_anchors[0].double()  # (3, 4)
+    shift_x = torch.arange(70, dtype=torch.float64) * 16
+    shifts = torch.stack([shift_x, torch.zeros(70, dtype=torch.float64)] * 2, 1)
+    anchors = (shifts[:, None] + base[None]).reshape(-1, 4).clamp(0, 4000)  # sums in float64
+    nearest = torch.cdist(props[:, :4], anchors, p=float('inf')).min(1).values
+    assert nearest.max() < 1e-9  # float32 anchors are up to 5e-5 px away here
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # a bf16 model's outputs: float32 boxes
+        props = head.get_bboxes([cls[0].bfloat16()], [reg[0].bfloat16()], [meta])[0]
+    assert props.dtype == torch.float32
+
+
 # ----------------------------------------------------------------------------- cascade
 def _cascade_cfg():
     cfg = Config.fromfile('configs/_base_/models/cascade_rcnn_r50_fpn.py')
