@@ -140,6 +140,22 @@ def test_rpn_nms_does_not_suppress_across_levels():
     assert len(torch.unique(props[:, :4], dim=0)) == 3
 
 
+@pytest.mark.parametrize('best_first', [True, False])
+def test_rpn_ranks_by_logit_where_float32_sigmoids_tie(best_first):
+    head = _rpn_head(nms_pre=1000, max_per_img=1000)
+    # 32 px anchors 4 px apart on one level (IoU > 0.7 with the next); the 4 of positions 8..11
+    # have logits above 17, whose sigmoids are all 1.0 in float32: only the logits say which
+    # box is best (and suppresses its neighbours)
+    head.prior_generator = type(head.prior_generator)(strides=[4], ratios=[1.0], sizes=[[32]])
+    top = torch.tensor([30., 22., 21., 20.] if best_first else [20., 21., 22., 30.])
+    logits = torch.cat([torch.full((8,), -10.), top])
+    props = head.get_bboxes([logits.view(1, 1, 1, 12)], [torch.zeros(1, 4, 1, 12)],
+                            [dict(img_shape=(200, 200, 3))])[0]
+    best = int(logits.argmax())
+    assert props[0, :4].tolist() == [best * 4 - 16, -16 + 16, best * 4 + 16, 16]  # y clipped
+    assert props[0, 4].item() == 1.0  # scored by its probability
+
+
 def test_rpn_proposals_of_a_float64_model_are_float64_and_autocast_ones_float32():
     head = _rpn_head(nms=dict(type='nms', iou_threshold=1.0))  # nothing suppressed
     # one level, 70 positions along x: anchor corners near x = 1100 are not float32 numbers

@@ -515,7 +515,9 @@ class ExportableDetector(nn.Module):
         for level, (cls_score, bbox_pred) in enumerate(zip(cls_scores, bbox_preds)):
             B = cls_score.shape[0]
             logits = cls_score.permute(0, 2, 3, 1).reshape(B, -1, head.cls_out_channels)
-            scores = head._objectness(logits)                           # (B, HWA)
+            # (B, HWA) probabilities: onnx_nms marks its padding with negative scores; eager
+            # ranks by the logit, the same order but for float32 ties of saturated sigmoids
+            scores = head._probability(logits)
             deltas = bbox_pred.permute(0, 2, 3, 1).reshape(B, -1, 4)
             anchors = _grid_anchors(generator.base_anchors[level], cls_score,
                                     self._stride(generator, level, cls_score))

@@ -122,7 +122,15 @@ class RPNHead(nn.Module):
         return [o[0] for o in outs], [o[1] for o in outs]
 
     def _objectness(self, logits: torch.Tensor) -> torch.Tensor:
-        """(..., c) logits -> (...) probability of 'object' (class 0; background is last)."""
+        """(..., c) logits -> (...) the logit of 'object' (class 0; background is last) that
+        proposals are ranked by: the probability's order without its float32 ties (sigmoids
+        of logits above ~17 are all 1.0), as Detectron2 and torchvision rank."""
+        if self.use_sigmoid_cls:
+            return logits[..., 0]
+        return logits[..., 0] - logits[..., 1]  # softmax([a, b])[0] = sigmoid(a - b)
+
+    def _probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """(..., c) logits -> (...) probability of 'object' (the proposals' score)."""
         if self.use_sigmoid_cls:
             return logits[..., 0].sigmoid()
         return logits.softmax(-1)[..., 0]
@@ -192,7 +200,8 @@ class RPNHead(nn.Module):
             cfg: a :class:`DenseTestConfig` (or its dict); default ``self.test_cfg``.
 
         Returns:
-            per image ``(n_i, 5)`` ``[x1, y1, x2, y2, objectness]`` sorted by objectness.
+            per image ``(n_i, 5)`` ``[x1, y1, x2, y2, objectness]`` (a probability) sorted by
+            objectness (ranked by its logit: no float32 ties).
         """
         cfg = self.test_cfg if cfg is None else self.parse_test_cfg(cfg)
         nms_pre, max_per_img, min_size = cfg.nms_pre, cfg.max_per_img, cfg.min_bbox_size
@@ -205,22 +214,26 @@ class RPNHead(nn.Module):
             featmap_sizes, dtype=dtype, device=device,
             batch_input_shape=padded_batch_shape(img_metas))
         B = cls_scores[0].size(0)
-        scores, deltas, anchors, levels = [], [], [], []
+        # ranked by the objectness logit, scored by its probability
+        ranks, scores, deltas, anchors, levels = [], [], [], [], []
         for lvl, (s, d, a) in enumerate(zip(cls_scores, bbox_preds, level_anchors)):
-            logit = flatten_levels([s.detach()], self.cls_out_channels)
+            logits = flatten_levels([s.detach()], self.cls_out_channels)
             delta = flatten_levels([d.detach()], 4)
-            score = self._objectness(logit)                      # (B, n)
-            if 0 < nms_pre < score.size(1):
-                score, idx = score.topk(nms_pre, dim=1)            # sorted, per image
+            rank = self._objectness(logits)                      # (B, n)
+            score = self._probability(logits)
+            if 0 < nms_pre < rank.size(1):
+                rank, idx = rank.topk(nms_pre, dim=1)              # sorted, per image
+                score = score.gather(1, idx)
                 delta = delta.gather(1, idx[..., None].expand(-1, -1, 4))
                 a = a[idx]                                         # (B, k, 4)
             else:
                 a = a.expand(B, -1, -1)
+            ranks.append(rank)
             scores.append(score)
             deltas.append(delta)
             anchors.append(a)
-            levels.append(torch.full_like(score, lvl, dtype=torch.long))
-        scores, deltas = torch.cat(scores, 1), torch.cat(deltas, 1)
+            levels.append(torch.full_like(rank, lvl, dtype=torch.long))
+        ranks, scores, deltas = torch.cat(ranks, 1), torch.cat(scores, 1), torch.cat(deltas, 1)
         anchors, levels = torch.cat(anchors, 1), torch.cat(levels, 1)
         boxes = self.bbox_coder.decode(anchors, deltas)          # (B, K, 4)
 
@@ -238,20 +251,24 @@ class RPNHead(nn.Module):
             else torch.ones_like(levels, dtype=torch.bool)
         if cfg.score_thr > 0:  # torchvision's rpn_score_thresh (MMDetection has none)
             keep &= scores >= cfg.score_thr
-        boxes, scores = boxes[keep], scores[keep]
+        boxes, scores, ranks = boxes[keep], scores[keep], ranks[keep]
         groups = (img_ids * len(cls_scores) + levels)[keep]
         img_ids = img_ids[keep]
         nms = cfg.nms if cfg.nms is not None else NMSConfig(iou_threshold=0.7)
         if nms.type == 'nms' and not nms.class_agnostic:
             # one call for the whole batch, (image, level) pairs as the groups
-            kept = batched_nms(boxes, scores, groups, nms.iou_threshold)   # sorted by score
+            kept = batched_nms(boxes, ranks, groups, nms.iou_threshold)    # sorted by logit
         proposals = []
         for i, meta in enumerate(img_metas):
             if nms.type == 'nms' and not nms.class_agnostic:
                 k = kept[img_ids[kept] == i]
                 k = k[:max_per_img] if max_per_img > 0 else k
                 dets = torch.cat([boxes[k], scores[k, None]], 1)
-            else:  # soft_nms, or levels suppressing each other: image by image
+            elif nms.type == 'nms':  # class_agnostic: the levels suppress each other
+                mine = torch.nonzero(img_ids == i, as_tuple=True)[0]
+                _, k = nms_from_cfg(boxes[mine], ranks[mine], groups[mine], nms, max_per_img)
+                dets = torch.cat([boxes[mine[k]], scores[mine[k], None]], 1)
+            else:  # soft_nms decays probabilities
                 mine = torch.nonzero(img_ids == i, as_tuple=True)[0]
                 dets, _ = nms_from_cfg(boxes[mine], scores[mine], groups[mine], nms, max_per_img)
             if rescale:
