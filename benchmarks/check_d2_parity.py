@@ -172,15 +172,13 @@ def _perturb(model, inputs, gains: dict, seed: int = 0) -> None:
 def _d2_boxes_in_float64() -> None:
     """Lift Detectron2's three casts of boxes to float32 (for ``--float64``), each a dtype
     change only: ``Boxes`` keeps a float64 tensor, ``Box2BoxTransform.apply_deltas`` is its
-    own source without the ``deltas.float()`` line, and the RPN's and box head's
-    ``batched_nms`` is torchvision's, which Detectron2's wraps only to cast the boxes."""
+    own source without the ``deltas.float()`` line, and every module's ``batched_nms`` (RPN,
+    box head, RetinaNet) is torchvision's, which Detectron2's wraps only to cast the boxes."""
     import inspect
     import textwrap
     import torch
     from torchvision.ops import boxes as box_ops
     from detectron2.modeling import box_regression
-    from detectron2.modeling.proposal_generator import proposal_utils
-    from detectron2.modeling.roi_heads import fast_rcnn
     from detectron2.structures import Boxes
     boxes_init = Boxes.__init__
 
@@ -196,7 +194,12 @@ def _d2_boxes_in_float64() -> None:
     namespace = dict(vars(box_regression))
     exec(source.replace(cast, 'pass'), namespace)  # noqa: S102 - Detectron2's own source
     cls.apply_deltas = namespace['apply_deltas']
-    proposal_utils.batched_nms = fast_rcnn.batched_nms = box_ops.batched_nms
+    import detectron2.modeling.meta_arch.retinanet  # noqa: F401 - imports batched_nms too
+    from detectron2.layers import batched_nms as wrapper
+    for module in list(sys.modules.values()):  # every module that imported Detectron2's wrapper
+        if getattr(module, '__name__', '').startswith('detectron2.') \
+                and getattr(module, 'batched_nms', None) is wrapper:
+            module.batched_nms = box_ops.batched_nms
 
 
 def d2_side(family: str, images: list[str], float64: bool = False) -> None:
