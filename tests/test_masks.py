@@ -343,3 +343,14 @@ def test_roi_heads_with_masks_train_and_test(base):
     for boxes, cls_masks in zip(bbox_result, segm_result):
         assert len(boxes) == len(cls_masks)
         assert all(m.shape == (32, 32) and m.dtype == bool for m in cls_masks)  # original size
+
+
+def test_a_float64_models_masks_paste_as_its_float32_ones():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand(3, 28, 28, generator=g, dtype=torch.float64)
+    boxes = torch.tensor([[3.3, 4.1, 40.7, 30.2], [10.5, 0.0, 63.0, 47.9], [0., 0., 1e-3, 20.]],
+                         dtype=torch.float64)
+    ours64 = paste_masks(probs, boxes, 48, 64, threshold=-1)  # uint8 probabilities x 255
+    ours32 = paste_masks(probs.float(), boxes.float(), 48, 64, threshold=-1)
+    assert (ours64.int() - ours32.int()).abs().max() <= 1  # the same paste, up to rounding
+    assert ours64.sum() > 0

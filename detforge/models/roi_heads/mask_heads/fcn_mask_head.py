@@ -92,7 +92,8 @@ def _paste_chunk_mmdet(masks: Tensor, boxes: Tensor, img_h: int, img_w: int, ski
     gx = xs[:, None, :].expand(k, ys.size(1), xs.size(1))
     gy = ys[:, :, None].expand(k, ys.size(1), xs.size(1))
     grid = torch.stack([gx, gy], dim=3)
-    pasted = F.grid_sample(masks.float(), grid, align_corners=False)
+    # in the grid's dtype: float32 (fp16/bf16 masks are cast up), float64 for float64 boxes
+    pasted = F.grid_sample(masks.to(grid.dtype), grid, align_corners=False)
     return pasted[:, 0], (slice(y0, y1), slice(x0, x1))
 
 
